@@ -1,0 +1,47 @@
+//! The shared ground of the modular libp2p: identities and addresses, the [`Transport`]
+//! trait, the security and muxer upgrade traits, the upgrade pipeline that composes them, an
+//! in-memory transport, and (with the `testkit` feature) the conformance kits every
+//! implementation runs.
+//!
+//! ```
+//! use libp2p_core::{MemoryTransport, Multiaddr, Transport, TransportExt};
+//!
+//! # fn needs_a_security_upgrade() {}
+//! let transport = MemoryTransport::new();
+//! let listener = transport.listen("/memory/0".parse::<Multiaddr>().unwrap()).unwrap();
+//! // A real stack: TcpTransport::new().upgrade().authenticate(security).multiplex(muxer)
+//! let _builder = transport.upgrade();
+//! # drop(listener);
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod memory;
+pub mod pipeline;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+pub mod transport;
+pub mod upgrade;
+
+pub use libp2p_identity as identity;
+pub use libp2p_identity::{Keypair, PeerId, PublicKey};
+pub use libp2p_multistream as multistream;
+pub use libp2p_multistream::Negotiated;
+pub use multiaddr::{self, Multiaddr, Protocol};
+
+pub use memory::{MemorySocket, MemoryTransport};
+pub use pipeline::{Authenticated, Builder, Multiplexed, TransportExt, UpgradeConfig};
+pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};
+pub use upgrade::{
+    EitherError, EitherMuxer, MuxerError, MuxerUpgrade, Role, SecurityUpgrade, Socket,
+    StreamMuxer,
+};
+
+/// Runs `fut` for at most `limit`; `None` if the time ran out. Upgrades use it for their
+/// handshake timeouts, so that they need no timer of their own (the clock is tokio's).
+pub async fn with_timeout<F: std::future::Future>(
+    limit: std::time::Duration,
+    fut: F,
+) -> Option<F::Output> {
+    tokio::time::timeout(limit, fut).await.ok()
+}

@@ -1,0 +1,316 @@
+//! The upgrade pipeline: `transport.upgrade().authenticate(security).multiplex(muxer)`.
+//!
+//! Each step is a [`Transport`] wrapping the one before, composed statically: no boxing, no
+//! dynamic dispatch. Every step negotiates its protocol with multistream-select, and one
+//! timeout bounds the whole upgrade of a connection.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p_identity::PeerId;
+use libp2p_multistream::{self as multistream, Negotiated};
+use multiaddr::Multiaddr;
+use tracing::Instrument;
+
+use crate::transport::{split_peer_id, Stage, Transport, TransportError};
+use crate::upgrade::{MuxerUpgrade, Role, SecurityUpgrade, Socket};
+
+/// Settings of the upgrade pipeline.
+#[derive(Debug, Clone)]
+pub struct UpgradeConfig {
+    /// Bound on the whole upgrade of one connection: for a dial, from the start of the dial
+    /// until the muxer is ready; for an inbound connection, from `accept` until then.
+    /// Default 20 s: long enough for a slow RSA handshake across the world, short enough that
+    /// a silent peer does not hold resources for long.
+    pub timeout: Duration,
+    /// Limits of multistream-select.
+    pub multistream: multistream::Config,
+    /// Whether the dialer sends its data right behind a single proposal without waiting for
+    /// the listener's confirmation (`V1Lazy`, saves a round trip). Default `V1`.
+    pub version: multistream::Version,
+}
+
+impl Default for UpgradeConfig {
+    fn default() -> Self {
+        UpgradeConfig {
+            timeout: Duration::from_secs(20),
+            multistream: multistream::Config::default(),
+            version: multistream::Version::V1,
+        }
+    }
+}
+
+/// Extension methods that start the upgrade pipeline on any raw transport.
+pub trait TransportExt: Transport + Sized {
+    /// Starts the upgrade pipeline with the default [`UpgradeConfig`].
+    fn upgrade(self) -> Builder<Self> {
+        Builder {
+            transport: self,
+            config: UpgradeConfig::default(),
+        }
+    }
+}
+
+impl<T: Transport> TransportExt for T {}
+
+/// First step of the pipeline: a raw transport waiting for its security upgrade.
+#[derive(Debug, Clone)]
+pub struct Builder<T> {
+    transport: T,
+    config: UpgradeConfig,
+}
+
+impl<T: Transport> Builder<T>
+where
+    T::Output: Socket,
+{
+    /// Replaces the pipeline's settings.
+    pub fn with_config(mut self, config: UpgradeConfig) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// Sets the bound on the whole upgrade of one connection.
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.config.timeout = timeout;
+        self
+    }
+
+    /// Adds the security step. Use a pair `(A, B)` to offer two protocols.
+    pub fn authenticate<S: SecurityUpgrade<Negotiated<T::Output>>>(
+        self,
+        security: S,
+    ) -> Authenticated<T, S> {
+        Authenticated {
+            transport: self.transport,
+            security,
+            config: Arc::new(self.config),
+        }
+    }
+}
+
+/// A transport whose connections are authenticated and encrypted: its output is
+/// `(remote peer id, secured socket)`.
+#[derive(Debug, Clone)]
+pub struct Authenticated<T, S> {
+    transport: T,
+    security: S,
+    config: Arc<UpgradeConfig>,
+}
+
+/// Negotiates a protocol in the given role.
+async fn negotiate<C: Socket>(
+    socket: C,
+    role: Role,
+    names: Vec<&'static str>,
+    stage: Stage,
+    config: &UpgradeConfig,
+) -> Result<(String, Negotiated<C>), TransportError> {
+    let result = match role {
+        Role::Dialer => {
+            multistream::dialer_select(socket, names, config.version, &config.multistream)
+                .await
+                .map(|(name, io)| (name.to_string(), io))
+        }
+        Role::Listener => {
+            multistream::listener_select(socket, names.as_slice(), &config.multistream).await
+        }
+    };
+    result.map_err(|source| TransportError::Negotiation { stage, source })
+}
+
+impl<T, S> Authenticated<T, S>
+where
+    T: Transport,
+    T::Output: Socket,
+    S: SecurityUpgrade<Negotiated<T::Output>>,
+{
+    /// Adds the muxer step. Use a pair `(A, B)` to offer two muxers.
+    pub fn multiplex<M: MuxerUpgrade<Negotiated<S::Output>>>(
+        self,
+        muxer: M,
+    ) -> Multiplexed<T, S, M> {
+        Multiplexed { inner: self, muxer }
+    }
+
+    /// Runs security negotiation and the handshake on an established socket.
+    fn secure(
+        &self,
+        socket: T::Output,
+        role: Role,
+        expected: Option<PeerId>,
+    ) -> impl Future<Output = Result<(PeerId, S::Output), TransportError>> + Send + 'static {
+        let security = self.security.clone();
+        let config = self.config.clone();
+        async move {
+            let names = security.protocol_names();
+            let (protocol, socket) =
+                negotiate(socket, role, names, Stage::Security, &config).await?;
+            tracing::debug!(%protocol, ?role, "security protocol agreed");
+            let (peer, secured) = security
+                .secure(socket, role, expected, &protocol)
+                .await
+                .map_err(|e| TransportError::Security {
+                    protocol: protocol.clone(),
+                    source: Box::new(e),
+                })?;
+            if let Some(expected) = expected {
+                if expected != peer {
+                    return Err(TransportError::PeerIdMismatch {
+                        expected,
+                        actual: peer,
+                    });
+                }
+            }
+            tracing::debug!(%peer, "remote authenticated");
+            Ok((peer, secured))
+        }
+    }
+}
+
+/// Runs `fut` under the pipeline's timeout.
+async fn bounded<F, O>(timeout: Duration, fut: F) -> Result<O, TransportError>
+where
+    F: Future<Output = Result<O, TransportError>>,
+{
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(TransportError::Timeout(timeout)),
+    }
+}
+
+impl<T, S> Transport for Authenticated<T, S>
+where
+    T: Transport,
+    T::Output: Socket,
+    S: SecurityUpgrade<Negotiated<T::Output>>,
+{
+    type Output = (PeerId, S::Output);
+    type Pending = T::Pending;
+    type Listener = T::Listener;
+
+    fn dial(
+        &self,
+        addr: Multiaddr,
+    ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
+        let (raw_addr, expected) = split_peer_id(&addr);
+        let dial = self.transport.dial(raw_addr);
+        let this = self.clone();
+        let span = tracing::debug_span!("dial", %addr);
+        bounded(self.config.timeout, async move {
+            let socket = dial.await?;
+            this.secure(socket, Role::Dialer, expected).await
+        })
+        .instrument(span)
+    }
+
+    fn listen(&self, addr: Multiaddr) -> Result<Self::Listener, TransportError> {
+        self.transport.listen(addr)
+    }
+
+    fn accept(
+        &self,
+        pending: Self::Pending,
+    ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
+        let accept = self.transport.accept(pending);
+        let this = self.clone();
+        bounded(self.config.timeout, async move {
+            let socket = accept.await?;
+            this.secure(socket, Role::Listener, None).await
+        })
+        .instrument(tracing::debug_span!("accept"))
+    }
+}
+
+/// A transport whose connections are authenticated, encrypted and multiplexed: its output is
+/// `(remote peer id, muxed connection)`. The muxer's driver is spawned on the tokio runtime.
+#[derive(Debug, Clone)]
+pub struct Multiplexed<T, S, M> {
+    inner: Authenticated<T, S>,
+    muxer: M,
+}
+
+impl<T, S, M> Multiplexed<T, S, M>
+where
+    T: Transport,
+    T::Output: Socket,
+    S: SecurityUpgrade<Negotiated<T::Output>>,
+    M: MuxerUpgrade<Negotiated<S::Output>>,
+{
+    fn multiplex(
+        &self,
+        secured: S::Output,
+        role: Role,
+    ) -> impl Future<Output = Result<M::Muxer, TransportError>> + Send + 'static {
+        let muxer = self.muxer.clone();
+        let config = self.inner.config.clone();
+        async move {
+            let names = muxer.protocol_names();
+            let (protocol, socket) = negotiate(secured, role, names, Stage::Muxer, &config).await?;
+            tracing::debug!(%protocol, "muxer agreed");
+            let (muxer, driver) = muxer
+                .upgrade(socket, role, &protocol)
+                .await
+                .map_err(|source| TransportError::Muxer {
+                    protocol: protocol.clone(),
+                    source,
+                })?;
+            tokio::spawn(async move {
+                if let Err(e) = driver.await {
+                    tracing::debug!(error = %e, "muxed connection ended with an error");
+                }
+            });
+            Ok(muxer)
+        }
+    }
+}
+
+impl<T, S, M> Transport for Multiplexed<T, S, M>
+where
+    T: Transport,
+    T::Output: Socket,
+    S: SecurityUpgrade<Negotiated<T::Output>>,
+    M: MuxerUpgrade<Negotiated<S::Output>>,
+{
+    type Output = (PeerId, M::Muxer);
+    type Pending = T::Pending;
+    type Listener = T::Listener;
+
+    fn dial(
+        &self,
+        addr: Multiaddr,
+    ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
+        let (raw_addr, expected) = split_peer_id(&addr);
+        let dial = self.inner.transport.dial(raw_addr);
+        let this = self.clone();
+        let span = tracing::debug_span!("dial", %addr);
+        bounded(self.inner.config.timeout, async move {
+            let socket = dial.await?;
+            let (peer, secured) = this.inner.secure(socket, Role::Dialer, expected).await?;
+            let muxer = this.multiplex(secured, Role::Dialer).await?;
+            Ok((peer, muxer))
+        })
+        .instrument(span)
+    }
+
+    fn listen(&self, addr: Multiaddr) -> Result<Self::Listener, TransportError> {
+        self.inner.transport.listen(addr)
+    }
+
+    fn accept(
+        &self,
+        pending: Self::Pending,
+    ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
+        let accept = self.inner.transport.accept(pending);
+        let this = self.clone();
+        bounded(self.inner.config.timeout, async move {
+            let socket = accept.await?;
+            let (peer, secured) = this.inner.secure(socket, Role::Listener, None).await?;
+            let muxer = this.multiplex(secured, Role::Listener).await?;
+            Ok((peer, muxer))
+        })
+        .instrument(tracing::debug_span!("accept"))
+    }
+}
+

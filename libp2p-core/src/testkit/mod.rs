@@ -1,0 +1,75 @@
+//! Conformance kits: the tests every [`Transport`](crate::Transport), security upgrade and
+//! stream muxer in the workspace must pass. An alternative implementation is "done" when it
+//! passes its kit.
+//!
+//! The kits panic with a message naming the failed check (they are test helpers), and every
+//! step runs under a timeout so that a broken implementation fails instead of hanging.
+
+mod muxer;
+mod security;
+mod transport;
+
+pub use muxer::{muxer_kit, MuxerKitConfig};
+pub use security::{security_kit, security_kit_over_transport};
+pub use transport::transport_kit;
+
+use std::future::Future;
+use std::time::Duration;
+
+use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+/// Bytes of a deterministic pseudo-random pattern, so that a reordered, dropped or
+/// duplicated chunk shows up as a mismatch.
+pub fn pattern(seed: u64, len: usize) -> Vec<u8> {
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    (0..len)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 24) as u8
+        })
+        .collect()
+}
+
+/// Runs `fut`, panicking with `what` if it takes longer than `secs` seconds.
+pub async fn within<F: Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(Duration::from_secs(secs), fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("conformance: timed out after {secs}s: {what}"),
+    }
+}
+
+/// Writes `data` in chunks of varying size while reading the same amount back, and checks
+/// that what came back equals what was sent. Closes the write side at the end and expects EOF.
+pub async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(stream: S, data: &[u8]) {
+    let (mut reader, mut writer) = stream.split();
+    let write = async {
+        let mut offset = 0;
+        let mut step = 1usize;
+        while offset < data.len() {
+            let end = (offset + step).min(data.len());
+            writer.write_all(&data[offset..end]).await.expect("write");
+            offset = end;
+            step = (step * 7 + 13) % 65_536 + 1;
+        }
+        writer.flush().await.expect("flush");
+        writer.close().await.expect("close write side");
+    };
+    let read = async {
+        let mut back = Vec::with_capacity(data.len());
+        reader.read_to_end(&mut back).await.expect("read echo");
+        back
+    };
+    let ((), back) = futures::join!(write, read);
+    assert_eq!(back.len(), data.len(), "echo length");
+    assert!(back == data, "echoed bytes differ from the sent bytes");
+}
+
+/// Echoes every byte of `stream` back until the remote closes its write side, then closes.
+pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<u64> {
+    let (mut reader, mut writer) = stream.split();
+    let n = futures::io::copy(&mut reader, &mut writer).await?;
+    writer.close().await?;
+    Ok(n)
+}

@@ -1,0 +1,169 @@
+//! The security kit.
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p_identity::{Keypair, PeerId};
+use multiaddr::{Multiaddr, Protocol};
+
+use super::{echo_roundtrip, pattern, serve_echo, within};
+use crate::{
+    ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
+    TransportExt,
+};
+
+fn pipe() -> (MemorySocket, MemorySocket) {
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    (a.compat(), b.compat())
+}
+
+async fn handshake<S: SecurityUpgrade<MemorySocket>>(
+    dialer: &S,
+    listener: &S,
+    expected: Option<PeerId>,
+) -> (
+    Result<(PeerId, S::Output), S::Error>,
+    Result<(PeerId, S::Output), S::Error>,
+) {
+    let (a, b) = pipe();
+    let name = dialer.protocol_names()[0];
+    within(
+        20,
+        "security handshake",
+        futures::future::join(
+            dialer.secure(a, Role::Dialer, expected, name),
+            listener.secure(b, Role::Listener, None, name),
+        ),
+    )
+    .await
+}
+
+/// Checks a security upgrade directly over in-memory pipes, then through the upgrade
+/// pipeline over the memory transport (see [`security_kit_over_transport`]).
+///
+/// `make` builds the upgrade for a given identity; it is called with fresh Ed25519 keys.
+pub async fn security_kit<S, F>(make: F)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<MemorySocket> + SecurityUpgrade<crate::Negotiated<MemorySocket>>,
+{
+    let key_a = Keypair::generate_ed25519();
+    let key_b = Keypair::generate_ed25519();
+    let (id_a, id_b) = (key_a.public().to_peer_id(), key_b.public().to_peer_id());
+    let (a, b) = (make(key_a.clone()), make(key_b.clone()));
+    assert!(
+        SecurityUpgrade::<MemorySocket>::protocol_names(&a)
+            .iter()
+            .all(|n| n.starts_with('/')),
+        "protocol names start with '/'"
+    );
+
+    // Both sides learn each other's identity.
+    let (dialer, listener) = handshake(&a, &b, Some(id_b)).await;
+    let (seen_b, io_a) = dialer.expect("dialer handshake");
+    let (seen_a, io_b) = listener.expect("listener handshake");
+    assert_eq!(seen_b, id_b, "dialer authenticated the listener");
+    assert_eq!(seen_a, id_a, "listener authenticated the dialer");
+
+    // 4 MiB echoed through the channel while being written, in writes of many sizes.
+    let data = pattern(7, 4 << 20);
+    let server = tokio::spawn(async move { serve_echo(io_b).await });
+    within(60, "4 MiB echo over the secure channel", echo_roundtrip(io_a, &data)).await;
+    let echoed = server.await.expect("echo task").expect("echo");
+    assert_eq!(echoed, data.len() as u64);
+
+    // Half-close: the dialer closes its write side and still reads the listener's reply.
+    let (dialer, listener) = handshake(&a, &b, None).await;
+    let (_, mut io_a) = dialer.expect("dialer handshake");
+    let (_, mut io_b) = listener.expect("listener handshake");
+    io_a.write_all(b"question").await.expect("write");
+    io_a.close().await.expect("close");
+    let mut got = Vec::new();
+    within(10, "read until the dialer's close", io_b.read_to_end(&mut got))
+        .await
+        .expect("read to EOF");
+    assert_eq!(got, b"question");
+    io_b.write_all(b"answer").await.expect("write after remote close");
+    io_b.close().await.expect("close");
+    let mut got = Vec::new();
+    within(10, "read after own close", io_a.read_to_end(&mut got))
+        .await
+        .expect("read after half-close");
+    assert_eq!(got, b"answer");
+
+    // Expecting someone else: the dialer refuses.
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let (dialer, _listener) = handshake(&a, &b, Some(stranger)).await;
+    assert!(
+        dialer.is_err(),
+        "a dialer expecting another peer must fail the handshake"
+    );
+
+    // Garbage instead of a handshake: an error, not a hang or a panic.
+    for garbage in [
+        vec![0xffu8; 64],
+        vec![0u8; 3],
+        pattern(3, 4096),
+        Vec::new(),
+    ] {
+        for role in [Role::Dialer, Role::Listener] {
+            let (ours, mut theirs) = pipe();
+            let name = SecurityUpgrade::<MemorySocket>::protocol_names(&a)[0];
+            let handshake = a.secure(ours, role, None, name);
+            let garbage = garbage.clone();
+            let attacker = async move {
+                let _ = theirs.write_all(&garbage).await;
+                let _ = theirs.close().await;
+                let mut sink = Vec::new();
+                let _ = theirs.read_to_end(&mut sink).await;
+            };
+            let (result, ()) =
+                within(20, "handshake against garbage", futures::future::join(handshake, attacker))
+                    .await;
+            assert!(result.is_err(), "a garbage handshake ({role:?}) must fail");
+        }
+    }
+
+    security_kit_over_transport(make(key_a), make(key_b), id_b).await;
+}
+
+/// Checks a security upgrade through the pipeline over the memory transport: dialing
+/// `/memory/N/p2p/<id>` authenticates that peer, a wrong `/p2p/` fails, bytes flow.
+pub async fn security_kit_over_transport<S>(dialer: S, listener: S, listener_id: PeerId)
+where
+    S: SecurityUpgrade<crate::Negotiated<MemorySocket>>,
+{
+    let client = MemoryTransport::new().upgrade().authenticate(dialer);
+    let server = MemoryTransport::new().upgrade().authenticate(listener);
+    let mut incoming = server.listen("/memory/0".parse().unwrap()).expect("listen");
+    let addr = match incoming.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        other => panic!("expected NewAddress, got {other:?}"),
+    };
+    let acceptor = tokio::spawn(async move {
+        while let Some(event) = incoming.next().await {
+            if let ListenerEvent::Incoming { pending, .. } = event {
+                let accept = server.accept(pending);
+                tokio::spawn(async move {
+                    if let Ok((_, io)) = accept.await {
+                        let _ = serve_echo(io).await;
+                    }
+                });
+            }
+        }
+    });
+
+    let with_id = addr.clone().with(Protocol::P2p(listener_id));
+    let (peer, io) = within(20, "pipeline dial", client.dial(with_id))
+        .await
+        .expect("dial through the pipeline");
+    assert_eq!(peer, listener_id);
+    within(30, "echo through the pipeline", echo_roundtrip(io, &pattern(9, 100_000))).await;
+
+    let wrong: Multiaddr = addr.with(Protocol::P2p(PeerId::random()));
+    match within(20, "dial with a wrong peer id", client.dial(wrong)).await {
+        Err(TransportError::PeerIdMismatch { .. }) | Err(TransportError::Security { .. }) => {}
+        Err(e) => panic!("a wrong /p2p/ should fail as a mismatch, got {e}"),
+        Ok(_) => panic!("a wrong /p2p/ must not connect"),
+    }
+    acceptor.abort();
+}

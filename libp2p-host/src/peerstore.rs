@@ -1,0 +1,149 @@
+//! What the host knows about other peers: addresses (each with an expiry), public keys,
+//! protocols and agent strings learned from identify.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use libp2p_core::{Multiaddr, PeerId, PublicKey};
+
+/// Most addresses kept per peer; the ones expiring first are dropped beyond it, so that a
+/// peer announcing thousands of addresses cannot grow our memory.
+pub const MAX_ADDRS_PER_PEER: usize = 64;
+/// Most protocols kept per peer, for the same reason.
+pub const MAX_PROTOCOLS_PER_PEER: usize = 256;
+
+#[derive(Debug, Default, Clone)]
+struct Record {
+    addrs: HashMap<Multiaddr, Instant>,
+    public_key: Option<PublicKey>,
+    protocols: Vec<String>,
+    agent_version: Option<String>,
+}
+
+/// The peerstore. Cheap to share: all methods take `&self`.
+#[derive(Debug, Default)]
+pub struct Peerstore {
+    records: Mutex<HashMap<PeerId, Record>>,
+}
+
+impl Peerstore {
+    fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Record) -> R) -> R {
+        let mut records = self.records.lock().expect("peerstore poisoned");
+        f(records.entry(*peer).or_default())
+    }
+
+    /// Adds addresses of `peer`, valid for `ttl` (an address already known gets the later
+    /// expiry). A trailing `/p2p/<id>` is removed.
+    pub fn add_addrs(&self, peer: &PeerId, addrs: impl IntoIterator<Item = Multiaddr>, ttl: Duration) {
+        let expiry = Instant::now() + ttl;
+        self.with(peer, |record| {
+            for addr in addrs {
+                let (addr, _) = libp2p_core::split_peer_id(&addr);
+                let entry = record.addrs.entry(addr).or_insert(expiry);
+                *entry = (*entry).max(expiry);
+            }
+            let now = Instant::now();
+            record.addrs.retain(|_, expiry| *expiry > now);
+            if record.addrs.len() > MAX_ADDRS_PER_PEER {
+                let mut by_expiry: Vec<_> = record.addrs.iter().map(|(a, e)| (*e, a.clone())).collect();
+                by_expiry.sort();
+                let excess = record.addrs.len() - MAX_ADDRS_PER_PEER;
+                for (_, addr) in by_expiry.into_iter().take(excess) {
+                    record.addrs.remove(&addr);
+                }
+            }
+        })
+    }
+
+    /// The unexpired addresses of `peer`.
+    pub fn addrs(&self, peer: &PeerId) -> Vec<Multiaddr> {
+        let now = Instant::now();
+        let records = self.records.lock().expect("peerstore poisoned");
+        let mut addrs: Vec<Multiaddr> = records
+            .get(peer)
+            .map(|r| {
+                r.addrs
+                    .iter()
+                    .filter(|(_, expiry)| **expiry > now)
+                    .map(|(a, _)| a.clone())
+                    .collect()
+            })
+            .unwrap_or_default();
+        addrs.sort();
+        addrs
+    }
+
+    /// Records the public key of `peer`; ignored unless the key gives that peer id.
+    pub fn set_public_key(&self, peer: &PeerId, key: PublicKey) -> bool {
+        if key.to_peer_id() != *peer {
+            return false;
+        }
+        self.with(peer, |record| record.public_key = Some(key));
+        true
+    }
+
+    /// The public key of `peer`, if known.
+    pub fn public_key(&self, peer: &PeerId) -> Option<PublicKey> {
+        let records = self.records.lock().expect("peerstore poisoned");
+        records.get(peer).and_then(|r| r.public_key.clone())
+    }
+
+    /// Replaces the protocols `peer` speaks (as identify told us).
+    pub fn set_protocols(&self, peer: &PeerId, mut protocols: Vec<String>) {
+        protocols.truncate(MAX_PROTOCOLS_PER_PEER);
+        self.with(peer, |record| record.protocols = protocols);
+    }
+
+    /// The protocols `peer` speaks, as far as we know.
+    pub fn protocols(&self, peer: &PeerId) -> Vec<String> {
+        let records = self.records.lock().expect("peerstore poisoned");
+        records.get(peer).map(|r| r.protocols.clone()).unwrap_or_default()
+    }
+
+    /// Records the agent string of `peer`.
+    pub fn set_agent_version(&self, peer: &PeerId, agent: String) {
+        self.with(peer, |record| record.agent_version = Some(agent));
+    }
+
+    /// The agent string of `peer`, if known.
+    pub fn agent_version(&self, peer: &PeerId) -> Option<String> {
+        let records = self.records.lock().expect("peerstore poisoned");
+        records.get(peer).and_then(|r| r.agent_version.clone())
+    }
+
+    /// Every peer the store has a record of.
+    pub fn peers(&self) -> Vec<PeerId> {
+        self.records.lock().expect("peerstore poisoned").keys().copied().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use libp2p_core::Keypair;
+
+    #[test]
+    fn addresses_expire_and_are_bounded() {
+        let store = Peerstore::default();
+        let peer = PeerId::random();
+        let a: Multiaddr = "/ip4/1.2.3.4/tcp/1".parse().unwrap();
+        store.add_addrs(&peer, [a.clone()], Duration::from_secs(60));
+        store.add_addrs(&peer, ["/ip4/1.2.3.4/tcp/2".parse().unwrap()], Duration::ZERO);
+        assert_eq!(store.addrs(&peer), vec![a]);
+        let many = (0..200u16).map(|p| format!("/ip4/1.1.1.1/tcp/{p}").parse().unwrap());
+        store.add_addrs(&peer, many, Duration::from_secs(60));
+        assert!(store.addrs(&peer).len() <= MAX_ADDRS_PER_PEER);
+    }
+
+    #[test]
+    fn keys_must_match_the_peer() {
+        let store = Peerstore::default();
+        let key = Keypair::generate_ed25519().public();
+        let other = PeerId::random();
+        assert!(!store.set_public_key(&other, key.clone()));
+        assert!(store.public_key(&other).is_none());
+        assert!(store.set_public_key(&key.to_peer_id(), key.clone()));
+        assert_eq!(store.public_key(&key.to_peer_id()), Some(key));
+    }
+}

@@ -1,0 +1,369 @@
+//! The Host API end to end, over the memory transport and over TCP.
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::io::BufReader;
+use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use libp2p_core::{MemoryTransport, Multiaddr, TransportExt};
+use libp2p_host::{Host, HostConfig, HostError, HostEvent, Keypair};
+use libp2p_mplex::Mplex;
+use libp2p_plaintext::Plaintext;
+use libp2p_secio::Secio;
+use libp2p_transport_tcp::TcpTransport;
+use libp2p_yamux::Yamux;
+
+const CHAT: &str = "/chat/1.0.0";
+
+async fn memory_host(config: HostConfig) -> Host {
+    let key = Keypair::generate_ed25519();
+    let transport = MemoryTransport::new()
+        .upgrade()
+        .authenticate(Plaintext::new(key.clone()))
+        .multiplex(Yamux::default());
+    Host::builder(key)
+        .config(config)
+        .listen_on("/memory/0".parse().unwrap())
+        .build_with_transport(transport)
+        .await
+        .expect("host")
+}
+
+/// B answers every chat line with "re: <line>".
+fn serve_chat(host: &Host) {
+    host.set_stream_handler(CHAT, |stream| async move {
+        let (reader, mut writer) = stream.split();
+        let mut lines = BufReader::new(reader).lines();
+        use futures::StreamExt;
+        while let Some(line) = lines.next().await {
+            writer.write_all(format!("re: {}\n", line?).as_bytes()).await?;
+            writer.flush().await?;
+        }
+        writer.close().await?;
+        Ok(())
+    });
+}
+
+async fn chat(a: &Host, b: &Host) {
+    let stream = a.new_stream(b.peer_id(), &[CHAT]).await.expect("new_stream");
+    assert_eq!(stream.protocol(), CHAT);
+    assert_eq!(stream.remote_peer(), b.peer_id());
+    let (reader, mut writer) = stream.split();
+    let mut lines = BufReader::new(reader).lines();
+    use futures::StreamExt;
+    for msg in ["hello", "second message", "bye"] {
+        writer.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+        writer.flush().await.unwrap();
+        let answer = tokio::time::timeout(Duration::from_secs(10), lines.next())
+            .await
+            .expect("answer in time")
+            .expect("a line")
+            .expect("read");
+        assert_eq!(answer, format!("re: {msg}"));
+    }
+    writer.close().await.unwrap();
+    assert!(lines.next().await.is_none(), "B closes after A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_both_ways_over_memory() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    serve_chat(&a);
+    serve_chat(&b);
+    a.connect(b.peer_id(), b.listen_addrs()).await.expect("connect");
+    chat(&a, &b).await;
+    // B reuses the connection A made: it knows no address of A, so only reuse can work.
+    chat(&b, &a).await;
+    a.close().await;
+    b.close().await;
+}
+
+async fn tcp_pair<F>(make: F) -> (Host, Host)
+where
+    F: Fn(Keypair) -> futures::future::BoxFuture<'static, Host>,
+{
+    (
+        make(Keypair::generate_ed25519()).await,
+        make(Keypair::generate_ed25519()).await,
+    )
+}
+
+macro_rules! tcp_stack_test {
+    ($name:ident, $security:expr, $muxer:expr) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $name() {
+            let (a, b) = tcp_pair(|key: Keypair| {
+                Box::pin(async move {
+                    let transport = TcpTransport::new()
+                        .upgrade()
+                        .authenticate($security(key.clone()))
+                        .multiplex($muxer);
+                    Host::builder(key)
+                        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+                        .build_with_transport(transport)
+                        .await
+                        .expect("host")
+                })
+            })
+            .await;
+            serve_chat(&a);
+            serve_chat(&b);
+            a.connect(b.peer_id(), b.listen_addrs()).await.expect("connect");
+            chat(&a, &b).await;
+            chat(&b, &a).await;
+            let rtt = a.ping(b.peer_id()).await.expect("ping");
+            assert!(rtt < Duration::from_secs(5));
+            a.close().await;
+            b.close().await;
+        }
+    };
+}
+
+tcp_stack_test!(tcp_plaintext_mplex, Plaintext::new, Mplex::default());
+tcp_stack_test!(tcp_plaintext_yamux, Plaintext::new, Yamux::default());
+tcp_stack_test!(tcp_secio_mplex, Secio::new, Mplex::default());
+tcp_stack_test!(tcp_secio_yamux, Secio::new, Yamux::default());
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_stack_chats() {
+    let a = Host::builder(Keypair::generate_ed25519())
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let b = Host::builder(Keypair::generate_ed25519())
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    serve_chat(&b);
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    chat(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn errors_tell_unsupported_from_unreachable() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    // Unknown peer, no address.
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    match a.new_stream(stranger, &[CHAT]).await {
+        Err(HostError::Unreachable { peer, attempts }) => {
+            assert_eq!(peer, stranger);
+            assert!(attempts.is_empty());
+        }
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // Known address where nobody listens.
+    let dead: Multiaddr = "/memory/999999999".parse().unwrap();
+    match a.connect(stranger, vec![dead]).await {
+        Err(HostError::Unreachable { attempts, .. }) => assert_eq!(attempts.len(), 1),
+        other => panic!("expected Unreachable, got {other:?}"),
+    }
+    // Reachable, but no handler.
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    match a.new_stream(b.peer_id(), &["/nope/1.0.0", "/nope/2.0.0"]).await {
+        Err(HostError::ProtocolsNotSupported { offered, .. }) => assert_eq!(offered.len(), 2),
+        other => panic!("expected ProtocolsNotSupported, got {other:?}"),
+    }
+    // Removing a handler makes its protocol unsupported.
+    serve_chat(&b);
+    a.new_stream(b.peer_id(), &[CHAT]).await.expect("served");
+    b.remove_stream_handler(CHAT);
+    assert!(matches!(
+        a.new_stream(b.peer_id(), &[CHAT]).await,
+        Err(HostError::ProtocolsNotSupported { .. })
+    ));
+    assert!(matches!(
+        a.new_stream(a.peer_id(), &[CHAT]).await,
+        Err(HostError::DialSelf)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_new_streams_share_one_dial() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    serve_chat(&b);
+    let mut events = a.events();
+    a.peerstore()
+        .add_addrs(&b.peer_id(), b.listen_addrs(), Duration::from_secs(60));
+    let opens = (0..20).map(|_| a.new_stream(b.peer_id(), &[CHAT]));
+    let streams = futures::future::join_all(opens).await;
+    assert!(streams.iter().all(|s| s.is_ok()));
+    let mut connected = 0;
+    while let Ok(event) = events.try_recv() {
+        if matches!(event, HostEvent::Connected { .. }) {
+            connected += 1;
+        }
+    }
+    assert_eq!(connected, 1, "one connection for all concurrent calls");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_panicking_handler_harms_only_its_stream() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    b.set_stream_handler("/boom/1.0.0", |_stream| async move {
+        panic!("handler bug");
+    });
+    serve_chat(&b);
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    let mut boom = a.new_stream(b.peer_id(), &["/boom/1.0.0"]).await.unwrap();
+    let mut buf = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), boom.read_to_end(&mut buf))
+        .await
+        .expect("the panicked stream ends");
+    chat(&a, &b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn identify_fills_the_peerstore_and_push_updates_it() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig {
+        agent_version: "b-agent/1".into(),
+        ..HostConfig::default()
+    })
+    .await;
+    serve_chat(&b);
+    let mut events = a.events();
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    let identified = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(HostEvent::Identified { peer, .. }) = events.recv().await {
+                break peer;
+            }
+        }
+    })
+    .await
+    .expect("identified in time");
+    assert_eq!(identified, b.peer_id());
+    let store = a.peerstore();
+    assert_eq!(store.agent_version(&b.peer_id()).as_deref(), Some("b-agent/1"));
+    assert!(store.protocols(&b.peer_id()).contains(&CHAT.to_string()));
+    assert_eq!(store.public_key(&b.peer_id()).unwrap().to_peer_id(), b.peer_id());
+    assert!(!store.addrs(&b.peer_id()).is_empty());
+
+    // B learns a new protocol: push tells A.
+    b.set_stream_handler("/new/1.0.0", |_s| async move { Ok(()) });
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while !a
+            .peerstore()
+            .protocols(&b.peer_id())
+            .contains(&"/new/1.0.0".to_string())
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("push reached A");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn predicate_handlers_match_versions() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    b.set_stream_handler_match(
+        "/kv/1.0.0",
+        |p| p.starts_with("/kv/1."),
+        |mut stream| async move {
+            let name = stream.protocol().to_string();
+            stream.write_all(name.as_bytes()).await?;
+            stream.close().await?;
+            Ok(())
+        },
+    );
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    let mut s = a.new_stream(b.peer_id(), &["/kv/1.3.0"]).await.unwrap();
+    let mut got = String::new();
+    s.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "/kv/1.3.0");
+    assert!(a.new_stream(b.peer_id(), &["/kv/2.0.0"]).await.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn limits_hold() {
+    let b = memory_host(HostConfig {
+        max_connections: 1,
+        max_inbound_streams_per_connection: 2,
+        ..HostConfig::default()
+    })
+    .await;
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let started = Arc::new(AtomicUsize::new(0));
+    let (g, s) = (gate.clone(), started.clone());
+    b.set_stream_handler("/hold/1.0.0", move |_stream| {
+        let (g, s) = (g.clone(), s.clone());
+        async move {
+            s.fetch_add(1, Ordering::SeqCst);
+            g.notified().await;
+            Ok(())
+        }
+    });
+    let a = memory_host(HostConfig {
+        identify: false,
+        ..HostConfig::default()
+    })
+    .await;
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    let _s1 = a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.unwrap();
+    let _s2 = a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while started.load(Ordering::SeqCst) < 2 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap();
+    // A third inbound stream is over B's limit: it is reset, so negotiation fails.
+    assert!(a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.is_err());
+    // B holds one connection already: a second peer is turned away.
+    let c = memory_host(HostConfig::default()).await;
+    let refused = async {
+        c.connect(b.peer_id(), b.listen_addrs()).await?;
+        c.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.map(drop)
+    };
+    assert!(refused.await.is_err());
+    gate.notify_waiters();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn close_stops_listeners_and_connections() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    serve_chat(&b);
+    let b_addrs = b.listen_addrs();
+    let mut events = a.events();
+    a.connect(b.peer_id(), b_addrs.clone()).await.unwrap();
+    b.close().await;
+    let gone = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(HostEvent::Disconnected { peer, .. }) = events.recv().await {
+                break peer;
+            }
+        }
+    })
+    .await
+    .expect("A sees the disconnection");
+    assert_eq!(gone, b.peer_id());
+    assert!(!a.is_connected(&b.peer_id()));
+    assert!(a.connect(b.peer_id(), b_addrs).await.is_err(), "B no longer listens");
+    assert!(matches!(
+        b.new_stream(a.peer_id(), &[CHAT]).await,
+        Err(HostError::Closed)
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_then_reconnect() {
+    let a = memory_host(HostConfig::default()).await;
+    let b = memory_host(HostConfig::default()).await;
+    serve_chat(&b);
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    assert!(a.is_connected(&b.peer_id()));
+    a.disconnect(b.peer_id()).await;
+    assert!(!a.is_connected(&b.peer_id()));
+    chat(&a, &b).await;
+}

@@ -1,0 +1,315 @@
+//! `/plaintext/2.0.0`: each side sends its peer id and public key, and nothing is encrypted.
+//!
+//! For tests and interop checks without cryptography. The wire format is the one go-libp2p
+//! and rust-libp2p speak: one `Exchange` protobuf message (`id` = 1, `pubkey` = 2, the latter
+//! the libp2p `PublicKey` protobuf) behind an unsigned-varint length, sent by both sides at
+//! once. Each side checks that the remote's peer id is the one its key gives.
+//!
+//! ```no_run
+//! use libp2p_core::{Keypair, Transport, TransportExt};
+//! use libp2p_plaintext::Plaintext;
+//! # fn needs_a_transport<T: Transport>(t: T) where T::Output: libp2p_core::Socket {
+//! let secured = t.upgrade().authenticate(Plaintext::new(Keypair::generate_ed25519()));
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::{Keypair, PeerId, PublicKey, Role, SecurityUpgrade, Socket};
+use prost::Message;
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/plaintext/2.0.0";
+
+/// Limits of the plaintext handshake.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Largest `Exchange` message accepted from the remote. Default 4 KiB: an RSA-4096 public
+    /// key with its peer id takes under 1 KiB, so this leaves room without letting a peer make
+    /// us allocate much.
+    pub max_exchange_len: usize,
+    /// Bound on the whole exchange. Default 10 s.
+    pub timeout: Duration,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_exchange_len: 4096,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What can go wrong in the plaintext exchange.
+#[derive(Debug, thiserror::Error)]
+pub enum PlaintextError {
+    /// Reading or writing the socket failed (including the remote closing it).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The remote announced an exchange message larger than we accept.
+    #[error("exchange message of {len} bytes exceeds the limit of {max}")]
+    MessageTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The length prefix is not a valid unsigned varint.
+    #[error("invalid length prefix")]
+    InvalidLength,
+    /// The message is not a valid `Exchange` protobuf, or lacks a field.
+    #[error("malformed exchange message: {0}")]
+    Malformed(String),
+    /// The announced peer id does not belong to the announced public key.
+    #[error("remote peer id {claimed} does not match its public key (which gives {derived})")]
+    IdKeyMismatch {
+        /// The peer id the remote sent.
+        claimed: PeerId,
+        /// The peer id its key gives.
+        derived: PeerId,
+    },
+    /// The remote is not the peer we dialed.
+    #[error("peer id mismatch: expected {expected}, got {actual}")]
+    PeerIdMismatch {
+        /// The peer we meant to reach.
+        expected: PeerId,
+        /// The peer we met.
+        actual: PeerId,
+    },
+    /// The exchange did not finish in time.
+    #[error("plaintext exchange timed out after {0:?}")]
+    Timeout(Duration),
+}
+
+/// The `/plaintext/2.0.0` security upgrade.
+#[derive(Clone)]
+pub struct Plaintext {
+    public: PublicKey,
+    config: Config,
+}
+
+impl std::fmt::Debug for Plaintext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Plaintext")
+            .field("peer", &self.public.to_peer_id())
+            .finish()
+    }
+}
+
+impl Plaintext {
+    /// Plaintext with the identity of `keypair` (only its public half is used).
+    pub fn new(keypair: Keypair) -> Self {
+        Self::with_config(keypair, Config::default())
+    }
+
+    /// Plaintext with explicit limits.
+    pub fn with_config(keypair: Keypair, config: Config) -> Self {
+        Plaintext {
+            public: keypair.public(),
+            config,
+        }
+    }
+}
+
+/// The `Exchange` message.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Exchange {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    id: Option<Vec<u8>>,
+    /// The libp2p `PublicKey` protobuf, carried as an embedded message.
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pubkey: Option<Vec<u8>>,
+}
+
+fn encode_exchange(public: &PublicKey) -> Vec<u8> {
+    let message = Exchange {
+        id: Some(public.to_peer_id().to_bytes()),
+        pubkey: Some(public.encode_protobuf()),
+    };
+    let body = message.encode_to_vec();
+    let mut prefix = unsigned_varint::encode::usize_buffer();
+    let prefix = unsigned_varint::encode::usize(body.len(), &mut prefix);
+    let mut out = Vec::with_capacity(prefix.len() + body.len());
+    out.extend_from_slice(prefix);
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Decodes and checks the remote's `Exchange`; returns its peer id.
+fn decode_exchange(body: &[u8]) -> Result<PeerId, PlaintextError> {
+    let message =
+        Exchange::decode(body).map_err(|e| PlaintextError::Malformed(e.to_string()))?;
+    let key_bytes = message
+        .pubkey
+        .ok_or_else(|| PlaintextError::Malformed("no public key".into()))?;
+    let key = PublicKey::try_decode_protobuf(&key_bytes)
+        .map_err(|e| PlaintextError::Malformed(format!("public key: {e}")))?;
+    let derived = key.to_peer_id();
+    let id_bytes = message
+        .id
+        .ok_or_else(|| PlaintextError::Malformed("no peer id".into()))?;
+    let claimed = PeerId::from_bytes(&id_bytes)
+        .map_err(|e| PlaintextError::Malformed(format!("peer id: {e}")))?;
+    if claimed != derived {
+        return Err(PlaintextError::IdKeyMismatch { claimed, derived });
+    }
+    Ok(derived)
+}
+
+/// Reads one varint-prefixed message without reading a byte past it, so the socket can be
+/// handed on as it is.
+async fn read_message<C: Socket>(socket: &mut C, max: usize) -> Result<Vec<u8>, PlaintextError> {
+    let mut len: usize = 0;
+    let mut shift = 0;
+    loop {
+        let mut byte = [0u8; 1];
+        socket.read_exact(&mut byte).await?;
+        if shift >= 63 {
+            return Err(PlaintextError::InvalidLength);
+        }
+        len |= usize::from(byte[0] & 0x7f) << shift;
+        if byte[0] & 0x80 == 0 {
+            break;
+        }
+        shift += 7;
+        if len > max {
+            return Err(PlaintextError::MessageTooLarge { len, max });
+        }
+    }
+    if len > max {
+        return Err(PlaintextError::MessageTooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+async fn handshake<C: Socket>(
+    mut socket: C,
+    ours: Vec<u8>,
+    max: usize,
+    expected: Option<PeerId>,
+) -> Result<(PeerId, C), PlaintextError> {
+    // Both sides send at once; writing first cannot deadlock since the message is small.
+    socket.write_all(&ours).await?;
+    socket.flush().await?;
+    let body = read_message(&mut socket, max).await?;
+    let peer = decode_exchange(&body)?;
+    if let Some(expected) = expected {
+        if expected != peer {
+            return Err(PlaintextError::PeerIdMismatch {
+                expected,
+                actual: peer,
+            });
+        }
+    }
+    Ok((peer, socket))
+}
+
+impl<C: Socket> SecurityUpgrade<C> for Plaintext {
+    type Output = C;
+    type Error = PlaintextError;
+
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec![PROTOCOL]
+    }
+
+    fn secure(
+        &self,
+        socket: C,
+        _role: Role,
+        expected: Option<PeerId>,
+        _protocol: &str,
+    ) -> impl Future<Output = Result<(PeerId, C), PlaintextError>> + Send + 'static {
+        let ours = encode_exchange(&self.public);
+        let config = self.config.clone();
+        async move {
+            match libp2p_core::with_timeout(
+                config.timeout,
+                handshake(socket, ours, config.max_exchange_len, expected),
+            )
+            .await
+            {
+                Some(result) => result,
+                None => Err(PlaintextError::Timeout(config.timeout)),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exchange_round_trip_for_every_key_type() {
+        for key in [
+            Keypair::generate_ed25519(),
+            Keypair::generate_secp256k1(),
+            Keypair::generate_ecdsa(),
+        ] {
+            let framed = encode_exchange(&key.public());
+            let (len, body) = unsigned_varint::decode::usize(&framed).unwrap();
+            assert_eq!(len, body.len());
+            assert_eq!(decode_exchange(body).unwrap(), key.public().to_peer_id());
+        }
+    }
+
+    #[test]
+    fn exchange_with_someone_elses_id_is_refused() {
+        let key = Keypair::generate_ed25519();
+        let other = Keypair::generate_ed25519();
+        let message = Exchange {
+            id: Some(other.public().to_peer_id().to_bytes()),
+            pubkey: Some(key.public().encode_protobuf()),
+        };
+        assert!(matches!(
+            decode_exchange(&message.encode_to_vec()),
+            Err(PlaintextError::IdKeyMismatch { .. })
+        ));
+    }
+
+    #[test]
+    fn exchange_missing_fields_is_malformed() {
+        let key = Keypair::generate_ed25519();
+        for message in [
+            Exchange {
+                id: None,
+                pubkey: Some(key.public().encode_protobuf()),
+            },
+            Exchange {
+                id: Some(key.public().to_peer_id().to_bytes()),
+                pubkey: None,
+            },
+            Exchange {
+                id: Some(vec![1, 2, 3]),
+                pubkey: Some(key.public().encode_protobuf()),
+            },
+        ] {
+            assert!(matches!(
+                decode_exchange(&message.encode_to_vec()),
+                Err(PlaintextError::Malformed(_))
+            ));
+        }
+        assert!(decode_exchange(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn wire_bytes_match_the_spec_layout() {
+        // field 1 (id), wire type 2 => 0x0a; field 2 (pubkey), wire type 2 => 0x12.
+        let key = Keypair::ed25519_from_bytes([7u8; 32]).unwrap();
+        let framed = encode_exchange(&key.public());
+        let (_, body) = unsigned_varint::decode::usize(&framed).unwrap();
+        let id = key.public().to_peer_id().to_bytes();
+        assert_eq!(body[0], 0x0a);
+        assert_eq!(usize::from(body[1]), id.len());
+        assert_eq!(&body[2..2 + id.len()], &id[..]);
+        assert_eq!(body[2 + id.len()], 0x12);
+    }
+}
