@@ -1,0 +1,66 @@
+//! Every muxer passes the core muxer kit over real TCP under every security protocol.
+
+use libp2p_core::testkit::{muxer_kit, MuxerKitConfig};
+use libp2p_core::{Keypair, Role, SecurityUpgrade};
+use libp2p_mplex::Mplex;
+use libp2p_plaintext::Plaintext;
+use libp2p_secio::Secio;
+use libp2p_transport_tcp::TcpSocket;
+use libp2p_yamux::Yamux;
+use tokio_util::compat::TokioAsyncReadCompatExt;
+
+async fn tcp_pair() -> (TcpSocket, TcpSocket) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
+    let (a, b) = (a.unwrap(), b.unwrap().0);
+    a.set_nodelay(true).unwrap();
+    b.set_nodelay(true).unwrap();
+    (a.compat(), b.compat())
+}
+
+async fn secured<S: SecurityUpgrade<TcpSocket>>(
+    make: impl Fn(Keypair) -> S,
+) -> (S::Output, S::Output) {
+    let (a, b) = tcp_pair().await;
+    let (sa, sb) = (
+        make(Keypair::generate_ed25519()),
+        make(Keypair::generate_ed25519()),
+    );
+    let name = sa.protocol_names()[0];
+    let (ra, rb) = tokio::join!(
+        sa.secure(a, Role::Dialer, None, name),
+        sb.secure(b, Role::Listener, None, name)
+    );
+    (ra.expect("dialer handshake").1, rb.expect("listener handshake").1)
+}
+
+/// Smaller loads than the default kit: each run here also pays for encryption, and the kit
+/// at full size runs in each muxer crate already.
+fn config() -> MuxerKitConfig {
+    MuxerKitConfig {
+        streams: 200,
+        stream_bytes: 64 * 1024,
+        bulk_bytes: 4 << 20,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mplex_over_plaintext() {
+    muxer_kit(Mplex::default(), || secured(Plaintext::new), config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yamux_over_plaintext() {
+    muxer_kit(Yamux::default(), || secured(Plaintext::new), config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mplex_over_secio() {
+    muxer_kit(Mplex::default(), || secured(Secio::new), config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yamux_over_secio() {
+    muxer_kit(Yamux::default(), || secured(Secio::new), config()).await;
+}

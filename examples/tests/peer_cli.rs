@@ -1,0 +1,121 @@
+//! The `peer` program keeps its command-line contract (interop/PEER-CLI.md) against itself.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+
+const PEER: &str = env!("CARGO_BIN_EXE_peer");
+
+struct Listener {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
+    let mut child = Command::new(PEER)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--security", security, "--muxer", muxer])
+        .args(["--timeout", "60"])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start listener");
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let addr = line
+        .strip_prefix("LISTEN ")
+        .unwrap_or_else(|| panic!("first line should be LISTEN, got {line:?}"))
+        .trim()
+        .to_string();
+    assert!(addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.contains("/p2p/"), "{addr}");
+    Listener { child, addr }
+}
+
+fn dial(listener: &Listener, security: &str, muxer: &str, extra: &[&str]) -> (bool, String) {
+    let out = Command::new(PEER)
+        .args(["--dial", &listener.addr, "--security", security, "--muxer", muxer])
+        .args(["--timeout", "60"])
+        .args(extra)
+        .output()
+        .expect("run dialer");
+    let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    (out.status.success(), stdout)
+}
+
+#[test]
+fn every_stack_echoes_pings_and_runs_perf() {
+    for security in ["plaintext", "secio"] {
+        for muxer in ["mplex", "yamux"] {
+            let listener = listen(security, muxer, &[]);
+            let peer_id = listener.addr.rsplit('/').next().unwrap().to_string();
+
+            let (ok, line) = dial(&listener, security, muxer, &["--bytes", "1048576"]);
+            assert!(ok, "{security}/{muxer} echo: {line}");
+            let parts: Vec<&str> = line.split(' ').collect();
+            assert_eq!(parts[0], "OK", "{line}");
+            assert_eq!(parts[1], peer_id);
+            assert_eq!(parts[2], "1048576");
+            assert!(parts[3].parse::<f64>().is_ok(), "{line}");
+
+            let (ok, line) = dial(&listener, security, muxer, &["--streams", "20", "--bytes", "65536"]);
+            assert!(ok && line.starts_with("OK ") && line.contains(" 1310720 "), "{line}");
+
+            let (ok, line) = dial(&listener, security, muxer, &["--ping"]);
+            assert!(ok && line.starts_with("PING OK "), "{line}");
+
+            let (ok, line) = dial(
+                &listener,
+                security,
+                muxer,
+                &["--perf-upload", "1048576", "--perf-download", "2097152"],
+            );
+            assert!(ok && line.starts_with("PERF upload "), "{line}");
+        }
+    }
+}
+
+#[test]
+fn seeded_keys_give_the_same_peer_id_for_every_key_type() {
+    for key in ["ed25519", "secp256k1", "ecdsa", "rsa"] {
+        let a = listen("plaintext", "yamux", &["--key", key, "--seed", "5"]);
+        let b = listen("plaintext", "yamux", &["--key", key, "--seed", "5"]);
+        let id = |l: &Listener| l.addr.rsplit('/').next().unwrap().to_string();
+        assert_eq!(id(&a), id(&b), "{key}");
+        let (ok, line) = dial(&a, "plaintext", "yamux", &["--key", key]);
+        assert!(ok, "{key}: {line}");
+    }
+}
+
+#[test]
+fn failures_are_reported_as_fail_lines() {
+    let listener = listen("plaintext", "mplex", &[]);
+    // Wrong peer id in the address.
+    let wrong = format!(
+        "{}/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
+        listener.addr.rsplitn(3, '/').nth(2).unwrap()
+    );
+    let out = Command::new(PEER)
+        .args(["--dial", &wrong, "--security", "plaintext", "--muxer", "mplex"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(!out.status.success());
+    assert!(stdout.starts_with("FAIL "), "{stdout}");
+    // Mismatched security: the listener speaks plaintext only.
+    let (ok, line) = dial(&listener, "secio", "mplex", &[]);
+    assert!(!ok && line.starts_with("FAIL "), "{line}");
+    // Unknown protocol names.
+    let out = Command::new(PEER)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--security", "tls"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAIL unsupported"));
+}

@@ -1,0 +1,142 @@
+//! The memory transport passes the transport kit, and the pipeline's limits hold over it.
+
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use libp2p_core::testkit::transport_kit;
+use libp2p_core::{
+    ListenerEvent, MemoryTransport, Multiaddr, PeerId, Role, SecurityUpgrade, Socket, Stage,
+    Transport, TransportError, TransportExt,
+};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    transport_kit(
+        MemoryTransport::new(),
+        "/memory/0".parse().unwrap(),
+        "/ip4/127.0.0.1/tcp/1".parse().unwrap(),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn fixed_ports_and_address_in_use() {
+    let t = MemoryTransport::new();
+    let addr: Multiaddr = "/memory/424242".parse().unwrap();
+    let mut listener = t.listen(addr.clone()).unwrap();
+    assert!(matches!(
+        t.listen(addr.clone()),
+        Err(TransportError::AddressInUse(_))
+    ));
+    match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => assert_eq!(a, addr),
+        _ => panic!("expected the fixed address"),
+    }
+    drop(listener);
+    // The port is free again.
+    let _again = t.listen(addr).unwrap();
+}
+
+/// A security upgrade that is never reached: the remote never answers multistream.
+#[derive(Clone)]
+struct Unreached;
+
+#[derive(Debug, thiserror::Error)]
+#[error("unreached")]
+struct Never;
+
+impl<C: Socket> SecurityUpgrade<C> for Unreached {
+    type Output = C;
+    type Error = Never;
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec!["/unreached/1.0.0"]
+    }
+    fn secure(
+        &self,
+        _: C,
+        _: Role,
+        _: Option<PeerId>,
+        _: &str,
+    ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static {
+        futures::future::ready(Err(Never))
+    }
+}
+
+#[tokio::test]
+async fn a_silent_remote_hits_the_upgrade_timeout() {
+    let raw = MemoryTransport::new();
+    let mut listener = raw.listen("/memory/0".parse().unwrap()).unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!(),
+    };
+    // Accept the socket and keep it open, saying nothing.
+    let hold = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
+            held.push(pending);
+        }
+    });
+    let client = raw
+        .upgrade()
+        .timeout(Duration::from_millis(300))
+        .authenticate(Unreached);
+    let start = Instant::now();
+    match client.dial(addr).await {
+        Err(TransportError::Timeout(t)) => assert_eq!(t, Duration::from_millis(300)),
+        Err(e) => panic!("expected a timeout, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+    assert!(start.elapsed() < Duration::from_secs(5));
+    hold.abort();
+}
+
+#[tokio::test]
+async fn a_refused_protocol_is_a_negotiation_error_at_the_security_stage() {
+    let raw = MemoryTransport::new();
+    let server = raw.clone().upgrade().authenticate(Unreached);
+    let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!(),
+    };
+    // The server speaks only /unreached/1.0.0; the client offers something else.
+    #[derive(Clone)]
+    struct Other;
+    impl<C: Socket> SecurityUpgrade<C> for Other {
+        type Output = C;
+        type Error = Never;
+        fn protocol_names(&self) -> Vec<&'static str> {
+            vec!["/other/1.0.0"]
+        }
+        fn secure(
+            &self,
+            _: C,
+            _: Role,
+            _: Option<PeerId>,
+            _: &str,
+        ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static
+        {
+            futures::future::ready(Err(Never))
+        }
+    }
+    let acceptor = tokio::spawn(async move {
+        if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
+            let result = server.accept(pending).await;
+            assert!(matches!(
+                result,
+                Err(TransportError::Negotiation {
+                    stage: Stage::Security,
+                    ..
+                })
+            ));
+        }
+    });
+    let client = raw.upgrade().authenticate(Other);
+    match client.dial(addr).await {
+        Err(TransportError::Negotiation { stage, .. }) => assert_eq!(stage, Stage::Security),
+        Err(e) => panic!("expected a negotiation error, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+    acceptor.await.unwrap();
+}
