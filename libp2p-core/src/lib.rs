@@ -33,8 +33,7 @@ pub use memory::{MemorySocket, MemoryTransport};
 pub use pipeline::{Authenticated, Builder, Multiplexed, TransportExt, UpgradeConfig};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};
 pub use upgrade::{
-    EitherError, EitherMuxer, MuxerError, MuxerUpgrade, Role, SecurityUpgrade, Socket,
-    StreamMuxer,
+    EitherError, EitherMuxer, MuxerError, MuxerUpgrade, Role, SecurityUpgrade, Socket, StreamMuxer,
 };
 
 /// Runs `fut` for at most `limit`; `None` if the time ran out. Upgrades use it for their

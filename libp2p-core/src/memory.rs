@@ -58,9 +58,7 @@ fn memory_port(addr: &Multiaddr) -> Result<u64, TransportError> {
     let mut iter = addr.iter();
     match (iter.next(), iter.next()) {
         (Some(Protocol::Memory(port)), None) => Ok(port),
-        (Some(Protocol::Memory(port)), Some(Protocol::P2p(_))) if iter.next().is_none() => {
-            Ok(port)
-        }
+        (Some(Protocol::Memory(port)), Some(Protocol::P2p(_))) if iter.next().is_none() => Ok(port),
         _ => Err(TransportError::MultiaddrNotSupported(addr.clone())),
     }
 }

@@ -158,8 +158,8 @@ where
             if let Some(expected) = expected {
                 if expected != peer {
                     return Err(TransportError::PeerIdMismatch {
-                        expected,
-                        actual: peer,
+                        expected: Box::new(expected),
+                        actual: Box::new(peer),
                     });
                 }
             }
@@ -249,13 +249,14 @@ where
             let names = muxer.protocol_names();
             let (protocol, socket) = negotiate(secured, role, names, Stage::Muxer, &config).await?;
             tracing::debug!(%protocol, "muxer agreed");
-            let (muxer, driver) = muxer
-                .upgrade(socket, role, &protocol)
-                .await
-                .map_err(|source| TransportError::Muxer {
-                    protocol: protocol.clone(),
-                    source,
-                })?;
+            let (muxer, driver) =
+                muxer
+                    .upgrade(socket, role, &protocol)
+                    .await
+                    .map_err(|source| TransportError::Muxer {
+                        protocol: protocol.clone(),
+                        source,
+                    })?;
             tokio::spawn(async move {
                 if let Err(e) = driver.await {
                     tracing::debug!(error = %e, "muxed connection ended with an error");
@@ -313,4 +314,3 @@ where
         .instrument(tracing::debug_span!("accept"))
     }
 }
-

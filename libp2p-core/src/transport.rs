@@ -55,9 +55,9 @@ pub enum TransportError {
     #[error("peer id mismatch: dialed {expected}, but the remote is {actual}")]
     PeerIdMismatch {
         /// The peer id in the dialed address.
-        expected: PeerId,
+        expected: Box<PeerId>,
         /// The peer id the remote proved it holds.
-        actual: PeerId,
+        actual: Box<PeerId>,
     },
     /// The connection upgrade did not finish in time.
     #[error("connection upgrade timed out after {0:?}")]
@@ -160,9 +160,14 @@ mod tests {
     #[test]
     fn split_peer_id_takes_trailing_p2p_only() {
         let peer = PeerId::random();
-        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}").parse().unwrap();
+        let addr: Multiaddr = format!("/ip4/127.0.0.1/tcp/4001/p2p/{peer}")
+            .parse()
+            .unwrap();
         let (base, id) = split_peer_id(&addr);
-        assert_eq!(base, "/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap());
+        assert_eq!(
+            base,
+            "/ip4/127.0.0.1/tcp/4001".parse::<Multiaddr>().unwrap()
+        );
         assert_eq!(id, Some(peer));
         let (same, none) = split_peer_id(&base);
         assert_eq!(same, base);

@@ -222,7 +222,8 @@ impl<C: Socket, A: MuxerUpgrade<C>, B: MuxerUpgrade<C>> MuxerUpgrade<C> for (A, 
         socket: C,
         role: Role,
         protocol: &str,
-    ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static
+    {
         if self.0.protocol_names().contains(&protocol) {
             self.0
                 .upgrade(socket, role, protocol)

@@ -185,20 +185,28 @@ async fn oversized_length_is_refused_without_allocating() {
     let err = listener_select(b, &["/a/1"][..], &Config::default())
         .await
         .unwrap_err();
-    assert!(matches!(err, NegotiationError::MessageTooLong { .. }), "{err:?}");
+    assert!(
+        matches!(err, NegotiationError::MessageTooLong { .. }),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
 async fn malformed_input_is_an_error() {
-    let cases: Vec<(Vec<u8>, fn(&NegotiationError) -> bool)> = vec![
+    type Check = fn(&NegotiationError) -> bool;
+    let cases: Vec<(Vec<u8>, Check)> = vec![
         (msg("/multistream/2.0.0"), |e| {
             matches!(e, NegotiationError::InvalidHeader(_))
         }),
         (b"\x03abc".to_vec(), |e| {
             matches!(e, NegotiationError::InvalidMessage(_))
         }),
-        (vec![0xff; 12], |e| matches!(e, NegotiationError::InvalidMessage(_))),
-        (b"\x05/mu".to_vec(), |e| matches!(e, NegotiationError::Io(_))),
+        (vec![0xff; 12], |e| {
+            matches!(e, NegotiationError::InvalidMessage(_))
+        }),
+        (b"\x05/mu".to_vec(), |e| {
+            matches!(e, NegotiationError::Io(_))
+        }),
     ];
     for (input, check) in cases {
         let (a, b) = pipe();
@@ -228,7 +236,10 @@ async fn too_many_proposals() {
     let err = listener_select(b, &["/a/1"][..], &config)
         .await
         .unwrap_err();
-    assert!(matches!(err, NegotiationError::TooManyProposals(3)), "{err:?}");
+    assert!(
+        matches!(err, NegotiationError::TooManyProposals(3)),
+        "{err:?}"
+    );
 }
 
 #[tokio::test]
@@ -244,7 +255,10 @@ async fn dialer_rejects_garbage_answers() {
     out.extend(msg("/other"));
     raw.write_all(&out).await.unwrap();
     let err = dialer.await.unwrap().unwrap_err();
-    assert!(matches!(err, NegotiationError::UnexpectedMessage { .. }), "{err:?}");
+    assert!(
+        matches!(err, NegotiationError::UnexpectedMessage { .. }),
+        "{err:?}"
+    );
     let err = dialer_select(pipe().0, ["bad\nname"], Version::V1, &Config::default())
         .await
         .unwrap_err();

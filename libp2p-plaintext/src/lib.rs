@@ -70,17 +70,17 @@ pub enum PlaintextError {
     #[error("remote peer id {claimed} does not match its public key (which gives {derived})")]
     IdKeyMismatch {
         /// The peer id the remote sent.
-        claimed: PeerId,
+        claimed: Box<PeerId>,
         /// The peer id its key gives.
-        derived: PeerId,
+        derived: Box<PeerId>,
     },
     /// The remote is not the peer we dialed.
     #[error("peer id mismatch: expected {expected}, got {actual}")]
     PeerIdMismatch {
         /// The peer we meant to reach.
-        expected: PeerId,
+        expected: Box<PeerId>,
         /// The peer we met.
-        actual: PeerId,
+        actual: Box<PeerId>,
     },
     /// The exchange did not finish in time.
     #[error("plaintext exchange timed out after {0:?}")]
@@ -143,8 +143,7 @@ fn encode_exchange(public: &PublicKey) -> Vec<u8> {
 
 /// Decodes and checks the remote's `Exchange`; returns its peer id.
 fn decode_exchange(body: &[u8]) -> Result<PeerId, PlaintextError> {
-    let message =
-        Exchange::decode(body).map_err(|e| PlaintextError::Malformed(e.to_string()))?;
+    let message = Exchange::decode(body).map_err(|e| PlaintextError::Malformed(e.to_string()))?;
     let key_bytes = message
         .pubkey
         .ok_or_else(|| PlaintextError::Malformed("no public key".into()))?;
@@ -157,7 +156,10 @@ fn decode_exchange(body: &[u8]) -> Result<PeerId, PlaintextError> {
     let claimed = PeerId::from_bytes(&id_bytes)
         .map_err(|e| PlaintextError::Malformed(format!("peer id: {e}")))?;
     if claimed != derived {
-        return Err(PlaintextError::IdKeyMismatch { claimed, derived });
+        return Err(PlaintextError::IdKeyMismatch {
+            claimed: Box::new(claimed),
+            derived: Box::new(derived),
+        });
     }
     Ok(derived)
 }
@@ -204,8 +206,8 @@ async fn handshake<C: Socket>(
     if let Some(expected) = expected {
         if expected != peer {
             return Err(PlaintextError::PeerIdMismatch {
-                expected,
-                actual: peer,
+                expected: Box::new(expected),
+                actual: Box::new(peer),
             });
         }
     }

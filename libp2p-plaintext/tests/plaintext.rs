@@ -1,8 +1,8 @@
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::{pattern, security_kit};
 use libp2p_core::{
-    Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Socket,
-    Transport, TransportError, TransportExt,
+    Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport,
+    TransportError, TransportExt,
 };
 use libp2p_plaintext::{Plaintext, PlaintextError};
 use libp2p_transport_tcp::TcpTransport;
@@ -15,9 +15,16 @@ async fn conformance() {
 /// Listens with `server` on loopback TCP and echoes every connection; returns the address.
 async fn echo_server<T>(server: T) -> Multiaddr
 where
-    T: Transport<Output = (PeerId, libp2p_core::Negotiated<libp2p_transport_tcp::TcpSocket>)>,
+    T: Transport<
+        Output = (
+            PeerId,
+            libp2p_core::Negotiated<libp2p_transport_tcp::TcpSocket>,
+        ),
+    >,
 {
-    let mut listener = server.listen("/ip4/127.0.0.1/tcp/0".parse().unwrap()).unwrap();
+    let mut listener = server
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
     let addr = match listener.next().await {
         Some(ListenerEvent::NewAddress(a)) => a,
         _ => panic!("no address"),
@@ -43,7 +50,9 @@ async fn two_tcp_endpoints_negotiate_plaintext_through_the_pipeline() {
     let server = TcpTransport::new()
         .upgrade()
         .authenticate(Plaintext::new(kb.clone()));
-    let client = TcpTransport::new().upgrade().authenticate(Plaintext::new(ka));
+    let client = TcpTransport::new()
+        .upgrade()
+        .authenticate(Plaintext::new(ka));
     let addr = echo_server(server).await;
     let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
     let (peer, mut io) = client.dial(target).await.expect("dial");
@@ -123,7 +132,10 @@ async fn oversized_exchange_is_refused_without_allocating() {
     let key = Keypair::generate_ed25519();
     let attacker = async move {
         // A length of 1 GiB.
-        theirs.write_all(&[0x80, 0x80, 0x80, 0x80, 0x04]).await.unwrap();
+        theirs
+            .write_all(&[0x80, 0x80, 0x80, 0x80, 0x04])
+            .await
+            .unwrap();
         let mut sink = vec![0u8; 4096];
         let _ = theirs.read(&mut sink).await;
         theirs

@@ -55,7 +55,11 @@ impl TcpTransport {
 /// Where to dial or listen, read off a multiaddr.
 enum Target {
     Socket(SocketAddr),
-    Dns { name: String, port: u16, family: Family },
+    Dns {
+        name: String,
+        port: u16,
+        family: Family,
+    },
 }
 
 #[derive(Clone, Copy)]

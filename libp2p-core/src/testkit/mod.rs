@@ -73,3 +73,45 @@ pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io
     writer.close().await?;
     Ok(n)
 }
+
+/// A connected pair of in-memory sockets (dialer end, listener end), each buffering up to
+/// 64 KiB: the socket pair muxer kits use when no transport is under test.
+pub fn memory_pair() -> (crate::MemorySocket, crate::MemorySocket) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    (
+        tokio_util::compat::TokioAsyncReadCompatExt::compat(a),
+        tokio_util::compat::TokioAsyncReadCompatExt::compat(b),
+    )
+}
+
+/// Listens with `transport` on `listen_addr`, dials the reported address and returns both
+/// outputs (dialer's, listener's): a socket pair over any transport or upgraded stack.
+pub async fn transport_pair<T: crate::Transport>(
+    transport: &T,
+    listen_addr: crate::Multiaddr,
+) -> (T::Output, T::Output) {
+    use futures::StreamExt;
+    let mut listener = transport.listen(listen_addr).expect("listen");
+    let addr = loop {
+        match within(10, "listen address", listener.next()).await {
+            Some(crate::ListenerEvent::NewAddress(a)) => break a,
+            Some(_) => continue,
+            None => panic!("listener ended before reporting an address"),
+        }
+    };
+    let dial = transport.dial(addr);
+    let accept = async {
+        loop {
+            match listener.next().await {
+                Some(crate::ListenerEvent::Incoming { pending, .. }) => {
+                    break transport.accept(pending).await
+                }
+                Some(_) => continue,
+                None => panic!("listener ended before a connection came in"),
+            }
+        }
+    };
+    let (dialed, accepted) =
+        within(20, "connect a pair", futures::future::join(dial, accept)).await;
+    (dialed.expect("dial"), accepted.expect("accept"))
+}

@@ -124,7 +124,12 @@ where
     let stream = within(10, "open from the listener side", pair.listener.open())
         .await
         .expect("listener opens a stream");
-    within(20, "echo on a listener-opened stream", echo_roundtrip(stream, &data)).await;
+    within(
+        20,
+        "echo on a listener-opened stream",
+        echo_roundtrip(stream, &data),
+    )
+    .await;
     within(10, "close", pair.dialer.close()).await.ok();
     server.abort();
     reverse_server.abort();
@@ -201,16 +206,27 @@ where
         .await
         .expect("accept");
     let mut got = Vec::new();
-    within(10, "read to the dialer's close", theirs.read_to_end(&mut got))
-        .await
-        .expect("read");
+    within(
+        10,
+        "read to the dialer's close",
+        theirs.read_to_end(&mut got),
+    )
+    .await
+    .expect("read");
     assert_eq!(got, b"ping");
-    theirs.write_all(b"pong").await.expect("write after remote close");
+    theirs
+        .write_all(b"pong")
+        .await
+        .expect("write after remote close");
     theirs.close().await.expect("close");
     let mut got = Vec::new();
-    within(10, "dialer reads after its own close", ours.read_to_end(&mut got))
-        .await
-        .expect("read after own close");
+    within(
+        10,
+        "dialer reads after its own close",
+        ours.read_to_end(&mut got),
+    )
+    .await
+    .expect("read after own close");
     assert_eq!(got, b"pong");
 
     // Listener closes first.
@@ -236,12 +252,18 @@ where
         .await
         .expect("EOF");
     assert!(rest.is_empty());
-    ours.write_all(b"still open").await.expect("write after remote close");
+    ours.write_all(b"still open")
+        .await
+        .expect("write after remote close");
     ours.close().await.expect("close");
     let mut got = Vec::new();
-    within(10, "listener reads after its own close", theirs.read_to_end(&mut got))
-        .await
-        .expect("read");
+    within(
+        10,
+        "listener reads after its own close",
+        theirs.read_to_end(&mut got),
+    )
+    .await
+    .expect("read");
     assert_eq!(got, b"still open");
     for d in pair.drivers {
         d.abort();
@@ -274,7 +296,12 @@ where
         // error or EOF) instead of waiting forever, and its writes eventually fail.
         drop(dropped);
         let mut rest = Vec::new();
-        let read = within(10, "read on a reset stream ends", survivor.read_to_end(&mut rest)).await;
+        let read = within(
+            10,
+            "read on a reset stream ends",
+            survivor.read_to_end(&mut rest),
+        )
+        .await;
         assert!(rest.is_empty() || read.is_err());
         let write_fails = within(10, "writes on a reset stream fail", async {
             for _ in 0..1000 {
@@ -288,7 +315,10 @@ where
             false
         })
         .await;
-        assert!(write_fails, "writing to a stream the remote reset must fail");
+        assert!(
+            write_fails,
+            "writing to a stream the remote reset must fail"
+        );
     }
     // The connection is still usable after resets.
     let server = spawn_echo_server(pair.listener.clone());
@@ -322,7 +352,12 @@ where
     drop(pair.listener);
     drop(_theirs);
     let mut rest = Vec::new();
-    let _ = within(10, "read after remote drop ends", stream.read_to_end(&mut rest)).await;
+    let _ = within(
+        10,
+        "read after remote drop ends",
+        stream.read_to_end(&mut rest),
+    )
+    .await;
     let write = within(10, "write after remote drop fails", async {
         for _ in 0..1000 {
             if stream.write_all(&[1u8; 4096]).await.is_err() || stream.flush().await.is_err() {
@@ -333,7 +368,10 @@ where
         false
     })
     .await;
-    assert!(write, "writes after the remote dropped the connection must fail");
+    assert!(
+        write,
+        "writes after the remote dropped the connection must fail"
+    );
     let accept = within(10, "accept after remote drop", pair.dialer.accept()).await;
     assert!(accept.is_err(), "accept after the remote dropped must fail");
     let open = within(10, "open after remote drop", async {
@@ -347,7 +385,10 @@ where
         }
     })
     .await;
-    assert!(open, "a stream opened after the remote dropped must not work");
+    assert!(
+        open,
+        "a stream opened after the remote dropped must not work"
+    );
     let driver = within(10, "our driver ends after remote drop", ours_driver).await;
     assert!(driver.is_ok(), "driver task panicked");
     assert!(pair.dialer.is_closed(), "muxer reports closed");

@@ -67,7 +67,12 @@ where
     // 4 MiB echoed through the channel while being written, in writes of many sizes.
     let data = pattern(7, 4 << 20);
     let server = tokio::spawn(async move { serve_echo(io_b).await });
-    within(60, "4 MiB echo over the secure channel", echo_roundtrip(io_a, &data)).await;
+    within(
+        60,
+        "4 MiB echo over the secure channel",
+        echo_roundtrip(io_a, &data),
+    )
+    .await;
     let echoed = server.await.expect("echo task").expect("echo");
     assert_eq!(echoed, data.len() as u64);
 
@@ -78,11 +83,17 @@ where
     io_a.write_all(b"question").await.expect("write");
     io_a.close().await.expect("close");
     let mut got = Vec::new();
-    within(10, "read until the dialer's close", io_b.read_to_end(&mut got))
-        .await
-        .expect("read to EOF");
+    within(
+        10,
+        "read until the dialer's close",
+        io_b.read_to_end(&mut got),
+    )
+    .await
+    .expect("read to EOF");
     assert_eq!(got, b"question");
-    io_b.write_all(b"answer").await.expect("write after remote close");
+    io_b.write_all(b"answer")
+        .await
+        .expect("write after remote close");
     io_b.close().await.expect("close");
     let mut got = Vec::new();
     within(10, "read after own close", io_a.read_to_end(&mut got))
@@ -99,12 +110,7 @@ where
     );
 
     // Garbage instead of a handshake: an error, not a hang or a panic.
-    for garbage in [
-        vec![0xffu8; 64],
-        vec![0u8; 3],
-        pattern(3, 4096),
-        Vec::new(),
-    ] {
+    for garbage in [vec![0xffu8; 64], vec![0u8; 3], pattern(3, 4096), Vec::new()] {
         for role in [Role::Dialer, Role::Listener] {
             let (ours, mut theirs) = pipe();
             let name = SecurityUpgrade::<MemorySocket>::protocol_names(&a)[0];
@@ -116,9 +122,12 @@ where
                 let mut sink = Vec::new();
                 let _ = theirs.read_to_end(&mut sink).await;
             };
-            let (result, ()) =
-                within(20, "handshake against garbage", futures::future::join(handshake, attacker))
-                    .await;
+            let (result, ()) = within(
+                20,
+                "handshake against garbage",
+                futures::future::join(handshake, attacker),
+            )
+            .await;
             assert!(result.is_err(), "a garbage handshake ({role:?}) must fail");
         }
     }
@@ -157,7 +166,12 @@ where
         .await
         .expect("dial through the pipeline");
     assert_eq!(peer, listener_id);
-    within(30, "echo through the pipeline", echo_roundtrip(io, &pattern(9, 100_000))).await;
+    within(
+        30,
+        "echo through the pipeline",
+        echo_roundtrip(io, &pattern(9, 100_000)),
+    )
+    .await;
 
     let wrong: Multiaddr = addr.with(Protocol::P2p(PeerId::random()));
     match within(20, "dial with a wrong peer id", client.dial(wrong)).await {

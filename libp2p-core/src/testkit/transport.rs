@@ -22,7 +22,10 @@ where
         Some(_) => panic!("conformance: the first listener event should be NewAddress"),
         None => panic!("conformance: the listener ended at once"),
     };
-    assert_ne!(addr, listen_addr, "the reported address must be the bound one");
+    assert_ne!(
+        addr, listen_addr,
+        "the reported address must be the bound one"
+    );
     // Drain any further address events into nothing: accept on a task.
     let server_transport = transport.clone();
     let server = tokio::spawn(async move {
@@ -72,12 +75,19 @@ where
             echo_roundtrip(socket, &pattern(i, 20_000)).await;
         }
     });
-    within(30, "32 concurrent connections", futures::future::join_all(dials)).await;
+    within(
+        30,
+        "32 concurrent connections",
+        futures::future::join_all(dials),
+    )
+    .await;
 
     // Unsupported addresses are refused with the typed error.
     match transport.dial(unsupported.clone()).await {
         Err(TransportError::MultiaddrNotSupported(a)) => assert_eq!(a, unsupported),
-        Err(e) => panic!("conformance: dialing {unsupported} should be MultiaddrNotSupported, got {e}"),
+        Err(e) => {
+            panic!("conformance: dialing {unsupported} should be MultiaddrNotSupported, got {e}")
+        }
         Ok(_) => panic!("conformance: dialing {unsupported} should fail"),
     }
     assert!(

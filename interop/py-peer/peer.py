@@ -1,0 +1,583 @@
+#!/usr/bin/env python3
+"""py-peer: the py-libp2p (libp2p==0.8.1) peer our libp2p implementation is tested against.
+
+It follows the fixed command-line contract in ../PEER-CLI.md exactly:
+
+    peer.py --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] [--key K] [--seed N] [--timeout SECS]
+    peer.py --dial /ip4/127.0.0.1/tcp/PORT/p2p/ID [--bytes N] [--streams K]
+    peer.py --dial ADDR/p2p/ID --ping
+    peer.py --dial ADDR/p2p/ID --perf-upload N --perf-download M
+
+Stdout carries only the contract's lines (LISTEN, OK, PING OK, PERF, FAIL); everything else goes
+to stderr (py-libp2p's own logging too: set LIBP2P_DEBUG=DEBUG for it, PY_PEER_VERBOSE=1 for ours).
+Exit status: 0 on success, 1 on failure (and on timeout), 2 for an unsupported option or bad usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import secrets
+import sys
+import threading
+import time
+
+# Contract output ---------------------------------------------------------------------------------
+
+_out_lock = threading.Lock()
+
+
+def finish(line: str, code: int) -> None:
+    """Print one contract line to stdout, flush, and leave at once.
+
+    os._exit: nothing (trio's shutdown, py-libp2p's background tasks, the watchdog thread) may
+    delay or add to the output once the result is known.
+    """
+    with _out_lock:
+        try:
+            sys.stdout.write(line.replace("\n", " ").replace("\r", " ") + "\n")
+            sys.stdout.flush()
+        finally:
+            try:
+                sys.stderr.flush()
+            finally:
+                os._exit(code)
+
+
+def emit(line: str) -> None:
+    """Print a contract line that does not end the process (LISTEN)."""
+    with _out_lock:
+        sys.stdout.write(line + "\n")
+        sys.stdout.flush()
+
+
+class Unsupported(Exception):
+    """An option or combination the peer does not implement: `FAIL unsupported: ...`, exit 2."""
+
+
+class Usage(Exception):
+    """A bad command line: `FAIL usage: ...`, exit 2."""
+
+
+log = logging.getLogger("py-peer")
+
+
+def verbose() -> bool:
+    return os.environ.get("PY_PEER_VERBOSE", "") not in ("", "0")
+
+
+# Command line ------------------------------------------------------------------------------------
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # never print argparse's usage text to stdout
+        raise Usage(message)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    p = _Parser(prog="peer.py", add_help=False)
+    p.add_argument("--security", default="noise")
+    p.add_argument("--muxer", default="yamux")
+    p.add_argument("--key", default="ed25519")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--timeout", type=float, default=60.0)
+    p.add_argument("--listen")
+    p.add_argument("--dial")
+    p.add_argument("--bytes", type=int, default=1024)
+    p.add_argument("--streams", type=int, default=1)
+    p.add_argument("--ping", action="store_true")
+    p.add_argument("--perf-upload", type=int)
+    p.add_argument("--perf-download", type=int)
+    p.add_argument("-h", "--help", action="store_true")
+    args, rest = p.parse_known_args(argv)
+    if args.help:
+        sys.stderr.write(__doc__ or "")
+        os._exit(2)
+    if rest:
+        raise Unsupported("option " + " ".join(rest))
+    if args.security not in ("secio", "noise", "plaintext"):
+        raise Unsupported(args.security)
+    if args.muxer not in ("mplex", "yamux"):
+        raise Unsupported(args.muxer)
+    if args.key not in ("ed25519", "rsa", "secp256k1", "ecdsa"):
+        raise Unsupported(f"key {args.key}")
+    if args.seed is not None and not (0 <= args.seed < 1 << 64):
+        raise Usage("--seed must be a u64")
+    if (args.listen is None) == (args.dial is None):
+        raise Usage("exactly one of --listen or --dial is required")
+    perf = args.perf_upload is not None or args.perf_download is not None
+    if args.ping and perf:
+        raise Usage("--ping and --perf-* exclude each other")
+    if args.bytes < 0 or (args.perf_upload or 0) < 0 or (args.perf_download or 0) < 0:
+        raise Usage("byte counts must not be negative")
+    if args.streams < 1:
+        raise Usage("--streams must be at least 1")
+    args.perf = perf
+    return args
+
+
+# Keys --------------------------------------------------------------------------------------------
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+RSA_KEY_PATH = os.path.join(HERE, "..", "..", "examples", "keys", "rsa-2048.pk8")
+
+
+def seed_bytes(n: int) -> bytes:
+    """N as a little-endian u64 in the first 8 bytes of 32, the rest zero (as rust-peer)."""
+    return n.to_bytes(8, "little") + bytes(24)
+
+
+def make_key(kind: str, seed: int | None):
+    from libp2p.crypto.keys import KeyPair
+
+    if kind == "ed25519":
+        from libp2p.crypto.ed25519 import create_new_key_pair
+
+        # PyNaCl's SigningKey(seed) is the RFC 8032 secret key, as rust's ed25519_from_bytes.
+        return create_new_key_pair(seed_bytes(seed) if seed is not None else None)
+    if kind == "secp256k1":
+        from libp2p.crypto.secp256k1 import create_new_key_pair
+
+        return create_new_key_pair(seed_bytes(max(seed, 1)) if seed is not None else None)
+    if kind == "ecdsa":
+        # libp2p.crypto.ecc in 0.8.1 is the ECC_P256 type, not libp2p's ECDSA key type, and
+        # neither signs (sign() raises NotImplementedError): no handshake can use it.
+        raise Unsupported("key ecdsa (py-libp2p 0.8.1 cannot sign with ECDSA keys)")
+    if kind == "rsa":
+        from libp2p.crypto.rsa import RSAPrivateKey
+
+        # As rust-peer: the one key file serves, with or without --seed.
+        try:
+            with open(RSA_KEY_PATH, "rb") as f:
+                der = f.read()
+            private = RSAPrivateKey.from_bytes(der)
+            public = private.get_public_key()
+            public.to_bytes()
+            return KeyPair(private, public)
+        except Exception as e:  # noqa: BLE001 - any failure to load means "cannot do rsa"
+            log.warning("cannot load RSA key %s: %s", RSA_KEY_PATH, e)
+            raise Unsupported("rsa") from e
+    raise Unsupported(f"key {kind}")
+
+
+# Host --------------------------------------------------------------------------------------------
+
+ECHO = "/echo/1.0.0"
+PERF = "/perf/1.0.0"
+PING = "/ipfs/ping/1.0.0"
+PING_LEN = 32
+CHUNK = 64 * 1024
+
+
+def make_host(args: argparse.Namespace, key_pair):
+    import libp2p
+    from libp2p.custom_types import TProtocol
+
+    if args.security == "secio":
+        import libp2p.security.secio.transport as secio
+
+        sec = {TProtocol(secio.ID): secio.Transport(key_pair)}
+    elif args.security == "noise":
+        from libp2p.crypto.x25519 import create_new_key_pair as create_new_x25519_key_pair
+        from libp2p.security.noise.transport import PROTOCOL_ID, Transport
+
+        # Noise needs its own static (X25519) key beside the identity key.
+        noise_key = create_new_x25519_key_pair().private_key
+        sec = {TProtocol(PROTOCOL_ID): Transport(key_pair, noise_privkey=noise_key)}
+    else:
+        from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
+
+        sec = {TProtocol(PLAINTEXT_PROTOCOL_ID): InsecureTransport(key_pair)}
+
+    if args.muxer == "mplex":
+        from libp2p.stream_muxer.mplex.mplex import MPLEX_PROTOCOL_ID, Mplex
+
+        mux = {TProtocol(MPLEX_PROTOCOL_ID): Mplex}
+    else:
+        from libp2p.stream_muxer.yamux.yamux import PROTOCOL_ID, Yamux
+
+        mux = {TProtocol(PROTOCOL_ID): Yamux}
+
+    # Only the one security and the one muxer are offered (sec_opt / muxer_opt replace the
+    # defaults). identify and ping handlers are the host's defaults.
+    return libp2p.new_host(key_pair=key_pair, sec_opt=sec, muxer_opt=mux)
+
+
+# Protocol helpers --------------------------------------------------------------------------------
+
+_BASE = bytes(i % 251 for i in range(251)) * (CHUNK // 251 + 2)
+_XOR_TABLES = [bytes(i ^ c for i in range(256)) for c in range(256)]
+
+
+def pattern(idx: int, start: int, n: int) -> bytes:
+    """Bytes start..start+n of echo stream idx: the same as rust-peer's
+    ((pos % 251) ^ (idx * 37) ^ (pos >> 16)) as u8."""
+    out = bytearray()
+    pos, end = start, start + n
+    while pos < end:
+        block_end = min(end, (pos // 65536 + 1) * 65536)
+        length = block_end - pos
+        xor = ((idx * 37) ^ (pos >> 16)) & 0xFF
+        off = pos % 251
+        seg = _BASE[off:off + length]
+        while len(seg) < length:  # only when length exceeds the cached span
+            seg += _BASE[: length - len(seg)]
+        out += seg.translate(_XOR_TABLES[xor])
+        pos = block_end
+    return bytes(out)
+
+
+async def read_some(stream, n: int) -> bytes:
+    """Up to n bytes, b"" at EOF."""
+    from libp2p.network.stream.exceptions import StreamEOF
+
+    try:
+        return await stream.read(n)
+    except StreamEOF:
+        return b""
+
+
+async def read_exactly(stream, n: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < n:
+        data = await read_some(stream, n - len(buf))
+        if not data:
+            raise EOFError(f"stream ended after {len(buf)} of {n} bytes")
+        buf += data
+    return bytes(buf)
+
+
+# Server side -------------------------------------------------------------------------------------
+
+
+async def serve_echo(stream) -> None:
+    """/echo/1.0.0: write back whatever arrives, at once, until the remote closes its write
+    side; then close ours."""
+    peer = stream.muxed_conn.peer_id
+    total = 0
+    try:
+        while True:
+            data = await read_some(stream, CHUNK)
+            if not data:
+                break
+            await stream.write(data)
+            total += len(data)
+        await stream.close_write()
+        if verbose():
+            log.info("echo from %s: %d bytes", peer, total)
+    except Exception as e:  # noqa: BLE001
+        log.warning("echo from %s failed after %d bytes: %r", peer, total, e)
+        try:
+            await stream.reset()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+async def serve_perf(stream) -> None:
+    """/perf/1.0.0: 8-byte big-endian M, drain to EOF, send M bytes, close."""
+    peer = stream.muxed_conn.peer_id
+    try:
+        download = int.from_bytes(await read_exactly(stream, 8), "big")
+        uploaded = 0
+        while True:
+            data = await read_some(stream, CHUNK)
+            if not data:
+                break
+            uploaded += len(data)
+        zeros = bytes(CHUNK)
+        left = download
+        while left > 0:
+            n = min(left, CHUNK)
+            await stream.write(zeros[:n])
+            left -= n
+        await stream.close_write()
+        if verbose():
+            log.info("perf from %s: received %d, sent %d bytes", peer, uploaded, download)
+    except Exception as e:  # noqa: BLE001
+        log.warning("perf from %s failed: %r", peer, e)
+        try:
+            await stream.reset()
+        except Exception:  # noqa: BLE001
+            pass
+
+
+# Client side -------------------------------------------------------------------------------------
+
+
+def check_echo(idx: int, got: int, data: bytes, n: int) -> None:
+    if got + len(data) > n:
+        raise ValueError(f"echoed more than the {n} bytes sent")
+    expect = pattern(idx, got, len(data))
+    if data != expect:
+        i = next(i for i in range(len(data)) if data[i] != expect[i])
+        raise ValueError(
+            f"echo differs at byte {got + i}: got {data[i]:#04x}, sent {expect[i]:#04x}")
+
+
+async def echo_one(host, peer, idx: int, n: int, lockstep: bool) -> None:
+    import trio
+
+    stream = await host.new_stream(peer, [ECHO])
+    try:
+        if lockstep:
+            # py-libp2p's mplex streams are effectively half-duplex: MplexStream.read holds the
+            # stream's ReadWriteLock (which excludes writers) while it waits for data, so a
+            # writer and a reader running at once on one stream deadlock. So here we write a
+            # chunk and read the same amount back before writing the next one (lockstep).
+            # The chunk is one mplex frame (MplexStream.write splits at CHUNK_SIZE = 4076):
+            # py-libp2p's mplex buffers only one incoming frame per stream and resets a stream
+            # whose reader does not take it within 5 s, while it blocks the whole connection's
+            # reading meanwhile. A larger chunk lets the echo of its first frames arrive while
+            # the stream is still writing the rest, and with 20 streams that stalls both ends.
+            from libp2p.stream_muxer.mplex.constants import CHUNK_SIZE as MPLEX_FRAME
+
+            got = 0
+            while got < n:
+                length = min(MPLEX_FRAME, n - got)
+                await stream.write(pattern(idx, got, length))
+                want = got + length
+                while got < want:
+                    data = await read_some(stream, want - got)
+                    if not data:
+                        raise EOFError(f"echo ended after {got} of {n} bytes")
+                    check_echo(idx, got, data, n)
+                    got += len(data)
+            await stream.close_write()
+            rest = await read_some(stream, CHUNK)
+            while rest:  # anything past n is an error; EOF is the expected end
+                check_echo(idx, got, rest, n)
+                got += len(rest)
+                rest = await read_some(stream, CHUNK)
+        else:
+            # Yamux streams are full duplex: write everything while reading the echo.
+            async def write() -> None:
+                sent = 0
+                while sent < n:
+                    length = min(CHUNK, n - sent)
+                    await stream.write(pattern(idx, sent, length))
+                    sent += length
+                await stream.close_write()
+
+            state = {"got": 0}
+
+            async def read() -> None:
+                while True:
+                    data = await read_some(stream, CHUNK)
+                    if not data:
+                        break
+                    check_echo(idx, state["got"], data, n)
+                    state["got"] += len(data)
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(write)
+                nursery.start_soon(read)
+            got = state["got"]
+        if got != n:
+            raise EOFError(f"echo ended after {got} of {n} bytes")
+    except BaseException:
+        try:
+            await stream.reset()
+        except Exception:  # noqa: BLE001
+            pass
+        raise
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+
+
+async def run_echo(host, peer, n: int, streams: int, lockstep: bool) -> float:
+    import trio
+
+    errors: list[str] = []
+    start = time.perf_counter()
+
+    async def one(idx: int) -> None:
+        try:
+            await echo_one(host, peer, idx, n, lockstep)
+        except Exception as e:  # noqa: BLE001
+            errors.append(f"echo stream {idx}: {describe(e)}")
+
+    async with trio.open_nursery() as nursery:
+        for idx in range(streams):
+            nursery.start_soon(one, idx)
+    elapsed = time.perf_counter() - start
+    if errors:
+        raise RuntimeError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+    return elapsed
+
+
+async def run_ping(host, peer) -> float:
+    stream = await host.new_stream(peer, [PING])
+    rtts = []
+    for _ in range(5):
+        payload = secrets.token_bytes(PING_LEN)
+        start = time.perf_counter()
+        await stream.write(payload)
+        pong = await read_exactly(stream, PING_LEN)
+        rtts.append(time.perf_counter() - start)
+        if pong != payload:
+            raise ValueError("ping: pong differs from ping")
+    try:
+        await stream.close()
+    except Exception:  # noqa: BLE001
+        pass
+    return sum(rtts) / len(rtts) * 1000.0
+
+
+async def run_perf(host, peer, upload: int, download: int) -> tuple[float, float]:
+    stream = await host.new_stream(peer, [PERF])
+    start = time.perf_counter()
+    await stream.write(download.to_bytes(8, "big"))
+    zeros = bytes(CHUNK)
+    left = upload
+    while left > 0:
+        n = min(left, CHUNK)
+        await stream.write(zeros[:n])
+        left -= n
+    await stream.close_write()
+    upload_time = time.perf_counter() - start
+    start = time.perf_counter()
+    got = 0
+    while True:
+        data = await read_some(stream, CHUNK)
+        if not data:
+            break
+        got += len(data)
+    download_time = time.perf_counter() - start
+    if got != download:
+        raise EOFError(f"perf: received {got} of {download} bytes")
+
+    def rate(b: int, t: float) -> float:
+        return 0.0 if b == 0 else b / (1024 * 1024) / max(t, 1e-9)
+
+    return rate(upload, upload_time), rate(download, download_time)
+
+
+def describe(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    text = text[0] if text else ""
+    name = type(e).__name__
+    cause = e.__cause__ or e.__context__
+    if not text and cause is not None and cause is not e:
+        return f"{name}: {describe(cause)}"
+    return f"{name}: {text}" if text else name
+
+
+# Modes -------------------------------------------------------------------------------------------
+
+
+def concrete(addr):
+    """The bound address with a concrete IP (0.0.0.0 -> 127.0.0.1, :: -> ::1)."""
+    import multiaddr
+
+    s = str(addr)
+    if s.startswith("/ip4/0.0.0.0/"):
+        s = "/ip4/127.0.0.1/" + s[len("/ip4/0.0.0.0/"):]
+    elif s.startswith("/ip6/::/"):
+        s = "/ip6/::1/" + s[len("/ip6/::/"):]
+    return multiaddr.Multiaddr(s)
+
+
+async def listen(args: argparse.Namespace, key_pair) -> None:
+    import multiaddr
+    import trio
+    from libp2p.custom_types import TProtocol
+
+    try:
+        addr = multiaddr.Multiaddr(args.listen)
+    except Exception as e:  # noqa: BLE001
+        raise Usage(f"--listen {args.listen}: {e}") from e
+    host = make_host(args, key_pair)
+    host.set_stream_handler(TProtocol(ECHO), serve_echo)
+    host.set_stream_handler(TProtocol(PERF), serve_perf)
+    async with host.run(listen_addrs=[addr]):
+        addrs = host.get_transport_addrs()
+        if not addrs:
+            raise RuntimeError(f"listen on {addr}: no listener")
+        emit(f"LISTEN {concrete(addrs[0])}/p2p/{host.get_id()}")
+        await trio.sleep_forever()
+
+
+async def dial(args: argparse.Namespace, key_pair) -> str:
+    import multiaddr
+    from libp2p.peer.peerinfo import info_from_p2p_addr
+
+    try:
+        info = info_from_p2p_addr(multiaddr.Multiaddr(args.dial))
+    except Exception as e:  # noqa: BLE001
+        raise Usage(f"--dial {args.dial} (must end in /p2p/<peer id>): {e}") from e
+    host = make_host(args, key_pair)
+    peer = info.peer_id
+    async with host.run(listen_addrs=[]):
+        try:
+            await host.connect(info)
+        except Exception as e:  # noqa: BLE001
+            raise RuntimeError(f"dial {args.dial}: {describe(e)}") from e
+        if args.ping:
+            avg = await run_ping(host, peer)
+            return f"PING OK {avg:.3f}"
+        if args.perf:
+            up, down = await run_perf(host, peer, args.perf_upload or 0, args.perf_download or 0)
+            return f"PERF upload {up:.2f} download {down:.2f}"
+        elapsed = await run_echo(host, peer, args.bytes, args.streams, args.muxer == "mplex")
+        return f"OK {peer} {args.bytes * args.streams} {elapsed:.6f}"
+
+
+def main() -> None:
+    logging.basicConfig(stream=sys.stderr, level=logging.INFO if verbose() else logging.WARNING,
+                        format="py-peer: %(levelname)s %(name)s: %(message)s")
+    try:
+        args = parse_args(sys.argv[1:])
+    except Unsupported as e:
+        finish(f"FAIL unsupported: {e}", 2)
+    except Usage as e:
+        finish(f"FAIL usage: {e}", 2)
+
+    # The process ends by the deadline whatever happens: a watchdog thread backs up trio's own
+    # cancellation (which a task stuck outside a checkpoint would not see).
+    timer = threading.Timer(args.timeout + 2.0, finish, ("FAIL timeout", 1))
+    timer.daemon = True
+    timer.start()
+
+    try:
+        key_pair = make_key(args.key, args.seed)
+    except Unsupported as e:
+        finish(f"FAIL unsupported: {e}", 2)
+    except Exception as e:  # noqa: BLE001
+        finish(f"FAIL key: {describe(e)}", 1)
+
+    import trio
+
+    async def run() -> str | None:
+        with trio.move_on_after(args.timeout):
+            if args.listen is not None:
+                await listen(args, key_pair)
+            else:
+                return await dial(args, key_pair)
+        return None
+
+    try:
+        line = trio.run(run)
+    except Unsupported as e:
+        finish(f"FAIL unsupported: {e}", 2)
+    except Usage as e:
+        finish(f"FAIL usage: {e}", 2)
+    except BaseException as e:  # noqa: BLE001 - including trio's ExceptionGroups
+        while isinstance(e, BaseExceptionGroup) and len(e.exceptions) == 1:
+            e = e.exceptions[0]
+        if isinstance(e, KeyboardInterrupt):
+            finish("FAIL interrupted", 1)
+        if verbose():
+            import traceback
+
+            traceback.print_exception(e, file=sys.stderr)
+        finish(f"FAIL {describe(e)}", 1)
+    if line is None:
+        finish("FAIL timeout", 1)
+    finish(line, 0)
+
+
+if __name__ == "__main__":
+    main()

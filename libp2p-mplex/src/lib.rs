@@ -1,0 +1,986 @@
+//! `/mplex/6.7.0`: many independent streams over one connection.
+//!
+//! Every frame is `uvarint(stream id << 3 | flag) ‖ uvarint(length) ‖ data`. The flags are
+//! NewStream (0), Message (1 from the stream's receiver, 2 from its initiator), Close (3, 4)
+//! and Reset (5, 6). Each side numbers the streams it opens itself, so a stream is named by its
+//! id together with who opened it.
+//!
+//! # Shape
+//!
+//! [`Mplex`] is the [`MuxerUpgrade`]; it yields a [`MplexMuxer`] handle (cheap to clone) and a
+//! [`MplexDriver`] future that owns the socket: it reads and routes frames and writes what the
+//! streams queued. Streams never touch the socket and there is no task per stream. A write
+//! copies the caller's bytes, already framed, into one shared output buffer; the driver swaps
+//! that buffer with its own and writes it out in large writes, so small frames from many
+//! streams go out in one system call. Received data is handed to streams without copying
+//! (each frame's bytes are split off the read buffer).
+//!
+//! # Bounded memory
+//!
+//! mplex has no flow control, so a stream whose reader does not read would otherwise buffer
+//! without limit. Each stream buffers at most [`MplexConfig::max_buffer_len`] bytes (plus one
+//! frame); what happens when it is full is [`MplexConfig::buffer_policy`]:
+//!
+//! - [`BufferPolicy::Block`] (the default) stops reading the connection until that stream's
+//!   reader drains below the limit. No data is lost and TCP's own flow control pushes back on
+//!   the sender, which is what applications written for one reliable stream expect. The cost:
+//!   a reader that never reads stalls every stream of its connection, so readers must keep
+//!   reading (or drop the stream, which resets it and frees the connection).
+//! - [`BufferPolicy::ResetStream`] resets the stream that overflowed and keeps the connection
+//!   flowing: one slow reader cannot stall the others, but a burst larger than the buffer
+//!   while the application is momentarily busy kills a healthy stream.
+//!
+//! The output side is bounded too: a write waits while the shared output buffer holds
+//! [`MplexConfig::write_buffer_len`] bytes, and the driver stops reading input while its own
+//! control answers (resets) pile up unsent. Frames longer than [`MplexConfig::max_frame_len`]
+//! end the connection with an error before anything is allocated for them. Inbound streams
+//! beyond [`MplexConfig::max_streams`] are reset.
+//!
+//! # Fairness
+//!
+//! Within one output buffer each stream may queue at most its share (the buffer's size over
+//! the number of streams that wrote into the previous buffer, plus one), so a stream sending
+//! flat out always leaves room for another stream's small message in the same write.
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod frame;
+
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use futures::{AsyncRead, AsyncWrite};
+use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
+
+use frame::{Decoded, Flag};
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/mplex/6.7.0";
+
+/// The spec's maximum frame payload: 1 MiB.
+pub const MAX_FRAME_LEN: usize = 1024 * 1024;
+
+/// The driver yields to the runtime after this many rounds of progress in one poll.
+const DRIVER_BUDGET: usize = 32;
+
+/// What to do when a stream's receive buffer is full. See the crate docs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BufferPolicy {
+    /// Stop reading the connection until the stream's reader drains its buffer.
+    #[default]
+    Block,
+    /// Reset the stream whose buffer overflowed.
+    ResetStream,
+}
+
+/// Limits and sizes of an mplex connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MplexConfig {
+    /// Concurrent inbound streams accepted; more are reset. Also the limit on concurrent
+    /// outbound streams ([`MuxerError::TooManyStreams`]). Default 1,024.
+    pub max_streams: usize,
+    /// Bytes a stream buffers for its reader before [`MplexConfig::buffer_policy`] applies.
+    /// Default 256 KiB.
+    pub max_buffer_len: usize,
+    /// What happens when a stream's buffer is full. Default [`BufferPolicy::Block`].
+    pub buffer_policy: BufferPolicy,
+    /// Largest frame payload accepted from the remote; a larger frame ends the connection.
+    /// Default (and the spec's maximum) 1 MiB.
+    pub max_frame_len: usize,
+    /// Largest payload we put in one frame; longer writes are split. Default 64 KiB.
+    pub split_send_size: usize,
+    /// Bytes the streams may queue for the driver before writes wait. Default 512 KiB.
+    pub write_buffer_len: usize,
+}
+
+impl Default for MplexConfig {
+    fn default() -> Self {
+        MplexConfig {
+            max_streams: 1024,
+            max_buffer_len: 256 * 1024,
+            buffer_policy: BufferPolicy::Block,
+            max_frame_len: MAX_FRAME_LEN,
+            split_send_size: 64 * 1024,
+            write_buffer_len: 512 * 1024,
+        }
+    }
+}
+
+/// The mplex upgrade.
+#[derive(Debug, Clone, Default)]
+pub struct Mplex {
+    config: MplexConfig,
+}
+
+impl Mplex {
+    /// An upgrade with the given configuration.
+    pub fn new(config: MplexConfig) -> Self {
+        let mut config = config;
+        config.split_send_size = config.split_send_size.clamp(1, MAX_FRAME_LEN);
+        config.write_buffer_len = config.write_buffer_len.max(1);
+        Mplex { config }
+    }
+
+    /// Sets up mplex on `socket` (the role does not matter to mplex).
+    pub fn connect<C: Socket>(&self, socket: C) -> (MplexMuxer, MplexDriver<C>) {
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State::new(self.config.clone())),
+        });
+        let guard = Arc::new(HandleGuard(shared.clone()));
+        let muxer = MplexMuxer {
+            shared: shared.clone(),
+            _guard: guard,
+        };
+        let driver = MplexDriver {
+            socket,
+            shared,
+            rbuf: BytesMut::new(),
+            filled: 0,
+            read_chunk: 8 * 1024,
+            read_blocked: false,
+            writing: BytesMut::new(),
+            written: 0,
+            writing_epoch: 0,
+            need_flush: false,
+            finished: false,
+        };
+        (muxer, driver)
+    }
+}
+
+impl<C: Socket> MuxerUpgrade<C> for Mplex {
+    type Muxer = MplexMuxer;
+    type Driver = MplexDriver<C>;
+
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec![PROTOCOL]
+    }
+
+    fn upgrade(
+        &self,
+        socket: C,
+        _role: Role,
+        _protocol: &str,
+    ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static
+    {
+        let pair = self.connect(socket);
+        async move { Ok(pair) }
+    }
+}
+
+/// A stream's name: its id and whether we opened it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+struct Key {
+    id: u64,
+    ours: bool,
+}
+
+impl Key {
+    /// The flag we send a message with on this stream.
+    fn message_flag(self) -> Flag {
+        if self.ours {
+            Flag::MessageInitiator
+        } else {
+            Flag::MessageReceiver
+        }
+    }
+    fn close_flag(self) -> Flag {
+        if self.ours {
+            Flag::CloseInitiator
+        } else {
+            Flag::CloseReceiver
+        }
+    }
+    fn reset_flag(self) -> Flag {
+        if self.ours {
+            Flag::ResetInitiator
+        } else {
+            Flag::ResetReceiver
+        }
+    }
+}
+
+#[derive(Default)]
+struct StreamState {
+    recv: VecDeque<Bytes>,
+    recv_len: usize,
+    remote_closed: bool,
+    local_closed: bool,
+    reset: bool,
+    read_waker: Option<Waker>,
+    /// The epoch of the output buffer this stream last wrote into (0: none).
+    last_epoch: u64,
+    /// Bytes written into the current output buffer.
+    epoch_bytes: usize,
+}
+
+struct Shared {
+    state: Mutex<State>,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock cannot leave the state half-updated in a way that
+        // matters more than losing the connection, so poisoning is ignored.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+struct State {
+    config: MplexConfig,
+    streams: HashMap<Key, StreamState>,
+    next_id: u64,
+    inbound_count: usize,
+    outbound_count: usize,
+    /// Accepted by the driver, waiting for `accept()`.
+    inbound: VecDeque<Key>,
+    accept_wakers: Vec<Waker>,
+    /// Frames queued by streams and the driver, in order.
+    out: BytesMut,
+    /// Epoch of `out`; the driver bumps it when it takes the buffer.
+    epoch: u64,
+    /// Highest epoch written to the socket and flushed.
+    done_epoch: u64,
+    writers_this_epoch: usize,
+    share: usize,
+    write_waiters: Vec<Waker>,
+    flush_waiters: Vec<Waker>,
+    driver_waker: Option<Waker>,
+    /// The stream whose full buffer stops the driver from reading.
+    blocked_on: Option<Key>,
+    close_requested: bool,
+    closed: Option<String>,
+    close_wakers: Vec<Waker>,
+}
+
+impl State {
+    fn new(config: MplexConfig) -> Self {
+        let share = config.write_buffer_len;
+        State {
+            config,
+            streams: HashMap::new(),
+            next_id: 0,
+            inbound_count: 0,
+            outbound_count: 0,
+            inbound: VecDeque::new(),
+            accept_wakers: Vec::new(),
+            out: BytesMut::new(),
+            epoch: 1,
+            done_epoch: 0,
+            writers_this_epoch: 0,
+            share,
+            write_waiters: Vec::new(),
+            flush_waiters: Vec::new(),
+            driver_waker: None,
+            blocked_on: None,
+            close_requested: false,
+            closed: None,
+            close_wakers: Vec::new(),
+        }
+    }
+
+    fn wake_driver(&self) {
+        if let Some(w) = &self.driver_waker {
+            w.wake_by_ref();
+        }
+    }
+
+    fn push_frame(&mut self, key: Key, flag: Flag, data: &[u8]) {
+        frame::encode(&mut self.out, key.id, flag, data);
+    }
+
+    fn remove_stream(&mut self, key: Key) -> Option<StreamState> {
+        let st = self.streams.remove(&key)?;
+        if key.ours {
+            self.outbound_count -= 1;
+        } else {
+            self.inbound_count -= 1;
+        }
+        if self.blocked_on == Some(key) {
+            self.blocked_on = None;
+            self.wake_driver();
+        }
+        Some(st)
+    }
+
+    /// Marks the connection closed and wakes everyone waiting on it.
+    fn shut(&mut self, reason: String) {
+        if self.closed.is_none() {
+            self.closed = Some(reason);
+        }
+        for st in self.streams.values_mut() {
+            if let Some(w) = st.read_waker.take() {
+                w.wake();
+            }
+        }
+        for w in self
+            .accept_wakers
+            .drain(..)
+            .chain(self.write_waiters.drain(..))
+            .chain(self.flush_waiters.drain(..))
+            .chain(self.close_wakers.drain(..))
+        {
+            w.wake();
+        }
+    }
+
+    /// Routes one frame from the remote.
+    fn dispatch(&mut self, id: u64, flag: Flag, data: &mut BytesMut) -> Result<(), MuxerError> {
+        match flag {
+            Flag::NewStream => {
+                let key = Key { id, ours: false };
+                if self.streams.contains_key(&key) {
+                    return Err(MuxerError::Protocol(format!(
+                        "NewStream for stream {id}, which is already open"
+                    )));
+                }
+                if self.inbound_count >= self.config.max_streams || self.close_requested {
+                    tracing::debug!(id, "too many inbound streams: resetting");
+                    self.push_frame(key, key.reset_flag(), &[]);
+                    return Ok(());
+                }
+                self.streams.insert(key, StreamState::default());
+                self.inbound_count += 1;
+                self.inbound.push_back(key);
+                for w in self.accept_wakers.drain(..) {
+                    w.wake();
+                }
+            }
+            Flag::MessageReceiver | Flag::MessageInitiator => {
+                let key = Key {
+                    id,
+                    ours: flag == Flag::MessageReceiver,
+                };
+                let max = self.config.max_buffer_len;
+                let policy = self.config.buffer_policy;
+                let Some(st) = self.streams.get_mut(&key) else {
+                    return Ok(());
+                };
+                if st.reset || st.remote_closed || data.is_empty() {
+                    return Ok(());
+                }
+                // The blocking policy is applied before the frame is taken off the read
+                // buffer (see `MplexDriver::would_block`); here only the reset policy acts.
+                if st.recv_len >= max && policy == BufferPolicy::ResetStream {
+                    tracing::debug!(id, "receive buffer full: resetting the stream");
+                    st.reset = true;
+                    st.recv.clear();
+                    st.recv_len = 0;
+                    if let Some(w) = st.read_waker.take() {
+                        w.wake();
+                    }
+                    self.push_frame(key, key.reset_flag(), &[]);
+                    return Ok(());
+                }
+                let bytes = std::mem::take(data).freeze();
+                st.recv_len += bytes.len();
+                st.recv.push_back(bytes);
+                if let Some(w) = st.read_waker.take() {
+                    w.wake();
+                }
+            }
+            Flag::CloseReceiver | Flag::CloseInitiator => {
+                let key = Key {
+                    id,
+                    ours: flag == Flag::CloseReceiver,
+                };
+                if let Some(st) = self.streams.get_mut(&key) {
+                    st.remote_closed = true;
+                    if let Some(w) = st.read_waker.take() {
+                        w.wake();
+                    }
+                }
+            }
+            Flag::ResetReceiver | Flag::ResetInitiator => {
+                let key = Key {
+                    id,
+                    ours: flag == Flag::ResetReceiver,
+                };
+                if let Some(st) = self.streams.get_mut(&key) {
+                    st.reset = true;
+                    st.recv.clear();
+                    st.recv_len = 0;
+                    if let Some(w) = st.read_waker.take() {
+                        w.wake();
+                    }
+                    // Writers blocked on output space learn of the reset when they retry.
+                    for w in self.write_waiters.drain(..) {
+                        w.wake();
+                    }
+                    if self.blocked_on == Some(key) {
+                        self.blocked_on = None;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn register(wakers: &mut Vec<Waker>, waker: &Waker) {
+    if !wakers.iter().any(|w| w.will_wake(waker)) {
+        wakers.push(waker.clone());
+    }
+}
+
+/// Dropping the last [`MplexMuxer`] clone closes the connection.
+struct HandleGuard(Arc<Shared>);
+
+impl Drop for HandleGuard {
+    fn drop(&mut self) {
+        let mut st = self.0.lock();
+        st.close_requested = true;
+        st.wake_driver();
+    }
+}
+
+/// A handle on an mplex connection: opens and accepts streams. Clones share the connection;
+/// dropping the last clone closes it.
+#[derive(Clone)]
+pub struct MplexMuxer {
+    shared: Arc<Shared>,
+    _guard: Arc<HandleGuard>,
+}
+
+impl std::fmt::Debug for MplexMuxer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let st = self.shared.lock();
+        f.debug_struct("MplexMuxer")
+            .field("streams", &st.streams.len())
+            .field("closed", &st.closed)
+            .finish()
+    }
+}
+
+impl MplexMuxer {
+    fn open_now(&self) -> Result<MplexStream, MuxerError> {
+        let mut st = self.shared.lock();
+        if st.closed.is_some() || st.close_requested {
+            return Err(MuxerError::Closed);
+        }
+        if st.outbound_count >= st.config.max_streams {
+            return Err(MuxerError::TooManyStreams {
+                limit: st.config.max_streams,
+            });
+        }
+        let key = Key {
+            id: st.next_id,
+            ours: true,
+        };
+        st.next_id += 1;
+        st.streams.insert(key, StreamState::default());
+        st.outbound_count += 1;
+        let name = key.id.to_string();
+        st.push_frame(key, Flag::NewStream, name.as_bytes());
+        st.wake_driver();
+        Ok(MplexStream {
+            shared: self.shared.clone(),
+            key,
+        })
+    }
+
+    /// Number of streams currently open (both directions, including inbound streams not yet
+    /// accepted).
+    pub fn stream_count(&self) -> usize {
+        self.shared.lock().streams.len()
+    }
+
+    /// Bytes currently buffered for readers, over all streams.
+    pub fn buffered_len(&self) -> usize {
+        self.shared
+            .lock()
+            .streams
+            .values()
+            .map(|s| s.recv_len)
+            .sum()
+    }
+}
+
+impl StreamMuxer for MplexMuxer {
+    type Stream = MplexStream;
+
+    fn open(&self) -> impl Future<Output = Result<MplexStream, MuxerError>> + Send + 'static {
+        let result = self.open_now();
+        async move { result }
+    }
+
+    fn accept(&self) -> impl Future<Output = Result<MplexStream, MuxerError>> + Send + 'static {
+        let shared = self.shared.clone();
+        futures::future::poll_fn(move |cx| {
+            let mut st = shared.lock();
+            if let Some(key) = st.inbound.pop_front() {
+                return Poll::Ready(Ok(MplexStream {
+                    shared: shared.clone(),
+                    key,
+                }));
+            }
+            if st.closed.is_some() {
+                return Poll::Ready(Err(MuxerError::Closed));
+            }
+            register(&mut st.accept_wakers, cx.waker());
+            Poll::Pending
+        })
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), MuxerError>> + Send + 'static {
+        let shared = self.shared.clone();
+        {
+            let mut st = shared.lock();
+            st.close_requested = true;
+            st.wake_driver();
+        }
+        futures::future::poll_fn(move |cx| {
+            let mut st = shared.lock();
+            if st.closed.is_some() {
+                return Poll::Ready(Ok(()));
+            }
+            register(&mut st.close_wakers, cx.waker());
+            Poll::Pending
+        })
+    }
+
+    fn is_closed(&self) -> bool {
+        let st = self.shared.lock();
+        st.closed.is_some() || st.close_requested
+    }
+}
+
+/// One mplex stream. Closing it (`poll_close`) closes only our write side; dropping it
+/// without both sides closed resets it.
+pub struct MplexStream {
+    shared: Arc<Shared>,
+    key: Key,
+}
+
+impl std::fmt::Debug for MplexStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MplexStream")
+            .field("id", &self.key.id)
+            .field("ours", &self.key.ours)
+            .finish()
+    }
+}
+
+fn closed_error(reason: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        format!("mplex connection closed: {reason}"),
+    )
+}
+
+fn reset_error() -> io::Error {
+    io::Error::new(io::ErrorKind::ConnectionReset, "mplex stream reset")
+}
+
+impl AsyncRead for MplexStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let key = self.key;
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let max = state.config.max_buffer_len;
+        let Some(st) = state.streams.get_mut(&key) else {
+            return Poll::Ready(Err(reset_error()));
+        };
+        if st.reset {
+            return Poll::Ready(Err(reset_error()));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let mut n = 0;
+        while n < buf.len() {
+            let Some(front) = st.recv.front_mut() else {
+                break;
+            };
+            let k = front.len().min(buf.len() - n);
+            buf[n..n + k].copy_from_slice(&front[..k]);
+            front.advance(k);
+            if front.is_empty() {
+                st.recv.pop_front();
+            }
+            n += k;
+        }
+        if n > 0 {
+            st.recv_len -= n;
+            if state.blocked_on == Some(key) && st.recv_len < max {
+                state.blocked_on = None;
+                state.wake_driver();
+            }
+            return Poll::Ready(Ok(n));
+        }
+        if st.remote_closed {
+            return Poll::Ready(Ok(0));
+        }
+        if let Some(reason) = &state.closed {
+            return Poll::Ready(Err(closed_error(reason)));
+        }
+        match &st.read_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            _ => st.read_waker = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+}
+
+impl MplexStream {
+    /// Whether our bytes so far have reached the socket.
+    fn poll_written(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        let last = state
+            .streams
+            .get(&self.key)
+            .map(|s| s.last_epoch)
+            .unwrap_or(0);
+        if last <= state.done_epoch {
+            return Poll::Ready(Ok(()));
+        }
+        if let Some(reason) = &state.closed {
+            return Poll::Ready(Err(closed_error(reason)));
+        }
+        register(&mut state.flush_waiters, cx.waker());
+        state.wake_driver();
+        Poll::Pending
+    }
+}
+
+impl AsyncWrite for MplexStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let key = self.key;
+        let mut guard = self.shared.lock();
+        let state = &mut *guard;
+        if let Some(reason) = &state.closed {
+            return Poll::Ready(Err(closed_error(reason)));
+        }
+        let epoch = state.epoch;
+        let share = state.share;
+        let limit = state.config.write_buffer_len;
+        let split = state.config.split_send_size;
+        let Some(st) = state.streams.get_mut(&key) else {
+            return Poll::Ready(Err(reset_error()));
+        };
+        if st.reset {
+            return Poll::Ready(Err(reset_error()));
+        }
+        if st.local_closed {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::BrokenPipe,
+                "mplex stream closed for writing",
+            )));
+        }
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        if st.last_epoch != epoch {
+            st.epoch_bytes = 0;
+        }
+        let room = share.saturating_sub(st.epoch_bytes);
+        if state.out.len() >= limit || room == 0 {
+            register(&mut state.write_waiters, cx.waker());
+            state.wake_driver();
+            return Poll::Pending;
+        }
+        let n = buf.len().min(split).min(room.max(1));
+        if st.last_epoch != epoch {
+            st.last_epoch = epoch;
+            state.writers_this_epoch += 1;
+        }
+        st.epoch_bytes += n;
+        frame::encode(&mut state.out, key.id, key.message_flag(), &buf[..n]);
+        state.wake_driver();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.poll_written(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        {
+            let key = self.key;
+            let mut guard = self.shared.lock();
+            let state = &mut *guard;
+            let epoch = state.epoch;
+            match state.streams.get_mut(&key) {
+                None => return Poll::Ready(Err(reset_error())),
+                Some(st) if st.reset => return Poll::Ready(Err(reset_error())),
+                Some(st) if !st.local_closed => {
+                    if let Some(reason) = &state.closed {
+                        return Poll::Ready(Err(closed_error(reason)));
+                    }
+                    st.local_closed = true;
+                    st.last_epoch = epoch;
+                    frame::encode(&mut state.out, key.id, key.close_flag(), &[]);
+                    state.wake_driver();
+                }
+                Some(_) => {}
+            }
+        }
+        self.poll_written(cx)
+    }
+}
+
+impl Drop for MplexStream {
+    fn drop(&mut self) {
+        let mut state = self.shared.lock();
+        let Some(st) = state.remove_stream(self.key) else {
+            return;
+        };
+        if state.closed.is_none() && !st.reset && !(st.local_closed && st.remote_closed) {
+            state.push_frame(self.key, self.key.reset_flag(), &[]);
+            state.wake_driver();
+        }
+    }
+}
+
+/// The future that runs an mplex connection: spawn it. It ends when the connection closes,
+/// with an error if the socket failed or the remote broke the protocol.
+pub struct MplexDriver<C> {
+    socket: C,
+    shared: Arc<Shared>,
+    /// Received bytes: `filled` valid bytes at the front, zeroed spare room behind.
+    rbuf: BytesMut,
+    filled: usize,
+    read_chunk: usize,
+    /// A full stream stopped the parsing; complete frames may wait in `rbuf`.
+    read_blocked: bool,
+    /// The output buffer being written; `written` bytes of it are out.
+    writing: BytesMut,
+    written: usize,
+    writing_epoch: u64,
+    need_flush: bool,
+    finished: bool,
+}
+
+impl<C> std::fmt::Debug for MplexDriver<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MplexDriver")
+            .field("buffered_in", &self.filled)
+            .field("pending_out", &(self.writing.len() - self.written))
+            .finish()
+    }
+}
+
+/// Largest read chunk the driver grows to.
+const MAX_READ_CHUNK: usize = 256 * 1024;
+
+impl<C: Socket> MplexDriver<C> {
+    /// Parses and routes the complete frames in the read buffer.
+    fn parse(&mut self, state: &mut State) -> Result<(), MuxerError> {
+        self.read_blocked = false;
+        loop {
+            let decoded = frame::decode(&self.rbuf[..self.filled], state.config.max_frame_len)?;
+            let Decoded::Frame {
+                id,
+                flag,
+                header_len,
+                len,
+            } = decoded
+            else {
+                return Ok(());
+            };
+            // Split the frame off without consuming it yet, so a blocked frame stays put.
+            let mut data = BytesMut::new();
+            if flag.carries_data() && len > 0 && !self.would_block(state, id, flag) {
+                self.rbuf.advance(header_len);
+                data = self.rbuf.split_to(len);
+            } else if !flag.carries_data() || len == 0 {
+                self.rbuf.advance(header_len + len);
+            } else {
+                self.read_blocked = true;
+                return Ok(());
+            }
+            self.filled -= header_len + len;
+            state.dispatch(id, flag, &mut data)?;
+        }
+    }
+
+    /// Whether a data frame for this stream must wait (blocking policy, full buffer).
+    fn would_block(&self, state: &mut State, id: u64, flag: Flag) -> bool {
+        if state.config.buffer_policy != BufferPolicy::Block || flag == Flag::NewStream {
+            return false;
+        }
+        let key = Key {
+            id,
+            ours: flag == Flag::MessageReceiver,
+        };
+        match state.streams.get(&key) {
+            Some(st)
+                if !st.reset && !st.remote_closed && st.recv_len >= state.config.max_buffer_len =>
+            {
+                state.blocked_on = Some(key);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxerError>> {
+        {
+            let mut state = self.shared.lock();
+            match &state.driver_waker {
+                Some(w) if w.will_wake(cx.waker()) => {}
+                _ => state.driver_waker = Some(cx.waker().clone()),
+            }
+        }
+        for _ in 0..DRIVER_BUDGET {
+            let mut progress = false;
+
+            // Output: write the current buffer, flush it, then take the next one.
+            if self.written < self.writing.len() {
+                match Pin::new(&mut self.socket).poll_write(cx, &self.writing[self.written..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(MuxerError::Closed)),
+                    Poll::Ready(Ok(n)) => {
+                        self.written += n;
+                        progress = true;
+                        if self.written == self.writing.len() {
+                            self.need_flush = true;
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if self.written == self.writing.len() && self.need_flush {
+                match Pin::new(&mut self.socket).poll_flush(cx) {
+                    Poll::Ready(Ok(())) => {
+                        self.need_flush = false;
+                        progress = true;
+                        let mut state = self.shared.lock();
+                        state.done_epoch = self.writing_epoch;
+                        for w in state.flush_waiters.drain(..) {
+                            w.wake();
+                        }
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            let close_now;
+            {
+                let mut state = self.shared.lock();
+                if self.written == self.writing.len() && !self.need_flush && !state.out.is_empty() {
+                    self.writing.clear();
+                    self.written = 0;
+                    std::mem::swap(&mut self.writing, &mut state.out);
+                    self.writing_epoch = state.epoch;
+                    state.epoch += 1;
+                    state.share = state.config.write_buffer_len / (state.writers_this_epoch + 1);
+                    state.writers_this_epoch = 0;
+                    for w in state.write_waiters.drain(..) {
+                        w.wake();
+                    }
+                    progress = true;
+                }
+                close_now = state.close_requested
+                    && state.out.is_empty()
+                    && self.written == self.writing.len()
+                    && !self.need_flush;
+            }
+            if close_now {
+                return match Pin::new(&mut self.socket).poll_close(cx) {
+                    Poll::Ready(_) => Poll::Ready(Ok(())),
+                    Poll::Pending => Poll::Pending,
+                };
+            }
+
+            // Input: route buffered frames, then read more.
+            let shared = self.shared.clone();
+            let (out_len, limit, blocked) = {
+                let mut state = shared.lock();
+                if self.read_blocked && state.blocked_on.is_none() {
+                    self.parse(&mut state)?;
+                    progress |= !self.read_blocked;
+                }
+                (
+                    state.out.len(),
+                    state.config.write_buffer_len,
+                    self.read_blocked,
+                )
+            };
+            // Stop reading while our own answers pile up unsent (a remote that opens streams
+            // we reset without reading the resets), or while a full stream blocks.
+            if !blocked && out_len < 2 * limit.max(64 * 1024) {
+                if self.rbuf.len() - self.filled < self.read_chunk / 2 {
+                    let want = self.filled + self.read_chunk;
+                    self.rbuf.resize(want, 0);
+                }
+                match Pin::new(&mut self.socket).poll_read(cx, &mut self.rbuf[self.filled..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
+                    Poll::Ready(Ok(n)) => {
+                        if n == self.rbuf.len() - self.filled {
+                            self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+                        }
+                        self.filled += n;
+                        progress = true;
+                        let mut state = shared.lock();
+                        self.parse(&mut state)?;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
+                    Poll::Pending => {}
+                }
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+        // Used up the budget: let other tasks run, then continue.
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+
+    fn finish(&mut self, reason: String) {
+        if !self.finished {
+            self.finished = true;
+            self.shared.lock().shut(reason);
+        }
+    }
+}
+
+impl<C: Socket> Future for MplexDriver<C> {
+    type Output = Result<(), MuxerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.finished {
+            return Poll::Ready(Ok(()));
+        }
+        let result = match this.poll_run(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(r) => r,
+        };
+        match &result {
+            Ok(()) => {
+                tracing::debug!("mplex connection closed");
+                this.finish("closed".into());
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "mplex connection failed");
+                this.finish(e.to_string());
+            }
+        }
+        Poll::Ready(result)
+    }
+}
+
+impl<C> Drop for MplexDriver<C> {
+    fn drop(&mut self) {
+        if !self.finished {
+            self.finished = true;
+            self.shared.lock().shut("driver dropped".into());
+        }
+    }
+}

@@ -1,0 +1,199 @@
+//! The SECIO handshake: `Propose`, `Exchange`, then the encrypted nonce check.
+
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::{Keypair, PeerId, PublicKey, Socket};
+use prost::Message;
+use ring::agreement;
+use ring::rand::{SecureRandom, SystemRandom};
+
+use crate::algo::{self, NONCE_LEN};
+use crate::stream::SecioStream;
+use crate::{SecioConfig, SecioError};
+
+/// Largest handshake message accepted. An RSA-8192 public key or signature takes about 1 KiB;
+/// this leaves room without letting a peer make us allocate much.
+pub(crate) const MAX_HANDSHAKE_MESSAGE: usize = 16 * 1024;
+
+/// The first message: nonce, identity key and supported algorithms.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Propose {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub(crate) rand: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub(crate) pubkey: Option<Vec<u8>>,
+    #[prost(string, optional, tag = "3")]
+    pub(crate) exchanges: Option<String>,
+    #[prost(string, optional, tag = "4")]
+    pub(crate) ciphers: Option<String>,
+    #[prost(string, optional, tag = "5")]
+    pub(crate) hashes: Option<String>,
+}
+
+/// The second message: the signed ephemeral public key.
+#[derive(Clone, PartialEq, prost::Message)]
+pub(crate) struct Exchange {
+    #[prost(bytes = "vec", optional, tag = "1")]
+    pub(crate) epubkey: Option<Vec<u8>>,
+    #[prost(bytes = "vec", optional, tag = "2")]
+    pub(crate) signature: Option<Vec<u8>>,
+}
+
+async fn write_message<C: Socket>(socket: &mut C, body: &[u8]) -> Result<(), SecioError> {
+    let len = u32::try_from(body.len())
+        .map_err(|_| SecioError::Protocol("handshake message too long".into()))?;
+    let mut framed = Vec::with_capacity(4 + body.len());
+    framed.extend_from_slice(&len.to_be_bytes());
+    framed.extend_from_slice(body);
+    socket.write_all(&framed).await?;
+    socket.flush().await?;
+    Ok(())
+}
+
+/// Reads one length-prefixed message, not a byte past it.
+async fn read_message<C: Socket>(socket: &mut C, max: usize) -> Result<Vec<u8>, SecioError> {
+    let mut header = [0u8; 4];
+    socket.read_exact(&mut header).await?;
+    let len = u32::from_be_bytes(header) as usize;
+    if len > max {
+        return Err(SecioError::FrameTooLarge { len, max });
+    }
+    let mut body = vec![0u8; len];
+    socket.read_exact(&mut body).await?;
+    Ok(body)
+}
+
+/// Recovers the [`SecioError`] an `io::Error` of the stream carries.
+fn from_io(e: std::io::Error) -> SecioError {
+    if e.get_ref().is_some_and(|inner| inner.is::<SecioError>()) {
+        match e.into_inner().map(|inner| inner.downcast::<SecioError>()) {
+            Some(Ok(inner)) => *inner,
+            _ => SecioError::Protocol("lost error".into()),
+        }
+    } else {
+        SecioError::Io(e)
+    }
+}
+
+pub(crate) async fn handshake<C: Socket>(
+    mut socket: C,
+    keypair: Keypair,
+    config: SecioConfig,
+    expected: Option<PeerId>,
+) -> Result<(PeerId, SecioStream<C>), SecioError> {
+    let rng = SystemRandom::new();
+    let max_message = MAX_HANDSHAKE_MESSAGE.min(config.max_frame_len);
+
+    // 1. Propose.
+    let mut nonce = [0u8; NONCE_LEN];
+    rng.fill(&mut nonce)
+        .map_err(|_| SecioError::Protocol("no randomness".into()))?;
+    let local_pubkey = keypair.public().encode_protobuf();
+    let local_proposal = Propose {
+        rand: Some(nonce.to_vec()),
+        pubkey: Some(local_pubkey.clone()),
+        exchanges: Some(algo::EXCHANGES.into()),
+        ciphers: Some(algo::CIPHERS.into()),
+        hashes: Some(algo::HASHES.into()),
+    }
+    .encode_to_vec();
+    write_message(&mut socket, &local_proposal).await?;
+    let remote_proposal = read_message(&mut socket, max_message).await?;
+    let remote = Propose::decode(remote_proposal.as_slice())?;
+
+    let remote_pubkey_bytes = remote.pubkey.unwrap_or_default();
+    let remote_pubkey = PublicKey::try_decode_protobuf(&remote_pubkey_bytes)
+        .map_err(|_| SecioError::InvalidPublicKey)?;
+    let remote_peer = remote_pubkey.to_peer_id();
+    if let Some(expected) = expected {
+        if expected != remote_peer {
+            return Err(SecioError::PeerIdMismatch {
+                expected: Box::new(expected),
+                found: Box::new(remote_peer),
+            });
+        }
+    }
+    let remote_nonce = remote.rand.unwrap_or_default();
+
+    // 1.1 Selection.
+    let order = algo::order(&remote_pubkey_bytes, &nonce, &local_pubkey, &remote_nonce)?;
+    let selection = algo::select(
+        order,
+        remote.exchanges.as_deref().unwrap_or(""),
+        remote.ciphers.as_deref().unwrap_or(""),
+        remote.hashes.as_deref().unwrap_or(""),
+    )?;
+    tracing::debug!(?selection, %remote_peer, "secio: algorithms agreed");
+
+    // 2. Exchange: our ephemeral key, signed over both proposals.
+    let curve = selection.curve.algorithm();
+    let ephemeral = agreement::EphemeralPrivateKey::generate(curve, &rng)
+        .map_err(|_| SecioError::Protocol("ephemeral key generation failed".into()))?;
+    let ephemeral_public = ephemeral
+        .compute_public_key()
+        .map_err(|_| SecioError::Protocol("ephemeral key generation failed".into()))?;
+    let ephemeral_public = ephemeral_public.as_ref().to_vec();
+    let mut corpus =
+        Vec::with_capacity(local_proposal.len() + remote_proposal.len() + ephemeral_public.len());
+    corpus.extend_from_slice(&local_proposal);
+    corpus.extend_from_slice(&remote_proposal);
+    corpus.extend_from_slice(&ephemeral_public);
+    let signature = keypair
+        .sign(&corpus)
+        .map_err(|e| SecioError::Protocol(format!("signing failed: {e}")))?;
+    let exchange = Exchange {
+        epubkey: Some(ephemeral_public),
+        signature: Some(signature),
+    }
+    .encode_to_vec();
+    write_message(&mut socket, &exchange).await?;
+    let remote_exchange = read_message(&mut socket, max_message).await?;
+    let remote_exchange = Exchange::decode(remote_exchange.as_slice())?;
+    let remote_ephemeral = remote_exchange.epubkey.unwrap_or_default();
+
+    // 2.1 Verify.
+    corpus.clear();
+    corpus.extend_from_slice(&remote_proposal);
+    corpus.extend_from_slice(&local_proposal);
+    corpus.extend_from_slice(&remote_ephemeral);
+    if !remote_pubkey.verify(&corpus, &remote_exchange.signature.unwrap_or_default()) {
+        return Err(SecioError::BadSignature);
+    }
+
+    // 2.2 Keys.
+    let secret = agreement::agree_ephemeral(
+        ephemeral,
+        &agreement::UnparsedPublicKey::new(curve, &remote_ephemeral),
+        |secret| algo::strip_leading_zeros(secret).to_vec(),
+    )
+    .map_err(|_| SecioError::InvalidEphemeralKey)?;
+    let (k1, k2) = algo::stretch_keys(selection.cipher, selection.hash, &secret);
+    let (local_keys, remote_keys) = match order {
+        std::cmp::Ordering::Greater => (k1, k2),
+        _ => (k2, k1),
+    };
+    let mut stream = SecioStream::new(
+        socket,
+        selection.cipher,
+        selection.hash,
+        &local_keys,
+        &remote_keys,
+        config.max_frame_len,
+        config.max_write_frame,
+    )?;
+
+    // 3. Finish: send the remote's nonce back, expect ours.
+    stream.encode_frame(&remote_nonce);
+    futures::future::poll_fn(|cx| stream.poll_drain(cx))
+        .await
+        .map_err(from_io)?;
+    stream.flush().await.map_err(from_io)?;
+    match futures::future::poll_fn(|cx| stream.poll_next_frame(cx))
+        .await
+        .map_err(from_io)?
+    {
+        Some(_) if stream.frame() == nonce => stream.consume_frame(),
+        Some(_) => return Err(SecioError::NonceMismatch),
+        None => return Err(std::io::Error::from(std::io::ErrorKind::UnexpectedEof).into()),
+    }
+    Ok((remote_peer, stream))
+}

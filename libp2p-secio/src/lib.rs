@@ -1,0 +1,183 @@
+//! `/secio/1.0.0`: the SECIO secure channel of go-libp2p, py-libp2p and older rust-libp2p.
+//!
+//! Both sides send a `Propose` (nonce, identity public key, and their lists of key exchanges,
+//! ciphers and hashes), agree on one algorithm of each kind (whose list wins depends on hashes
+//! of the keys and nonces), then send an `Exchange`: an ephemeral ECDH public key signed with
+//! the identity key over both proposals. The ECDH secret is stretched into a key, IV and MAC
+//! key for each direction, and each side proves it holds them by sending back the remote's
+//! nonce encrypted. From then on every message is a frame of `4-byte big-endian length ‖
+//! AES-CTR ciphertext ‖ HMAC(ciphertext)`.
+//!
+//! We offer `P-256,P-384`, `AES-256,AES-128` and `SHA256,SHA512`.
+//!
+//! SECIO is deprecated in favour of Noise and TLS; it is here to talk to peers that speak
+//! nothing else. Note a weakness of the protocol itself: the MAC covers only the ciphertext,
+//! not a sequence number, so an attacker on the path who drops or replays a whole data frame
+//! is not detected by the MAC check (the keystream then no longer lines up and the plaintext
+//! comes out garbled). Bit flips in a frame are always detected.
+//!
+//! ```no_run
+//! use libp2p_core::{Keypair, Transport, TransportExt};
+//! use libp2p_secio::Secio;
+//! # fn needs_a_transport<T: Transport>(t: T) where T::Output: libp2p_core::Socket {
+//! let secured = t.upgrade().authenticate(Secio::new(Keypair::generate_ed25519()));
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod algo;
+mod handshake;
+mod stream;
+
+use std::future::Future;
+use std::io;
+use std::time::Duration;
+
+use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
+
+pub use stream::SecioStream;
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/secio/1.0.0";
+
+/// Limits of the SECIO handshake and channel.
+#[derive(Debug, Clone)]
+pub struct SecioConfig {
+    /// Largest frame (ciphertext and MAC) accepted from the remote; a larger announced length
+    /// fails with [`SecioError::FrameTooLarge`] before anything is allocated. Default 8 MiB.
+    pub max_frame_len: usize,
+    /// Bound on the whole handshake. Default 10 s.
+    pub handshake_timeout: Duration,
+    /// Largest plaintext sent in one frame; longer writes are split. Default 64 KiB.
+    pub max_write_frame: usize,
+}
+
+impl Default for SecioConfig {
+    fn default() -> Self {
+        SecioConfig {
+            max_frame_len: 8 * 1024 * 1024,
+            handshake_timeout: Duration::from_secs(10),
+            max_write_frame: 64 * 1024,
+        }
+    }
+}
+
+/// What can go wrong in the SECIO handshake or channel.
+///
+/// Errors of the channel after the handshake reach the reader as an [`io::Error`] of kind
+/// [`io::ErrorKind::InvalidData`] that carries the `SecioError` (see
+/// [`io::Error::get_ref`]).
+#[derive(Debug, thiserror::Error)]
+pub enum SecioError {
+    /// Reading or writing the socket failed (including the remote closing it).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The two sides share no algorithm of this kind ("key exchange", "cipher" or "hash").
+    #[error("no {0} in common with the remote")]
+    NoCommonAlgorithm(&'static str),
+    /// The remote's signature over the proposals and its ephemeral key is not valid.
+    #[error("invalid signature on the remote's key exchange")]
+    BadSignature,
+    /// The remote's identity public key could not be decoded.
+    #[error("invalid remote public key")]
+    InvalidPublicKey,
+    /// The remote's ephemeral ECDH public key is not a point of the agreed curve.
+    #[error("invalid remote ephemeral key")]
+    InvalidEphemeralKey,
+    /// The remote is not the peer we meant to reach. (The ids are boxed to keep the error,
+    /// and every `Result` carrying it, small.)
+    #[error("peer id mismatch: expected {expected}, found {found}")]
+    PeerIdMismatch {
+        /// The peer we meant to reach.
+        expected: Box<PeerId>,
+        /// The peer we met.
+        found: Box<PeerId>,
+    },
+    /// A frame's MAC does not match its contents.
+    #[error("frame MAC mismatch")]
+    MacMismatch,
+    /// The remote did not send back our nonce: it does not hold the same keys.
+    #[error("nonce verification failed")]
+    NonceMismatch,
+    /// The remote announced a frame longer than we accept.
+    #[error("frame of {len} bytes exceeds the limit of {max}")]
+    FrameTooLarge {
+        /// Announced length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// Both sides have the same key and nonce: we are talking to ourselves.
+    #[error("connected to self")]
+    ConnectedToSelf,
+    /// The handshake did not finish in time.
+    #[error("secio handshake timed out after {0:?}")]
+    Timeout(Duration),
+    /// A handshake message is not a valid protobuf.
+    #[error("malformed handshake message: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// Another violation of the protocol.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+}
+
+/// The `/secio/1.0.0` security upgrade.
+#[derive(Clone)]
+pub struct Secio {
+    keypair: Keypair,
+    config: SecioConfig,
+}
+
+impl std::fmt::Debug for Secio {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Secio")
+            .field("peer", &self.keypair.public().to_peer_id())
+            .field("config", &self.config)
+            .finish()
+    }
+}
+
+impl Secio {
+    /// SECIO with the identity `keypair` and default limits.
+    pub fn new(keypair: Keypair) -> Self {
+        Self::with_config(keypair, SecioConfig::default())
+    }
+
+    /// SECIO with explicit limits.
+    pub fn with_config(keypair: Keypair, config: SecioConfig) -> Self {
+        Secio { keypair, config }
+    }
+}
+
+impl<C: Socket> SecurityUpgrade<C> for Secio {
+    type Output = SecioStream<C>;
+    type Error = SecioError;
+
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec![PROTOCOL]
+    }
+
+    fn secure(
+        &self,
+        socket: C,
+        _role: Role,
+        expected: Option<PeerId>,
+        _protocol: &str,
+    ) -> impl Future<Output = Result<(PeerId, SecioStream<C>), SecioError>> + Send + 'static {
+        let keypair = self.keypair.clone();
+        let config = self.config.clone();
+        async move {
+            let limit = config.handshake_timeout;
+            match libp2p_core::with_timeout(
+                limit,
+                handshake::handshake(socket, keypair, config, expected),
+            )
+            .await
+            {
+                Some(result) => result,
+                None => Err(SecioError::Timeout(limit)),
+            }
+        }
+    }
+}

@@ -1,0 +1,419 @@
+//! The encrypted channel: frames of `4-byte big-endian length ‖ AES-CTR ciphertext ‖ HMAC`.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use ctr::cipher::{KeyIvInit, StreamCipher};
+use futures::{AsyncRead, AsyncWrite};
+use ring::hmac;
+
+use crate::algo::{CipherKind, HashKind, StretchedKeys};
+use crate::SecioError;
+
+/// One direction's AES-CTR keystream (one continuous stream for the whole connection).
+/// Boxed: the expanded key schedules take up to 1 KiB, allocated once per connection.
+enum CtrCipher {
+    Aes128(Box<ctr::Ctr128BE<aes::Aes128>>),
+    Aes256(Box<ctr::Ctr128BE<aes::Aes256>>),
+}
+
+impl CtrCipher {
+    fn new(kind: CipherKind, keys: &StretchedKeys) -> Result<Self, SecioError> {
+        let bad = |_| SecioError::Protocol("bad cipher key length".into());
+        Ok(match kind {
+            CipherKind::Aes128 => CtrCipher::Aes128(Box::new(
+                ctr::Ctr128BE::<aes::Aes128>::new_from_slices(&keys.cipher_key, &keys.iv)
+                    .map_err(bad)?,
+            )),
+            CipherKind::Aes256 => CtrCipher::Aes256(Box::new(
+                ctr::Ctr128BE::<aes::Aes256>::new_from_slices(&keys.cipher_key, &keys.iv)
+                    .map_err(bad)?,
+            )),
+        })
+    }
+
+    fn apply(&mut self, data: &mut [u8]) {
+        match self {
+            CtrCipher::Aes128(c) => c.apply_keystream(data),
+            CtrCipher::Aes256(c) => c.apply_keystream(data),
+        }
+    }
+}
+
+/// Turns a stream error into an `io::Error` that carries the [`SecioError`].
+pub(crate) fn io_error(e: SecioError) -> io::Error {
+    match e {
+        SecioError::Io(e) => e,
+        other => io::Error::new(io::ErrorKind::InvalidData, other),
+    }
+}
+
+/// Where the reader is within the current frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ReadState {
+    /// Reading the 4-byte length; `filled` bytes of it so far.
+    Header { filled: usize },
+    /// Reading a frame body of `len` bytes; `filled` so far (into `read_buf`).
+    Body { len: usize, filled: usize },
+    /// Decrypted plaintext `read_buf[pos..end]` waits to be handed out.
+    Plain { pos: usize, end: usize },
+    /// The remote closed its write side at a frame boundary.
+    Eof,
+    /// A frame failed; the read side is unusable.
+    Failed,
+}
+
+/// A SECIO-encrypted socket: what [`Secio`](crate::Secio) hands out after the handshake.
+///
+/// Reads return decrypted bytes once each frame's MAC has been checked; writes are encrypted
+/// and sent as frames of at most [`SecioConfig::max_write_frame`](crate::SecioConfig) bytes of
+/// plaintext. Closing closes the inner socket's write side (SECIO has no close message); the
+/// read side stays open until the remote closes its own.
+pub struct SecioStream<C> {
+    socket: C,
+    // Reading.
+    read_cipher: CtrCipher,
+    read_mac: hmac::Key,
+    header: [u8; 4],
+    read_buf: Vec<u8>,
+    read_state: ReadState,
+    tag_len: usize,
+    max_frame_len: usize,
+    // Writing.
+    write_cipher: CtrCipher,
+    write_mac: hmac::Key,
+    write_buf: Vec<u8>,
+    write_pos: usize,
+    write_failed: bool,
+    max_write_frame: usize,
+}
+
+impl<C> std::fmt::Debug for SecioStream<C> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SecioStream")
+            .field("read_state", &self.read_state)
+            .field("pending_write", &(self.write_buf.len() - self.write_pos))
+            .finish_non_exhaustive()
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        socket: C,
+        cipher: CipherKind,
+        hash: HashKind,
+        local: &StretchedKeys,
+        remote: &StretchedKeys,
+        max_frame_len: usize,
+        max_write_frame: usize,
+    ) -> Result<Self, SecioError> {
+        Ok(SecioStream {
+            socket,
+            read_cipher: CtrCipher::new(cipher, remote)?,
+            read_mac: hmac::Key::new(hash.hmac(), &remote.mac_key),
+            header: [0; 4],
+            read_buf: Vec::new(),
+            read_state: ReadState::Header { filled: 0 },
+            tag_len: hash.tag_len(),
+            max_frame_len,
+            write_cipher: CtrCipher::new(cipher, local)?,
+            write_mac: hmac::Key::new(hash.hmac(), &local.mac_key),
+            write_buf: Vec::new(),
+            write_pos: 0,
+            write_failed: false,
+            // A frame length must fit the 4-byte prefix, tag included.
+            max_write_frame: max_write_frame.clamp(1, (u32::MAX as usize) - 64),
+        })
+    }
+
+    /// Reads the next frame, checks its MAC and decrypts it in place. `Some(len)` is the
+    /// plaintext length (now in `read_buf[..len]`), `None` a clean end of stream.
+    pub(crate) fn poll_next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<usize>>> {
+        let result = ready!(self.poll_next_frame_inner(cx));
+        if result.is_err() {
+            self.read_state = ReadState::Failed;
+        }
+        Poll::Ready(result)
+    }
+
+    fn poll_next_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
+        loop {
+            match self.read_state {
+                ReadState::Failed => {
+                    return Poll::Ready(Err(io::Error::other(
+                        "secio stream failed earlier".to_string(),
+                    )))
+                }
+                ReadState::Eof => return Poll::Ready(Ok(None)),
+                ReadState::Plain { .. } => self.read_state = ReadState::Header { filled: 0 },
+                ReadState::Header { mut filled } => {
+                    while filled < 4 {
+                        let n = match Pin::new(&mut self.socket)
+                            .poll_read(cx, &mut self.header[filled..])
+                        {
+                            Poll::Ready(r) => r?,
+                            Poll::Pending => {
+                                self.read_state = ReadState::Header { filled };
+                                return Poll::Pending;
+                            }
+                        };
+                        if n == 0 {
+                            if filled == 0 {
+                                self.read_state = ReadState::Eof;
+                                return Poll::Ready(Ok(None));
+                            }
+                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        }
+                        filled += n;
+                    }
+                    let len = u32::from_be_bytes(self.header) as usize;
+                    if len > self.max_frame_len {
+                        return Poll::Ready(Err(io_error(SecioError::FrameTooLarge {
+                            len,
+                            max: self.max_frame_len,
+                        })));
+                    }
+                    if len < self.tag_len {
+                        return Poll::Ready(Err(io_error(SecioError::Protocol(format!(
+                            "frame of {len} bytes is shorter than its MAC"
+                        )))));
+                    }
+                    // Reuses the allocation; only the announced (bounded) length is touched.
+                    self.read_buf.resize(len, 0);
+                    self.read_state = ReadState::Body { len, filled: 0 };
+                }
+                ReadState::Body { len, mut filled } => {
+                    while filled < len {
+                        let n = match Pin::new(&mut self.socket)
+                            .poll_read(cx, &mut self.read_buf[filled..len])
+                        {
+                            Poll::Ready(r) => r?,
+                            Poll::Pending => {
+                                self.read_state = ReadState::Body { len, filled };
+                                return Poll::Pending;
+                            }
+                        };
+                        if n == 0 {
+                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        }
+                        filled += n;
+                    }
+                    let end = len - self.tag_len;
+                    let (data, tag) = self.read_buf[..len].split_at_mut(end);
+                    if hmac::verify(&self.read_mac, data, tag).is_err() {
+                        return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
+                    }
+                    self.read_cipher.apply(data);
+                    self.read_state = ReadState::Plain { pos: 0, end };
+                    return Poll::Ready(Ok(Some(end)));
+                }
+            }
+        }
+    }
+
+    /// The plaintext of the frame [`Self::poll_next_frame`] returned.
+    pub(crate) fn frame(&self) -> &[u8] {
+        match self.read_state {
+            ReadState::Plain { pos, end } => &self.read_buf[pos..end],
+            _ => &[],
+        }
+    }
+
+    /// Marks the current frame as consumed.
+    pub(crate) fn consume_frame(&mut self) {
+        if let ReadState::Plain { end, .. } = self.read_state {
+            self.read_state = ReadState::Plain { pos: end, end };
+        }
+    }
+
+    /// Encrypts `data` as one frame into the write buffer (which must be empty).
+    pub(crate) fn encode_frame(&mut self, data: &[u8]) {
+        debug_assert!(self.write_pos == self.write_buf.len());
+        self.write_buf.clear();
+        self.write_pos = 0;
+        self.write_buf.extend_from_slice(&[0; 4]);
+        self.write_buf.extend_from_slice(data);
+        self.write_cipher.apply(&mut self.write_buf[4..]);
+        let tag = hmac::sign(&self.write_mac, &self.write_buf[4..]);
+        self.write_buf.extend_from_slice(tag.as_ref());
+        let len = (self.write_buf.len() - 4) as u32;
+        self.write_buf[..4].copy_from_slice(&len.to_be_bytes());
+    }
+
+    /// Writes out whatever is left of the buffered frame.
+    pub(crate) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if self.write_failed {
+            return Poll::Ready(Err(io::Error::other("secio stream failed earlier")));
+        }
+        while self.write_pos < self.write_buf.len() {
+            match Pin::new(&mut self.socket).poll_write(cx, &self.write_buf[self.write_pos..]) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) => {
+                    self.write_failed = true;
+                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                }
+                Poll::Ready(Ok(n)) => self.write_pos += n,
+                Poll::Ready(Err(e)) => {
+                    self.write_failed = true;
+                    return Poll::Ready(Err(e));
+                }
+            }
+        }
+        self.write_buf.clear();
+        self.write_pos = 0;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecioStream<C> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        loop {
+            if let ReadState::Plain { pos, end } = this.read_state {
+                if pos < end {
+                    let n = buf.len().min(end - pos);
+                    buf[..n].copy_from_slice(&this.read_buf[pos..pos + n]);
+                    this.read_state = ReadState::Plain { pos: pos + n, end };
+                    return Poll::Ready(Ok(n));
+                }
+            }
+            // Empty frames carry nothing: go on to the next one rather than report EOF.
+            if ready!(this.poll_next_frame(cx))?.is_none() {
+                return Poll::Ready(Ok(0));
+            }
+        }
+    }
+}
+
+impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for SecioStream<C> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        if buf.is_empty() {
+            return Poll::Ready(Ok(0));
+        }
+        let n = buf.len().min(this.max_write_frame);
+        this.encode_frame(&buf[..n]);
+        // Start sending right away; what does not fit now goes out on the next write or flush.
+        if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+            return Poll::Ready(Err(e));
+        }
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.socket).poll_flush(cx)
+    }
+
+    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        ready!(this.poll_drain(cx))?;
+        Pin::new(&mut this.socket).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algo::stretch_keys;
+    use futures::{AsyncReadExt, AsyncWriteExt};
+
+    fn pair_over(
+        a: futures::io::Cursor<Vec<u8>>,
+        max_write: usize,
+    ) -> SecioStream<futures::io::Cursor<Vec<u8>>> {
+        let (k1, k2) = stretch_keys(CipherKind::Aes256, HashKind::Sha256, b"secret");
+        SecioStream::new(
+            a,
+            CipherKind::Aes256,
+            HashKind::Sha256,
+            &k1,
+            &k2,
+            1 << 20,
+            max_write,
+        )
+        .unwrap()
+    }
+
+    fn reader_over(bytes: Vec<u8>) -> SecioStream<futures::io::Cursor<Vec<u8>>> {
+        let (k1, k2) = stretch_keys(CipherKind::Aes256, HashKind::Sha256, b"secret");
+        // The reader uses the writer's keys for its read direction.
+        SecioStream::new(
+            futures::io::Cursor::new(bytes),
+            CipherKind::Aes256,
+            HashKind::Sha256,
+            &k2,
+            &k1,
+            1 << 20,
+            1024,
+        )
+        .unwrap()
+    }
+
+    fn written(data: &[u8], max_write: usize) -> Vec<u8> {
+        let mut w = pair_over(futures::io::Cursor::new(Vec::new()), max_write);
+        futures::executor::block_on(async {
+            w.write_all(data).await.unwrap();
+            w.flush().await.unwrap();
+        });
+        w.socket.into_inner()
+    }
+
+    #[test]
+    fn frames_round_trip_and_split() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
+        let wire = written(&data, 1000);
+        // 10 frames of 4 + 1000 + 32 bytes.
+        assert_eq!(wire.len(), 10 * (4 + 1000 + 32));
+        assert_eq!(&wire[..4], &1032u32.to_be_bytes());
+        let mut r = reader_over(wire);
+        let mut back = Vec::new();
+        futures::executor::block_on(r.read_to_end(&mut back)).unwrap();
+        assert_eq!(back, data);
+    }
+
+    #[test]
+    fn tampering_is_detected() {
+        let data = vec![42u8; 100];
+        let wire = written(&data, 1000);
+        for index in [0usize, 3, 4, 50, wire.len() - 1] {
+            let mut bad = wire.clone();
+            bad[index] ^= 1;
+            let mut r = reader_over(bad);
+            let mut back = Vec::new();
+            let err = futures::executor::block_on(r.read_to_end(&mut back)).unwrap_err();
+            assert!(
+                err.kind() == io::ErrorKind::InvalidData
+                    || err.kind() == io::ErrorKind::UnexpectedEof,
+                "{index}: {err}"
+            );
+        }
+        // A truncated frame is an unexpected EOF.
+        let mut r = reader_over(wire[..wire.len() - 1].to_vec());
+        let err = futures::executor::block_on(r.read_to_end(&mut Vec::new())).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        // An oversized length is refused.
+        let mut r = reader_over(vec![0xff, 0xff, 0xff, 0xff, 0]);
+        let err = futures::executor::block_on(r.read_to_end(&mut Vec::new())).unwrap_err();
+        let inner = err.into_inner().unwrap().downcast::<SecioError>().unwrap();
+        assert!(matches!(*inner, SecioError::FrameTooLarge { .. }));
+    }
+}

@@ -1,0 +1,700 @@
+//! `/yamux/1.0.0` for the modular libp2p: adapts the [`yamux`] crate to the core
+//! [`MuxerUpgrade`] and [`StreamMuxer`] traits.
+//!
+//! The upgrade ([`Yamux`]) turns a socket into a cheap, cloneable handle ([`YamuxMuxer`]) and a
+//! driver future ([`YamuxDriver`]). The driver owns the [`yamux::Connection`] and polls it; the
+//! handles talk to the driver through channels:
+//!
+//! - `open` sends a request with a one-shot reply to the driver, which opens the stream when
+//!   the yamux connection allows it (yamux holds back new streams while 256 of ours wait for
+//!   the remote's acknowledgement);
+//! - inbound streams go into a bounded queue that `accept` reads;
+//! - `close` raises a flag and wakes the driver, which closes the connection gracefully.
+//!
+//! The driver ends when the connection ends: then pending and later `open` and `accept` calls
+//! fail with [`MuxerError::Closed`] and [`StreamMuxer::is_closed`] is true. When every handle
+//! is dropped, the driver closes the connection.
+//!
+//! Limits: at most [`Config::max_streams`] streams (both directions together) are alive at
+//! once. An `open` beyond the limit fails with [`MuxerError::TooManyStreams`]; an inbound
+//! stream beyond the limit, or one that finds the accept queue full, is reset.
+//!
+//! ```
+//! use futures::{AsyncReadExt, AsyncWriteExt};
+//! use libp2p_core::{MuxerUpgrade, Role, StreamMuxer};
+//! use libp2p_yamux::Yamux;
+//! use tokio_util::compat::TokioAsyncReadCompatExt;
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let (a, b) = tokio::io::duplex(64 * 1024);
+//! let yamux = Yamux::default();
+//! let (dialer, driver) = yamux.upgrade(a.compat(), Role::Dialer, "/yamux/1.0.0").await?;
+//! tokio::spawn(driver);
+//! let (listener, driver) = yamux.upgrade(b.compat(), Role::Listener, "/yamux/1.0.0").await?;
+//! tokio::spawn(driver);
+//!
+//! let mut out = dialer.open().await?;
+//! out.write_all(b"hello").await?;
+//! out.close().await?; // closes our write side only
+//! let mut inbound = listener.accept().await?;
+//! let mut got = Vec::new();
+//! inbound.read_to_end(&mut got).await?;
+//! assert_eq!(got, b"hello");
+//! dialer.close().await?;
+//! # Ok(())
+//! # }
+//! ```
+
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::task::AtomicWaker;
+use futures::{AsyncRead, AsyncWrite};
+use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
+use tokio::sync::{mpsc, oneshot, watch};
+
+/// The protocol name of yamux.
+pub const PROTOCOL_NAME: &str = "/yamux/1.0.0";
+
+/// The initial (and minimum) receive window of a yamux stream: 256 KiB.
+const STREAM_WINDOW: usize = yamux::DEFAULT_CREDIT as usize;
+
+/// The configuration of the yamux muxer.
+///
+/// The defaults:
+///
+/// | setting | default |
+/// |---|---|
+/// | [`max_streams`](Config::max_streams) | 1,024 |
+/// | [`max_connection_receive_window`](Config::max_connection_receive_window) | `Some(1 GiB)` |
+/// | [`read_after_close`](Config::read_after_close) | `true` |
+/// | [`split_send_size`](Config::split_send_size) | 16 KiB |
+/// | [`accept_queue`](Config::accept_queue) | 1,024 |
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The maximum number of streams alive at once on a connection, inbound and outbound
+    /// together. A stream counts from the moment it is opened or received until it is
+    /// dropped (also while it waits in the accept queue). Opening a stream beyond the limit
+    /// fails with [`MuxerError::TooManyStreams`]; inbound streams beyond it are reset.
+    ///
+    /// Default 1,024 (the yamux crate's own default is 512; libp2p applications commonly run
+    /// several hundred concurrent streams on one connection). Values below 1 are treated as 1.
+    pub max_streams: usize,
+    /// The upper bound of the sum of all streams' receive windows on the connection, in
+    /// bytes, or `None` for no bound. Each stream starts with a 256 KiB window, which yamux
+    /// grows with the connection's bandwidth-delay product while this bound allows.
+    ///
+    /// It is raised, when needed, to 256 KiB times the number of streams the yamux
+    /// connection may hold (at least [`max_streams`](Config::max_streams)), so that every
+    /// stream can have the default window. Default `Some(1 GiB)`.
+    pub max_connection_receive_window: Option<usize>,
+    /// Whether streams may still read data that was buffered before the connection closed.
+    /// Default `true`.
+    pub read_after_close: bool,
+    /// The largest payload of one data frame we send, in bytes: larger writes are split, so
+    /// that one stream's bulk data does not hold up the others for long. Default 16 KiB;
+    /// values below 1 are treated as 1.
+    pub split_send_size: usize,
+    /// How many inbound streams may wait for [`StreamMuxer::accept`]; an inbound stream that
+    /// finds the queue full is reset. Queued streams count against
+    /// [`max_streams`](Config::max_streams), so a queue longer than that limit has no effect.
+    ///
+    /// Default 1,024, the same as `max_streams`: a yamux peer holds back new streams only
+    /// while 256 of them are both unacknowledged and still open for writing, so a peer that
+    /// opens many short streams (write, close) can have far more than 256 waiting for us,
+    /// and such streams should not be reset while we are within the stream limit. Values
+    /// below 1 are treated as 1.
+    pub accept_queue: usize,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            max_streams: 1024,
+            max_connection_receive_window: Some(1 << 30),
+            read_after_close: true,
+            split_send_size: 16 * 1024,
+            accept_queue: 1024,
+        }
+    }
+}
+
+impl Config {
+    /// Sets [`max_streams`](Config::max_streams).
+    pub fn with_max_streams(mut self, n: usize) -> Self {
+        self.max_streams = n;
+        self
+    }
+
+    /// Sets [`max_connection_receive_window`](Config::max_connection_receive_window).
+    pub fn with_max_connection_receive_window(mut self, n: Option<usize>) -> Self {
+        self.max_connection_receive_window = n;
+        self
+    }
+
+    /// Sets [`read_after_close`](Config::read_after_close).
+    pub fn with_read_after_close(mut self, b: bool) -> Self {
+        self.read_after_close = b;
+        self
+    }
+
+    /// Sets [`split_send_size`](Config::split_send_size).
+    pub fn with_split_send_size(mut self, n: usize) -> Self {
+        self.split_send_size = n;
+        self
+    }
+
+    /// Sets [`accept_queue`](Config::accept_queue).
+    pub fn with_accept_queue(mut self, n: usize) -> Self {
+        self.accept_queue = n;
+        self
+    }
+
+    fn stream_limit(&self) -> usize {
+        self.max_streams.max(1)
+    }
+
+    /// The yamux crate's configuration for this one.
+    ///
+    /// The yamux crate terminates the whole connection when a stream would exceed its own
+    /// stream limit, so we enforce [`Config::max_streams`] ourselves and give yamux a higher
+    /// limit: streams we already dropped stay in yamux's count until the driver processes the
+    /// drop, and the remote may open streams beyond our limit (which we reset).
+    fn to_yamux(&self) -> yamux::Config {
+        let ours = self.stream_limit();
+        let wanted = ours.saturating_mul(2).saturating_add(256);
+        let (yamux_streams, window) = match self.max_connection_receive_window {
+            None => (wanted.min(usize::MAX / STREAM_WINDOW), None),
+            Some(window) => {
+                let fit = (window / STREAM_WINDOW).min(wanted);
+                let streams = fit.max(ours).min(usize::MAX / STREAM_WINDOW);
+                (streams, Some(window.max(streams * STREAM_WINDOW)))
+            }
+        };
+        let mut cfg = yamux::Config::default();
+        // yamux asserts `window >= streams * 256 KiB` in both setters: lift the window bound
+        // first, then set the streams, then the final window (which satisfies the assertion).
+        cfg.set_max_connection_receive_window(None);
+        cfg.set_max_num_streams(yamux_streams);
+        cfg.set_max_connection_receive_window(window);
+        cfg.set_read_after_close(self.read_after_close);
+        cfg.set_split_send_size(self.split_send_size.max(1));
+        cfg
+    }
+}
+
+/// The yamux muxer upgrade (`/yamux/1.0.0`).
+#[derive(Debug, Clone, Default)]
+pub struct Yamux {
+    config: Config,
+}
+
+impl Yamux {
+    /// A yamux upgrade with the given configuration.
+    pub fn new(config: Config) -> Self {
+        Yamux { config }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Sets up yamux on `socket` right away (the upgrade itself exchanges no bytes).
+    pub fn muxer<C: Socket>(&self, socket: C, role: Role) -> (YamuxMuxer, YamuxDriver<C>) {
+        let mode = match role {
+            Role::Dialer => yamux::Mode::Client,
+            Role::Listener => yamux::Mode::Server,
+        };
+        let connection = yamux::Connection::new(socket, self.config.to_yamux(), mode);
+        let max_streams = self.config.stream_limit();
+        let shared = Arc::new(Shared {
+            closed: AtomicBool::new(false),
+            close_requested: AtomicBool::new(false),
+            driver_waker: AtomicWaker::new(),
+            live_streams: Arc::new(AtomicUsize::new(0)),
+            max_streams,
+        });
+        let (open_tx, open_rx) = mpsc::unbounded_channel();
+        let (inbound_tx, inbound_rx) = mpsc::channel(self.config.accept_queue.max(1));
+        let (closed_tx, closed_rx) = watch::channel(false);
+        let muxer = YamuxMuxer {
+            inner: Arc::new(Handle {
+                open_tx,
+                inbound_rx: Arc::new(tokio::sync::Mutex::new(inbound_rx)),
+                closed_rx,
+                shared: shared.clone(),
+            }),
+        };
+        let driver = YamuxDriver {
+            connection,
+            open_rx,
+            handles_gone: false,
+            pending_opens: VecDeque::new(),
+            inbound_tx: Some(inbound_tx),
+            closed_tx,
+            shared,
+            phase: Phase::Running,
+        };
+        (muxer, driver)
+    }
+}
+
+impl<C: Socket> MuxerUpgrade<C> for Yamux {
+    type Muxer = YamuxMuxer;
+    type Driver = YamuxDriver<C>;
+
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec![PROTOCOL_NAME]
+    }
+
+    fn upgrade(
+        &self,
+        socket: C,
+        role: Role,
+        _protocol: &str,
+    ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static
+    {
+        futures::future::ready(Ok(self.muxer(socket, role)))
+    }
+}
+
+/// State shared by the handles, the driver and the streams.
+#[derive(Debug)]
+struct Shared {
+    /// The connection is closed or closing: no new streams.
+    closed: AtomicBool,
+    /// A handle asked to close the connection.
+    close_requested: AtomicBool,
+    /// Wakes the driver (for close requests).
+    driver_waker: AtomicWaker,
+    /// Streams alive (handed out, or waiting in the accept queue).
+    live_streams: Arc<AtomicUsize>,
+    /// The limit on `live_streams`.
+    max_streams: usize,
+}
+
+type OpenReply = oneshot::Sender<Result<YamuxStream, MuxerError>>;
+
+struct Handle {
+    open_tx: mpsc::UnboundedSender<OpenReply>,
+    inbound_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<YamuxStream>>>,
+    closed_rx: watch::Receiver<bool>,
+    shared: Arc<Shared>,
+}
+
+/// A yamux connection: a cheap, cloneable handle that opens and accepts streams.
+///
+/// The connection runs in its [`YamuxDriver`]. When every clone of the handle is dropped, the
+/// driver closes the connection.
+#[derive(Clone)]
+pub struct YamuxMuxer {
+    inner: Arc<Handle>,
+}
+
+impl fmt::Debug for YamuxMuxer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("YamuxMuxer")
+            .field("closed", &self.is_closed())
+            .field(
+                "live_streams",
+                &self.inner.shared.live_streams.load(Ordering::Relaxed),
+            )
+            .finish()
+    }
+}
+
+impl YamuxMuxer {
+    /// The number of streams alive on this connection (both directions, including inbound
+    /// streams not accepted yet).
+    pub fn live_streams(&self) -> usize {
+        self.inner.shared.live_streams.load(Ordering::Relaxed)
+    }
+}
+
+impl StreamMuxer for YamuxMuxer {
+    type Stream = YamuxStream;
+
+    fn open(&self) -> impl Future<Output = Result<YamuxStream, MuxerError>> + Send + 'static {
+        let open_tx = self.inner.open_tx.clone();
+        let closed = self.is_closed();
+        async move {
+            if closed {
+                return Err(MuxerError::Closed);
+            }
+            let (reply_tx, reply_rx) = oneshot::channel();
+            open_tx.send(reply_tx).map_err(|_| MuxerError::Closed)?;
+            drop(open_tx);
+            reply_rx.await.unwrap_or(Err(MuxerError::Closed))
+        }
+    }
+
+    fn accept(&self) -> impl Future<Output = Result<YamuxStream, MuxerError>> + Send + 'static {
+        let inbound = self.inner.inbound_rx.clone();
+        async move {
+            let mut rx = inbound.lock().await;
+            rx.recv().await.ok_or(MuxerError::Closed)
+        }
+    }
+
+    fn close(&self) -> impl Future<Output = Result<(), MuxerError>> + Send + 'static {
+        let shared = self.inner.shared.clone();
+        let mut closed_rx = self.inner.closed_rx.clone();
+        async move {
+            shared.close_requested.store(true, Ordering::SeqCst);
+            shared.driver_waker.wake();
+            // An error means the driver is gone, which closed the connection too.
+            let _ = closed_rx.wait_for(|closed| *closed).await;
+            Ok(())
+        }
+    }
+
+    fn is_closed(&self) -> bool {
+        self.inner.shared.closed.load(Ordering::SeqCst) || self.inner.open_tx.is_closed()
+    }
+}
+
+/// Decrements the live stream count when a stream is dropped.
+#[derive(Debug)]
+struct StreamGuard(Arc<AtomicUsize>);
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// One yamux stream.
+///
+/// Closing it (`poll_close`) closes our write side only; the read side stays open until the
+/// remote closes its own. Dropping it without closing resets it for the remote.
+#[derive(Debug)]
+pub struct YamuxStream {
+    inner: yamux::Stream,
+    _guard: StreamGuard,
+}
+
+impl YamuxStream {
+    /// The yamux stream id.
+    pub fn id(&self) -> u32 {
+        self.inner.id().val()
+    }
+}
+
+impl AsyncRead for YamuxStream {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for YamuxStream {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Running,
+    Closing,
+    Done,
+}
+
+/// Drives a yamux connection: reads the socket, routes frames to streams, writes their
+/// frames, opens the streams the handles ask for and queues inbound ones for `accept`.
+///
+/// Spawn it; it ends when the connection closes: `Ok(())` when it closed cleanly (by us, by
+/// the remote, or because the socket ended), an error when the socket failed or the remote
+/// broke the protocol.
+#[must_use = "the connection makes no progress unless the driver is polled"]
+pub struct YamuxDriver<C> {
+    connection: yamux::Connection<C>,
+    open_rx: mpsc::UnboundedReceiver<OpenReply>,
+    handles_gone: bool,
+    pending_opens: VecDeque<OpenReply>,
+    inbound_tx: Option<mpsc::Sender<YamuxStream>>,
+    closed_tx: watch::Sender<bool>,
+    shared: Arc<Shared>,
+    phase: Phase,
+}
+
+impl<C> fmt::Debug for YamuxDriver<C> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("YamuxDriver")
+            .field("phase", &self.phase)
+            .field("pending_opens", &self.pending_opens.len())
+            .finish()
+    }
+}
+
+fn map_error(e: yamux::ConnectionError, limit: usize) -> MuxerError {
+    match e {
+        yamux::ConnectionError::Closed => MuxerError::Closed,
+        yamux::ConnectionError::Io(e) => MuxerError::Io(e),
+        yamux::ConnectionError::Decode(e) => MuxerError::Protocol(e.to_string()),
+        yamux::ConnectionError::InvalidWindowUpdate => {
+            MuxerError::Protocol("invalid window update".into())
+        }
+        yamux::ConnectionError::TooManyStreams => MuxerError::TooManyStreams { limit },
+        other => MuxerError::Other(Box::new(other)),
+    }
+}
+
+/// A copy of a muxer error for each of several waiters.
+fn error_copy(e: &MuxerError) -> MuxerError {
+    match e {
+        MuxerError::Closed => MuxerError::Closed,
+        MuxerError::Io(e) => MuxerError::Io(io::Error::new(e.kind(), e.to_string())),
+        MuxerError::TooManyStreams { limit } => MuxerError::TooManyStreams { limit: *limit },
+        MuxerError::Protocol(s) => MuxerError::Protocol(s.clone()),
+        other => MuxerError::Other(other.to_string().into()),
+    }
+}
+
+impl<C: Socket> YamuxDriver<C> {
+    fn new_stream(&self, inner: yamux::Stream) -> YamuxStream {
+        self.shared.live_streams.fetch_add(1, Ordering::SeqCst);
+        YamuxStream {
+            inner,
+            _guard: StreamGuard(self.shared.live_streams.clone()),
+        }
+    }
+
+    fn at_limit(&self) -> bool {
+        self.shared.live_streams.load(Ordering::SeqCst) >= self.shared.max_streams
+    }
+
+    /// Takes the open requests the handles sent; notes when every handle is gone.
+    fn collect_open_requests(&mut self, cx: &mut Context<'_>) {
+        while !self.handles_gone {
+            match self.open_rx.poll_recv(cx) {
+                Poll::Ready(Some(reply)) => self.pending_opens.push_back(reply),
+                Poll::Ready(None) => self.handles_gone = true,
+                Poll::Pending => break,
+            }
+        }
+    }
+
+    fn on_inbound(&mut self, stream: yamux::Stream) {
+        if self.at_limit() {
+            tracing::debug!(
+                "yamux: inbound stream {} beyond the limit of {} streams, resetting it",
+                stream.id(),
+                self.shared.max_streams
+            );
+            return; // dropping it resets it
+        }
+        let stream = self.new_stream(stream);
+        let Some(tx) = &self.inbound_tx else {
+            return;
+        };
+        match tx.try_send(stream) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(s)) => {
+                tracing::debug!(
+                    "yamux: accept queue full, resetting inbound stream {}",
+                    s.id()
+                );
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                tracing::debug!("yamux: nobody accepts inbound streams any more");
+            }
+        }
+    }
+
+    /// Opens the streams asked for, while yamux lets us. `Err` when the connection failed.
+    fn serve_opens(&mut self, cx: &mut Context<'_>) -> Result<(), MuxerError> {
+        while let Some(front) = self.pending_opens.front() {
+            if front.is_closed() {
+                // The caller gave up.
+                self.pending_opens.pop_front();
+                continue;
+            }
+            if self.at_limit() {
+                if let Some(reply) = self.pending_opens.pop_front() {
+                    let _ = reply.send(Err(MuxerError::TooManyStreams {
+                        limit: self.shared.max_streams,
+                    }));
+                }
+                continue;
+            }
+            match self.connection.poll_new_outbound(cx) {
+                Poll::Ready(Ok(stream)) => {
+                    let stream = self.new_stream(stream);
+                    if let Some(reply) = self.pending_opens.pop_front() {
+                        // If the caller is gone, the stream is dropped (reset) right here.
+                        let _ = reply.send(Ok(stream));
+                    }
+                }
+                Poll::Ready(Err(e)) => return Err(map_error(e, self.shared.max_streams)),
+                Poll::Pending => break,
+            }
+        }
+        Ok(())
+    }
+
+    /// Ends the driver: fails everything waiting, marks the connection closed.
+    fn finish(&mut self, result: Result<(), MuxerError>) -> Poll<Result<(), MuxerError>> {
+        self.phase = Phase::Done;
+        self.shared.closed.store(true, Ordering::SeqCst);
+        let shown = match &result {
+            Ok(()) | Err(MuxerError::Closed) => MuxerError::Closed,
+            Err(e) => error_copy(e),
+        };
+        for reply in self.pending_opens.drain(..) {
+            let _ = reply.send(Err(error_copy(&shown)));
+        }
+        self.open_rx.close();
+        while let Ok(reply) = self.open_rx.try_recv() {
+            let _ = reply.send(Err(error_copy(&shown)));
+        }
+        self.inbound_tx = None;
+        self.closed_tx.send_replace(true);
+        match result {
+            Err(MuxerError::Closed) => Poll::Ready(Ok(())),
+            other => Poll::Ready(other),
+        }
+    }
+
+    fn start_closing(&mut self) {
+        self.phase = Phase::Closing;
+        self.shared.closed.store(true, Ordering::SeqCst);
+        for reply in self.pending_opens.drain(..) {
+            let _ = reply.send(Err(MuxerError::Closed));
+        }
+        self.inbound_tx = None;
+    }
+
+    fn poll_running(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxerError>> {
+        self.collect_open_requests(cx);
+        if self.handles_gone || self.shared.close_requested.load(Ordering::SeqCst) {
+            self.start_closing();
+            return self.poll_closing(cx);
+        }
+        loop {
+            // yamux makes progress (reads frames, writes the streams' frames) only in here.
+            match self.connection.poll_next_inbound(cx) {
+                Poll::Ready(Some(Ok(stream))) => {
+                    self.on_inbound(stream);
+                    continue;
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    tracing::debug!("yamux: connection failed: {e}");
+                    return self.finish(Err(map_error(e, self.shared.max_streams)));
+                }
+                Poll::Ready(None) => {
+                    tracing::debug!("yamux: connection closed");
+                    return self.finish(Ok(()));
+                }
+                Poll::Pending => {}
+            }
+            let before = self.pending_opens.len();
+            if let Err(e) = self.serve_opens(cx) {
+                tracing::debug!("yamux: opening a stream failed the connection: {e}");
+                return self.finish(Err(e));
+            }
+            // Streams we opened may have frames to send (the SYN goes out with the first
+            // frame, though, so this rarely matters); poll the connection again only if we
+            // opened any, else everything has registered for a wake-up.
+            if self.pending_opens.len() == before {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn poll_closing(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxerError>> {
+        // Late open requests fail right away.
+        while let Poll::Ready(Some(reply)) = self.open_rx.poll_recv(cx) {
+            let _ = reply.send(Err(MuxerError::Closed));
+        }
+        match self.connection.poll_close(cx) {
+            Poll::Ready(Ok(())) => self.finish(Ok(())),
+            Poll::Ready(Err(e)) => {
+                tracing::debug!("yamux: closing the connection failed: {e}");
+                self.finish(Err(map_error(e, self.shared.max_streams)))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<C: Socket> Future for YamuxDriver<C> {
+    type Output = Result<(), MuxerError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        this.shared.driver_waker.register(cx.waker());
+        match this.phase {
+            Phase::Running => this.poll_running(cx),
+            Phase::Closing => this.poll_closing(cx),
+            Phase::Done => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<C> Drop for YamuxDriver<C> {
+    fn drop(&mut self) {
+        // Dropping the connection (driver aborted) ends it: tell the handles.
+        self.shared.closed.store(true, Ordering::SeqCst);
+        self.closed_tx.send_replace(true);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn yamux_config_never_panics() {
+        for streams in [0, 1, 100, 1024, 5000, usize::MAX / 2, usize::MAX] {
+            for window in [
+                None,
+                Some(0),
+                Some(1 << 20),
+                Some(1 << 30),
+                Some(usize::MAX),
+            ] {
+                let c = Config::default()
+                    .with_max_streams(streams)
+                    .with_max_connection_receive_window(window)
+                    .with_split_send_size(0)
+                    .with_accept_queue(0);
+                let _ = c.to_yamux();
+            }
+        }
+    }
+
+    #[test]
+    fn protocol_name() {
+        let names = <Yamux as MuxerUpgrade<futures::io::Cursor<Vec<u8>>>>::protocol_names(
+            &Yamux::default(),
+        );
+        assert_eq!(names, vec!["/yamux/1.0.0"]);
+    }
+}
