@@ -75,10 +75,18 @@ async fn serve_protocol<S: libp2p_core::Socket>(
 ) -> Result<(), String> {
     match protocol {
         ECHO => {
-            let (mut reader, mut writer) = (&mut stream).split();
-            futures::io::copy(&mut reader, &mut writer)
-                .await
-                .map_err(|e| e.to_string())?;
+            // Read a chunk, write it back: no split halves (and their lock) on the hot path.
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
+                if n == 0 {
+                    break;
+                }
+                stream
+                    .write_all(&buf[..n])
+                    .await
+                    .map_err(|e| e.to_string())?;
+            }
             stream.close().await.map_err(|e| e.to_string())
         }
         ping::PROTOCOL => ping::serve(stream)

@@ -550,8 +550,9 @@ impl StreamMuxer for MplexMuxer {
     }
 }
 
-/// One mplex stream. Closing it (`poll_close`) closes only our write side; dropping it
-/// without both sides closed resets it.
+/// One mplex stream. Closing it (`poll_close`) closes only our write side. Dropping it
+/// without closing it resets it; dropping it after closing it just stops reading (whatever the
+/// remote still sends is discarded), so a reply sent and closed is never cut short.
 pub struct MplexStream {
     shared: Arc<Shared>,
     key: Key,
@@ -739,7 +740,7 @@ impl Drop for MplexStream {
         let Some(st) = state.remove_stream(self.key) else {
             return;
         };
-        if state.closed.is_none() && !st.reset && !(st.local_closed && st.remote_closed) {
+        if state.closed.is_none() && !st.reset && !st.local_closed {
             state.push_frame(self.key, self.key.reset_flag(), &[]);
             state.wake_driver();
         }

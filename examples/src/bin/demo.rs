@@ -83,7 +83,7 @@ where
         .map_err(|e| e.to_string())?;
     let addr = match listener.next().await {
         Some(ListenerEvent::NewAddress(addr)) => addr,
-        other => return Err(format!("no listen address: {other:?}")),
+        _ => return Err("the listener reported no address".to_string()),
     };
     println!("[B] listening on {addr}");
     let me_b = Arc::new(Identity {
