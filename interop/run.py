@@ -32,6 +32,7 @@ TESTS = {
     "ping": ["--ping"],
     "echo-1MiB": ["--bytes", str(1 << 20)],
     "20x64KiB": ["--streams", "20", "--bytes", str(64 * 1024)],
+    "100x64KiB": ["--streams", "100", "--bytes", str(64 * 1024)],
 }
 CELL_TIMEOUT = 60
 

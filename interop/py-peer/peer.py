@@ -168,6 +168,10 @@ PERF = "/perf/1.0.0"
 PING = "/ipfs/ping/1.0.0"
 PING_LEN = 32
 CHUNK = 64 * 1024
+# mplex echo dialer (see echo_one): how long one read waits for the echo before the next chunk
+# is written, and how many unechoed bytes one stream may have outstanding.
+ECHO_WAIT = 0.002
+MPLEX_WINDOW = 256 * 1024
 
 
 def make_host(args: argparse.Namespace, key_pair):
@@ -323,29 +327,47 @@ async def echo_one(host, peer, idx: int, n: int, lockstep: bool) -> None:
         if lockstep:
             # py-libp2p's mplex streams are effectively half-duplex: MplexStream.read holds the
             # stream's ReadWriteLock (which excludes writers) while it waits for data, so a
-            # writer and a reader running at once on one stream deadlock. So here we write a
-            # chunk and read the same amount back before writing the next one (lockstep).
+            # writer and a reader running at once on one stream deadlock. So here the data is
+            # written in chunks and the echo read in lockstep: write a chunk, read back what
+            # has come, write the next chunk.
+            #
             # The chunk is one mplex frame (MplexStream.write splits at CHUNK_SIZE = 4076):
-            # py-libp2p's mplex buffers only one incoming frame per stream and resets a stream
-            # whose reader does not take it within 5 s, while it blocks the whole connection's
-            # reading meanwhile. A larger chunk lets the echo of its first frames arrive while
-            # the stream is still writing the rest, and with 20 streams that stalls both ends.
+            # py-libp2p's mplex buffers only one incoming frame per stream, blocks the whole
+            # connection's reading while a stream's reader does not take it, and resets that
+            # stream after 5 s. With larger chunks (64 KiB) the echo of a chunk's first frames
+            # arrives while the stream still writes the rest, and with 20 streams both ends
+            # stalled until those resets.
+            #
+            # Strict lockstep (wait for the whole echo of a chunk before the next write) is not
+            # enough either: an echo server may hold small echoes back. rust-libp2p's mplex
+            # only flushes its write buffer once 128 KiB are pending (or on flush/close), and
+            # an echo loop that never calls flush (interop/rust-peer) sends nothing back until
+            # that or EOF. So each read waits at most ECHO_WAIT for the echo; when nothing came
+            # the next chunk goes out anyway, up to MPLEX_WINDOW unechoed bytes, past which
+            # the read waits as long as it takes.
             from libp2p.stream_muxer.mplex.constants import CHUNK_SIZE as MPLEX_FRAME
 
-            got = 0
-            while got < n:
-                length = min(MPLEX_FRAME, n - got)
-                await stream.write(pattern(idx, got, length))
-                want = got + length
-                while got < want:
-                    data = await read_some(stream, want - got)
+            sent = got = 0
+            while sent < n:
+                length = min(MPLEX_FRAME, n - sent)
+                await stream.write(pattern(idx, sent, length))
+                sent += length
+                while got < sent:
+                    if sent - got >= MPLEX_WINDOW:
+                        data = await read_some(stream, sent - got)
+                    else:
+                        data = None
+                        with trio.move_on_after(ECHO_WAIT):
+                            data = await read_some(stream, sent - got)
+                        if data is None:  # nothing within ECHO_WAIT: write on
+                            break
                     if not data:
                         raise EOFError(f"echo ended after {got} of {n} bytes")
                     check_echo(idx, got, data, n)
                     got += len(data)
             await stream.close_write()
             rest = await read_some(stream, CHUNK)
-            while rest:  # anything past n is an error; EOF is the expected end
+            while rest:  # up to EOF; anything past n is an error
                 check_echo(idx, got, rest, n)
                 got += len(rest)
                 rest = await read_some(stream, CHUNK)

@@ -37,6 +37,8 @@ const LS: &str = "ls";
 const READ_CHUNK: usize = 256;
 /// A 64-bit unsigned varint takes at most this many bytes.
 const MAX_VARINT_LEN: usize = 10;
+/// The least bound on the listener's answer to `ls`, which holds every name it speaks.
+const LS_ANSWER_MAX: usize = 64 * 1024;
 
 /// How the dialer runs the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,7 +58,8 @@ pub enum Version {
 pub struct Config {
     /// Largest message accepted from the remote, in bytes (the length prefix excluded). Larger
     /// lengths end the negotiation with [`NegotiationError::MessageTooLong`] before anything is
-    /// allocated. Default 16 KiB, enough for an `ls` answer of a few hundred protocols.
+    /// allocated. Default 1 KiB, far above any real protocol name ([`list_protocols`] allows
+    /// at least 64 KiB for the `ls` answer).
     pub max_message_len: usize,
     /// Number of unsupported proposals the listener answers with `na` before giving up with
     /// [`NegotiationError::TooManyProposals`]. Default 64.
@@ -66,7 +69,7 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            max_message_len: 16 * 1024,
+            max_message_len: 1024,
             max_proposals: 64,
         }
     }
@@ -109,8 +112,8 @@ pub enum NegotiationError {
     /// The dialer kept proposing unsupported protocols.
     #[error("remote made more than {0} unsupported proposals")]
     TooManyProposals(usize),
-    /// A protocol name we were asked to offer cannot be sent (empty, too long, or holding a
-    /// newline).
+    /// A protocol name we were asked to offer cannot be sent (not starting with `/`, too
+    /// long, or holding a newline).
     #[error("invalid protocol name {0:?}")]
     InvalidProtocol(String),
 }
@@ -261,7 +264,7 @@ pub async fn list_protocols<S>(io: S, config: &Config) -> Result<Vec<String>, Ne
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut framed = Framed::new(io, config.max_message_len);
+    let mut framed = Framed::new(io, config.max_message_len.max(LS_ANSWER_MAX));
     framed.queue(PROTOCOL.as_bytes());
     framed.queue(LS.as_bytes());
     let header = framed.recv().await?;
@@ -288,7 +291,7 @@ where
 }
 
 fn check_name(name: &str, config: &Config) -> Result<(), NegotiationError> {
-    if name.is_empty() || name.len() >= config.max_message_len || name.contains('\n') {
+    if !name.starts_with('/') || name.len() >= config.max_message_len || name.contains('\n') {
         return Err(NegotiationError::InvalidProtocol(name.to_string()));
     }
     Ok(())
@@ -567,6 +570,7 @@ mod tests {
         let config = Config::default();
         assert!(check_name("/echo/1.0.0", &config).is_ok());
         assert!(check_name("", &config).is_err());
+        assert!(check_name("echo/1.0.0", &config).is_err());
         assert!(check_name("/a\nb", &config).is_err());
         assert!(check_name(&"x".repeat(config.max_message_len), &config).is_err());
     }

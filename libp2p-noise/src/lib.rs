@@ -1,0 +1,219 @@
+//! `/noise`: the libp2p Noise secure channel (`Noise_XX_25519_ChaChaPoly_SHA256`).
+//!
+//! The dialer is the Noise initiator. The three XX messages carry, besides the Noise tokens,
+//! a protobuf `NoiseHandshakePayload` in messages 2 (responder) and 3 (initiator): the
+//! libp2p identity public key and its signature over `"noise-libp2p-static-key:" ‖ the
+//! X25519 static public key`, which binds the Noise static key to the libp2p identity. Every
+//! message, handshake and transport alike, goes on the wire as a 2-byte big-endian length
+//! followed by that many bytes (at most 65535); a transport message is the ChaCha20-Poly1305
+//! ciphertext of at most 65519 bytes of plaintext plus its 16-byte tag.
+//!
+//! Each [`Noise`] value generates a fresh X25519 static keypair when it is built; clones
+//! share it.
+//!
+//! ```no_run
+//! use libp2p_core::{Keypair, Transport, TransportExt};
+//! use libp2p_noise::Noise;
+//! # fn needs_a_transport<T: Transport>(t: T) where T::Output: libp2p_core::Socket {
+//! let secured = t.upgrade().authenticate(Noise::new(Keypair::generate_ed25519()));
+//! # }
+//! ```
+#![forbid(unsafe_code)]
+#![deny(missing_docs)]
+
+mod handshake;
+mod proto;
+mod stream;
+
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
+
+pub use stream::NoiseStream;
+
+/// The protocol name.
+pub const PROTOCOL: &str = "/noise";
+
+/// The Noise protocol instance libp2p uses.
+pub(crate) const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
+
+/// The prefix of the bytes the identity key signs: this, then the Noise static public key.
+pub(crate) const STATIC_KEY_DOMAIN: &[u8] = b"noise-libp2p-static-key:";
+
+/// Largest Noise message (handshake or transport), as bounded by the 2-byte length prefix.
+pub const MAX_MESSAGE_LEN: usize = 65535;
+
+/// Length of the AEAD tag that ends every encrypted message.
+pub const TAG_LEN: usize = 16;
+
+/// Largest plaintext carried by one transport message; longer writes are split.
+pub const MAX_FRAME_PLAINTEXT: usize = MAX_MESSAGE_LEN - TAG_LEN;
+
+/// Settings of the Noise upgrade.
+#[derive(Debug, Clone)]
+pub struct NoiseConfig {
+    /// Bound on the whole handshake; past it the upgrade fails with [`NoiseError::Timeout`].
+    /// Default 10 s.
+    pub handshake_timeout: Duration,
+}
+
+impl Default for NoiseConfig {
+    fn default() -> Self {
+        NoiseConfig {
+            handshake_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// What can go wrong in the Noise handshake or channel.
+///
+/// Errors of the channel after the handshake reach the reader or writer as an
+/// [`io::Error`]; a message that fails to decrypt is one of kind
+/// [`io::ErrorKind::InvalidData`] that carries a `NoiseError` (see [`io::Error::get_ref`]).
+#[derive(Debug, thiserror::Error)]
+pub enum NoiseError {
+    /// Reading or writing the socket failed (including the remote closing it early).
+    #[error("i/o error: {0}")]
+    Io(#[from] io::Error),
+    /// The Noise protocol itself failed: a message did not decrypt or was malformed.
+    #[error("noise protocol error: {0}")]
+    Noise(String),
+    /// The remote's handshake payload is not a valid `NoiseHandshakePayload`, or lacks
+    /// its identity key or signature.
+    #[error("invalid handshake payload")]
+    InvalidPayload,
+    /// The remote's identity public key (or its Noise static key) could not be decoded.
+    #[error("invalid remote public key")]
+    InvalidKey,
+    /// The remote's identity signature over its Noise static key is not valid.
+    #[error("invalid signature over the remote's noise static key")]
+    BadSignature,
+    /// The remote is not the peer we meant to reach. (The ids are boxed to keep the error,
+    /// and every `Result` carrying it, small.)
+    #[error("peer id mismatch: expected {expected}, found {actual}")]
+    PeerIdMismatch {
+        /// The peer we meant to reach.
+        expected: Box<PeerId>,
+        /// The peer we met.
+        actual: Box<PeerId>,
+    },
+    /// The handshake did not finish within [`NoiseConfig::handshake_timeout`].
+    #[error("noise handshake timed out")]
+    Timeout,
+}
+
+impl From<snow::Error> for NoiseError {
+    fn from(e: snow::Error) -> Self {
+        NoiseError::Noise(e.to_string())
+    }
+}
+
+/// What one [`Noise`] value brings to every handshake: its static DH keys and the encoded
+/// handshake payload that binds them to the identity.
+pub(crate) struct LocalKeys {
+    /// The X25519 static private key.
+    pub(crate) static_private: Vec<u8>,
+    /// The X25519 static public key.
+    pub(crate) static_public: Vec<u8>,
+    /// The protobuf-encoded `NoiseHandshakePayload` we send.
+    pub(crate) payload: Vec<u8>,
+}
+
+impl LocalKeys {
+    fn generate(identity: &Keypair) -> Result<Self, String> {
+        let params: snow::params::NoiseParams =
+            NOISE_PARAMS.parse().map_err(|e: snow::Error| e.to_string())?;
+        let dh = snow::Builder::new(params)
+            .generate_keypair()
+            .map_err(|e| e.to_string())?;
+        let mut signed = Vec::with_capacity(STATIC_KEY_DOMAIN.len() + dh.public.len());
+        signed.extend_from_slice(STATIC_KEY_DOMAIN);
+        signed.extend_from_slice(&dh.public);
+        let signature = identity.sign(&signed).map_err(|e| e.to_string())?;
+        let payload = proto::encode_payload(identity.public().encode_protobuf(), signature);
+        Ok(LocalKeys {
+            static_private: dh.private,
+            static_public: dh.public,
+            payload,
+        })
+    }
+}
+
+/// The `/noise` security upgrade.
+#[derive(Clone)]
+pub struct Noise {
+    keypair: Keypair,
+    config: NoiseConfig,
+    /// The static keys, or why they could not be made (reported by every handshake).
+    local: Result<Arc<LocalKeys>, String>,
+}
+
+impl std::fmt::Debug for Noise {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Noise")
+            .field("peer", &self.keypair.public().to_peer_id())
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Noise {
+    /// Noise with the identity `keypair` and the default [`NoiseConfig`]. Generates a fresh
+    /// X25519 static keypair and signs it with `keypair`.
+    pub fn new(keypair: Keypair) -> Self {
+        Self::with_config(keypair, NoiseConfig::default())
+    }
+
+    /// Noise with the identity `keypair` and explicit settings.
+    pub fn with_config(keypair: Keypair, config: NoiseConfig) -> Self {
+        let local = LocalKeys::generate(&keypair).map(Arc::new);
+        if let Err(e) = &local {
+            tracing::warn!("noise: cannot set up the static key: {e}");
+        }
+        Noise {
+            keypair,
+            config,
+            local,
+        }
+    }
+
+    /// The X25519 static public key this upgrade presents (32 bytes), if it could be made.
+    pub fn static_public_key(&self) -> Option<&[u8]> {
+        self.local.as_ref().ok().map(|l| l.static_public.as_slice())
+    }
+}
+
+impl<C: Socket> SecurityUpgrade<C> for Noise {
+    type Output = NoiseStream<C>;
+    type Error = NoiseError;
+
+    fn protocol_names(&self) -> Vec<&'static str> {
+        vec![PROTOCOL]
+    }
+
+    fn secure(
+        &self,
+        socket: C,
+        role: Role,
+        expected: Option<PeerId>,
+        _protocol: &str,
+    ) -> impl Future<Output = Result<(PeerId, NoiseStream<C>), NoiseError>> + Send + 'static {
+        let local = self.local.clone();
+        let limit = self.config.handshake_timeout;
+        async move {
+            let local = local.map_err(NoiseError::Noise)?;
+            match libp2p_core::with_timeout(
+                limit,
+                handshake::handshake(socket, role, local, expected),
+            )
+            .await
+            {
+                Some(result) => result,
+                None => Err(NoiseError::Timeout),
+            }
+        }
+    }
+}
