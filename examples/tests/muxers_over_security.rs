@@ -32,7 +32,10 @@ async fn secured<S: SecurityUpgrade<TcpSocket>>(
         sa.secure(a, Role::Dialer, None, name),
         sb.secure(b, Role::Listener, None, name)
     );
-    (ra.expect("dialer handshake").1, rb.expect("listener handshake").1)
+    (
+        ra.expect("dialer handshake").1,
+        rb.expect("listener handshake").1,
+    )
 }
 
 /// Smaller loads than the default kit: each run here also pays for encryption, and the kit

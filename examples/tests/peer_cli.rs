@@ -19,7 +19,14 @@ impl Drop for Listener {
 
 fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
     let mut child = Command::new(PEER)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--security", security, "--muxer", muxer])
+        .args([
+            "--listen",
+            "/ip4/127.0.0.1/tcp/0",
+            "--security",
+            security,
+            "--muxer",
+            muxer,
+        ])
         .args(["--timeout", "60"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -34,13 +41,23 @@ fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
         .unwrap_or_else(|| panic!("first line should be LISTEN, got {line:?}"))
         .trim()
         .to_string();
-    assert!(addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.contains("/p2p/"), "{addr}");
+    assert!(
+        addr.starts_with("/ip4/127.0.0.1/tcp/") && addr.contains("/p2p/"),
+        "{addr}"
+    );
     Listener { child, addr }
 }
 
 fn dial(listener: &Listener, security: &str, muxer: &str, extra: &[&str]) -> (bool, String) {
     let out = Command::new(PEER)
-        .args(["--dial", &listener.addr, "--security", security, "--muxer", muxer])
+        .args([
+            "--dial",
+            &listener.addr,
+            "--security",
+            security,
+            "--muxer",
+            muxer,
+        ])
         .args(["--timeout", "60"])
         .args(extra)
         .output()
@@ -51,7 +68,7 @@ fn dial(listener: &Listener, security: &str, muxer: &str, extra: &[&str]) -> (bo
 
 #[test]
 fn every_stack_echoes_pings_and_runs_perf() {
-    for security in ["plaintext", "secio"] {
+    for security in ["plaintext", "secio", "noise"] {
         for muxer in ["mplex", "yamux"] {
             let listener = listen(security, muxer, &[]);
             let peer_id = listener.addr.rsplit('/').next().unwrap().to_string();
@@ -64,8 +81,16 @@ fn every_stack_echoes_pings_and_runs_perf() {
             assert_eq!(parts[2], "1048576");
             assert!(parts[3].parse::<f64>().is_ok(), "{line}");
 
-            let (ok, line) = dial(&listener, security, muxer, &["--streams", "20", "--bytes", "65536"]);
-            assert!(ok && line.starts_with("OK ") && line.contains(" 1310720 "), "{line}");
+            let (ok, line) = dial(
+                &listener,
+                security,
+                muxer,
+                &["--streams", "20", "--bytes", "65536"],
+            );
+            assert!(
+                ok && line.starts_with("OK ") && line.contains(" 1310720 "),
+                "{line}"
+            );
 
             let (ok, line) = dial(&listener, security, muxer, &["--ping"]);
             assert!(ok && line.starts_with("PING OK "), "{line}");
@@ -102,7 +127,14 @@ fn failures_are_reported_as_fail_lines() {
         listener.addr.rsplitn(3, '/').nth(2).unwrap()
     );
     let out = Command::new(PEER)
-        .args(["--dial", &wrong, "--security", "plaintext", "--muxer", "mplex"])
+        .args([
+            "--dial",
+            &wrong,
+            "--security",
+            "plaintext",
+            "--muxer",
+            "mplex",
+        ])
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -16,6 +16,7 @@ Exit status: 0 on success, 1 on failure (and on timeout), 2 for an unsupported o
 from __future__ import annotations
 
 import argparse
+from contextlib import asynccontextmanager
 import logging
 import os
 import secrets
@@ -95,7 +96,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         sys.stderr.write(__doc__ or "")
         os._exit(2)
     if rest:
-        raise Unsupported("option " + " ".join(rest))
+        raise Unsupported("option " + rest[0])
     if args.security not in ("secio", "noise", "plaintext"):
         raise Unsupported(args.security)
     if args.muxer not in ("mplex", "yamux"):
@@ -168,10 +169,6 @@ PERF = "/perf/1.0.0"
 PING = "/ipfs/ping/1.0.0"
 PING_LEN = 32
 CHUNK = 64 * 1024
-# mplex echo dialer (see echo_one): how long one read waits for the echo before the next chunk
-# is written, and how many unechoed bytes one stream may have outstanding.
-ECHO_WAIT = 0.002
-MPLEX_WINDOW = 256 * 1024
 
 
 def make_host(args: argparse.Namespace, key_pair):
@@ -319,82 +316,74 @@ def check_echo(idx: int, got: int, data: bytes, n: int) -> None:
             f"echo differs at byte {got + i}: got {data[i]:#04x}, sent {expect[i]:#04x}")
 
 
-async def echo_one(host, peer, idx: int, n: int, lockstep: bool) -> None:
+class DuplexLock:
+    """Stands in for an MplexStream's ReadWriteLock (see echo_one): readers never wait for the
+    writer nor the writer for readers; writers still exclude each other."""
+
+    def __init__(self) -> None:
+        import trio
+
+        self._write = trio.Lock()
+
+    @asynccontextmanager
+    async def read_lock(self):
+        yield
+
+    @asynccontextmanager
+    async def write_lock(self):
+        async with self._write:
+            yield
+
+
+async def echo_one(host, peer, idx: int, n: int, full_duplex_mplex: bool) -> None:
     import trio
 
     stream = await host.new_stream(peer, [ECHO])
     try:
-        if lockstep:
+        if full_duplex_mplex and hasattr(stream.muxed_stream, "rw_lock"):
             # py-libp2p's mplex streams are effectively half-duplex: MplexStream.read holds the
-            # stream's ReadWriteLock (which excludes writers) while it waits for data, so a
-            # writer and a reader running at once on one stream deadlock. So here the data is
-            # written in chunks and the echo read in lockstep: write a chunk, read back what
-            # has come, write the next chunk.
+            # stream's ReadWriteLock, which excludes writers, while it waits for data, so a
+            # writer and a reader running at once on one stream deadlock (the write waits for
+            # data that only comes after it).
             #
-            # The chunk is one mplex frame (MplexStream.write splits at CHUNK_SIZE = 4076):
-            # py-libp2p's mplex buffers only one incoming frame per stream, blocks the whole
-            # connection's reading while a stream's reader does not take it, and resets that
-            # stream after 5 s. With larger chunks (64 KiB) the echo of a chunk's first frames
-            # arrives while the stream still writes the rest, and with 20 streams both ends
-            # stalled until those resets.
+            # The usual way round it, writing a chunk and reading the same amount back before
+            # the next (lockstep), stalls against an echo server that holds small echoes back:
+            # rust-libp2p's mplex flushes its write buffer only once 128 KiB are pending (or
+            # on flush/close), and an echo loop that never calls flush (interop/rust-peer)
+            # sends nothing back until then or EOF. Lockstep with larger chunks or a read
+            # timeout instead deadlocks py against py with 20 streams: py-libp2p's mplex
+            # buffers only one incoming frame per stream, stops reading the whole connection
+            # while a stream's reader does not take it, and resets that stream after 5 s.
             #
-            # Strict lockstep (wait for the whole echo of a chunk before the next write) is not
-            # enough either: an echo server may hold small echoes back. rust-libp2p's mplex
-            # only flushes its write buffer once 128 KiB are pending (or on flush/close), and
-            # an echo loop that never calls flush (interop/rust-peer) sends nothing back until
-            # that or EOF. So each read waits at most ECHO_WAIT for the echo; when nothing came
-            # the next chunk goes out anyway, up to MPLEX_WINDOW unechoed bytes, past which
-            # the read waits as long as it takes.
-            from libp2p.stream_muxer.mplex.constants import CHUNK_SIZE as MPLEX_FRAME
+            # So the dialer gives its own echo streams a lock that lets one reader and one
+            # writer run at once (the lock guards no state shared between the two: reads
+            # touch only the stream's receive buffer and channel, writes only send frames),
+            # and then reads the echo all the time while it writes, as with yamux.
+            stream.muxed_stream.rw_lock = DuplexLock()
 
-            sent = got = 0
+        # Write everything (in chunks) while reading the echo at the same time.
+        async def write() -> None:
+            sent = 0
             while sent < n:
-                length = min(MPLEX_FRAME, n - sent)
+                length = min(CHUNK, n - sent)
                 await stream.write(pattern(idx, sent, length))
                 sent += length
-                while got < sent:
-                    if sent - got >= MPLEX_WINDOW:
-                        data = await read_some(stream, sent - got)
-                    else:
-                        data = None
-                        with trio.move_on_after(ECHO_WAIT):
-                            data = await read_some(stream, sent - got)
-                        if data is None:  # nothing within ECHO_WAIT: write on
-                            break
-                    if not data:
-                        raise EOFError(f"echo ended after {got} of {n} bytes")
-                    check_echo(idx, got, data, n)
-                    got += len(data)
             await stream.close_write()
-            rest = await read_some(stream, CHUNK)
-            while rest:  # up to EOF; anything past n is an error
-                check_echo(idx, got, rest, n)
-                got += len(rest)
-                rest = await read_some(stream, CHUNK)
-        else:
-            # Yamux streams are full duplex: write everything while reading the echo.
-            async def write() -> None:
-                sent = 0
-                while sent < n:
-                    length = min(CHUNK, n - sent)
-                    await stream.write(pattern(idx, sent, length))
-                    sent += length
-                await stream.close_write()
 
-            state = {"got": 0}
+        state = {"got": 0}
 
-            async def read() -> None:
-                while True:
-                    data = await read_some(stream, CHUNK)
-                    if not data:
-                        break
-                    check_echo(idx, state["got"], data, n)
-                    state["got"] += len(data)
+        async def read() -> None:
+            while True:
+                data = await read_some(stream, CHUNK)
+                if not data:
+                    break
+                check_echo(idx, state["got"], data, n)
+                state["got"] += len(data)
 
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(write)
-                nursery.start_soon(read)
-            got = state["got"]
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(write)
+            nursery.start_soon(read)
+        got = state["got"]
         if got != n:
             raise EOFError(f"echo ended after {got} of {n} bytes")
     except BaseException:
@@ -409,7 +398,7 @@ async def echo_one(host, peer, idx: int, n: int, lockstep: bool) -> None:
         pass
 
 
-async def run_echo(host, peer, n: int, streams: int, lockstep: bool) -> float:
+async def run_echo(host, peer, n: int, streams: int, mplex: bool) -> float:
     import trio
 
     errors: list[str] = []
@@ -417,7 +406,7 @@ async def run_echo(host, peer, n: int, streams: int, lockstep: bool) -> float:
 
     async def one(idx: int) -> None:
         try:
-            await echo_one(host, peer, idx, n, lockstep)
+            await echo_one(host, peer, idx, n, mplex)
         except Exception as e:  # noqa: BLE001
             errors.append(f"echo stream {idx}: {describe(e)}")
 
@@ -426,7 +415,7 @@ async def run_echo(host, peer, n: int, streams: int, lockstep: bool) -> float:
             nursery.start_soon(one, idx)
     elapsed = time.perf_counter() - start
     if errors:
-        raise RuntimeError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
+        raise PeerError(errors[0] + (f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""))
     return elapsed
 
 
@@ -477,14 +466,40 @@ async def run_perf(host, peer, upload: int, download: int) -> tuple[float, float
     return rate(upload, upload_time), rate(download, download_time)
 
 
+class PeerError(Exception):
+    """A failure this program words itself: printed as `FAIL <message>`."""
+
+
 def describe(e: BaseException) -> str:
     text = str(e).strip().splitlines()
     text = text[0] if text else ""
+    if isinstance(e, PeerError):
+        return text
     name = type(e).__name__
     cause = e.__cause__ or e.__context__
     if not text and cause is not None and cause is not e:
         return f"{name}: {describe(cause)}"
     return f"{name}: {text}" if text else name
+
+
+def root_cause(e: BaseException) -> str:
+    """': <innermost error>' along the cause chain (py-libp2p wraps dial errors in MultiError),
+    or '' when there is none beyond e."""
+    seen = {id(e)}
+    inner = None
+    cur: BaseException | None = e
+    while cur is not None:
+        nxt = cur.__cause__ or cur.__context__
+        if nxt is None and cur.args and isinstance(cur.args[0], (list, tuple)) and cur.args[0]:
+            first = cur.args[0][0]
+            nxt = first if isinstance(first, BaseException) else None
+        if nxt is None or id(nxt) in seen:
+            break
+        seen.add(id(nxt))
+        inner = cur = nxt
+    if inner is None or type(inner).__name__ == "MultiError":
+        return ""
+    return f": {describe(inner)}"
 
 
 # Modes -------------------------------------------------------------------------------------------
@@ -517,7 +532,7 @@ async def listen(args: argparse.Namespace, key_pair) -> None:
     async with host.run(listen_addrs=[addr]):
         addrs = host.get_transport_addrs()
         if not addrs:
-            raise RuntimeError(f"listen on {addr}: no listener")
+            raise PeerError(f"listen on {addr}: no listener")
         emit(f"LISTEN {concrete(addrs[0])}/p2p/{host.get_id()}")
         await trio.sleep_forever()
 
@@ -536,7 +551,7 @@ async def dial(args: argparse.Namespace, key_pair) -> str:
         try:
             await host.connect(info)
         except Exception as e:  # noqa: BLE001
-            raise RuntimeError(f"dial {args.dial}: {describe(e)}") from e
+            raise PeerError(f"dial {args.dial}: {describe(e)}{root_cause(e)}") from e
         if args.ping:
             avg = await run_ping(host, peer)
             return f"PING OK {avg:.3f}"

@@ -43,10 +43,11 @@ struct Handlers(Arc<Vec<HandlerEntry>>);
 
 impl Handlers {
     fn find(&self, protocol: &str) -> Option<&HandlerEntry> {
-        self.0
-            .iter()
-            .find(|h| h.name == protocol)
-            .or_else(|| self.0.iter().find(|h| h.predicate.as_ref().is_some_and(|p| p(protocol))))
+        self.0.iter().find(|h| h.name == protocol).or_else(|| {
+            self.0
+                .iter()
+                .find(|h| h.predicate.as_ref().is_some_and(|p| p(protocol)))
+        })
     }
 }
 
@@ -128,7 +129,12 @@ struct Inner {
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for listener in self.listeners.get_mut().map(std::mem::take).unwrap_or_default() {
+        for listener in self
+            .listeners
+            .get_mut()
+            .map(std::mem::take)
+            .unwrap_or_default()
+        {
             listener.abort();
         }
         if let Ok(conns) = self.conns.get_mut() {
@@ -176,7 +182,8 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host on the default stack: TCP; security secio; muxers yamux, then mplex.
+    /// Builds the host on the default stack: TCP; security noise, then secio; muxers yamux,
+    /// then mplex.
     /// The handshake timeout of the config bounds each connection's upgrade.
     #[cfg(feature = "default-stack")]
     pub async fn build(self) -> Result<Host, HostError> {
@@ -184,8 +191,14 @@ impl HostBuilder {
         let transport = libp2p_transport_tcp::TcpTransport::new()
             .upgrade()
             .timeout(self.config.handshake_timeout())
-            .authenticate(libp2p_secio::Secio::new(self.key.clone()))
-            .multiplex((libp2p_yamux::Yamux::default(), libp2p_mplex::Mplex::default()));
+            .authenticate((
+                libp2p_noise::Noise::new(self.key.clone()),
+                libp2p_secio::Secio::new(self.key.clone()),
+            ))
+            .multiplex((
+                libp2p_yamux::Yamux::default(),
+                libp2p_mplex::Mplex::default(),
+            ));
         self.build_with_transport(transport).await
     }
 
@@ -310,8 +323,12 @@ impl Host {
 
     /// Like [`Host::set_stream_handler`], but the handler takes every protocol `matches`
     /// accepts (for example every version of a protocol). `name` is what identify lists.
-    pub fn set_stream_handler_match<P, F, Fut>(&self, name: impl Into<String>, matches: P, handler: F)
-    where
+    pub fn set_stream_handler_match<P, F, Fut>(
+        &self,
+        name: impl Into<String>,
+        matches: P,
+        handler: F,
+    ) where
         P: Fn(&str) -> bool + Send + Sync + 'static,
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
@@ -323,7 +340,12 @@ impl Host {
     /// Stops handling `protocol`.
     pub fn remove_stream_handler(&self, protocol: &str) {
         let mut handlers = self.inner.handlers.write().expect("lock");
-        let kept: Vec<_> = handlers.0.iter().filter(|h| h.name != protocol).cloned().collect();
+        let kept: Vec<_> = handlers
+            .0
+            .iter()
+            .filter(|h| h.name != protocol)
+            .cloned()
+            .collect();
         *handlers = Handlers(Arc::new(kept));
         drop(handlers);
         self.push_identify();
@@ -341,7 +363,12 @@ impl Host {
     {
         let handler: HandlerFn = Arc::new(move |stream| handler(stream).boxed());
         let mut handlers = self.inner.handlers.write().expect("lock");
-        let mut list: Vec<_> = handlers.0.iter().filter(|h| h.name != name).cloned().collect();
+        let mut list: Vec<_> = handlers
+            .0
+            .iter()
+            .filter(|h| h.name != name)
+            .cloned()
+            .collect();
         list.push(HandlerEntry {
             name,
             predicate,
@@ -389,8 +416,12 @@ impl Host {
         let conn = self.connection_to(peer).await?;
         let mut slot = conn.pinger.lock().await;
         if slot.is_none() {
-            let stream = open_on(&conn, &[ping::PROTOCOL], self.inner.config.negotiation_timeout())
-                .await?;
+            let stream = open_on(
+                &conn,
+                &[ping::PROTOCOL],
+                self.inner.config.negotiation_timeout(),
+            )
+            .await?;
             *slot = Some(ping::Pinger::new(stream.into_negotiated()));
         }
         let pinger = slot.as_mut().expect("just set");
@@ -487,7 +518,9 @@ impl Host {
         if self.inner.config.identify {
             let weak = Arc::downgrade(&self.inner);
             self.insert_handler(identify::PROTOCOL.into(), None, move |stream: Stream| {
-                let info = weak.upgrade().map(|inner| local_info(&inner, Some(stream.remote_addr())));
+                let info = weak
+                    .upgrade()
+                    .map(|inner| local_info(&inner, Some(stream.remote_addr())));
                 async move {
                     match info {
                         Some(info) => identify::send(stream, &info).await?,
@@ -497,17 +530,21 @@ impl Host {
                 }
             });
             let weak = Arc::downgrade(&self.inner);
-            self.insert_handler(identify::PUSH_PROTOCOL.into(), None, move |stream: Stream| {
-                let weak = weak.clone();
-                async move {
-                    let peer = stream.remote_peer();
-                    let info = identify::receive(stream).await?;
-                    if let Some(inner) = weak.upgrade() {
-                        record_identify(&inner, peer, info);
+            self.insert_handler(
+                identify::PUSH_PROTOCOL.into(),
+                None,
+                move |stream: Stream| {
+                    let weak = weak.clone();
+                    async move {
+                        let peer = stream.remote_peer();
+                        let info = identify::receive(stream).await?;
+                        if let Some(inner) = weak.upgrade() {
+                            record_identify(&inner, peer, info);
+                        }
+                        Ok(())
                     }
-                    Ok(())
-                }
-            });
+                },
+            );
         }
     }
 
@@ -558,7 +595,12 @@ async fn open_on(conn: &Conn, protocols: &[&str], timeout: Duration) -> Result<S
     match tokio::time::timeout(timeout, select).await {
         Ok(Ok((protocol, io))) => {
             tracing::debug!(%peer, %protocol, "protocol agreed");
-            Ok(Stream::new(io, protocol.to_string(), peer, conn.addr.clone()))
+            Ok(Stream::new(
+                io,
+                protocol.to_string(),
+                peer,
+                conn.addr.clone(),
+            ))
         }
         Ok(Err(NegotiationError::ProtocolNotSupported { .. })) => {
             Err(HostError::ProtocolsNotSupported {
@@ -629,7 +671,13 @@ async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, HostErr
 }
 
 fn connection_count(inner: &Inner) -> usize {
-    inner.conns.lock().expect("lock").values().map(Vec::len).sum()
+    inner
+        .conns
+        .lock()
+        .expect("lock")
+        .values()
+        .map(Vec::len)
+        .sum()
 }
 
 fn add_connection(
@@ -794,7 +842,11 @@ async fn run_listener(
                 }
             }
             ListenerEvent::AddressExpired(addr) => {
-                inner.listen_addrs.write().expect("lock").retain(|a| *a != addr);
+                inner
+                    .listen_addrs
+                    .write()
+                    .expect("lock")
+                    .retain(|a| *a != addr);
             }
             ListenerEvent::Incoming {
                 pending,

@@ -35,7 +35,12 @@ impl Peerstore {
 
     /// Adds addresses of `peer`, valid for `ttl` (an address already known gets the later
     /// expiry). A trailing `/p2p/<id>` is removed.
-    pub fn add_addrs(&self, peer: &PeerId, addrs: impl IntoIterator<Item = Multiaddr>, ttl: Duration) {
+    pub fn add_addrs(
+        &self,
+        peer: &PeerId,
+        addrs: impl IntoIterator<Item = Multiaddr>,
+        ttl: Duration,
+    ) {
         let expiry = Instant::now() + ttl;
         self.with(peer, |record| {
             for addr in addrs {
@@ -46,7 +51,8 @@ impl Peerstore {
             let now = Instant::now();
             record.addrs.retain(|_, expiry| *expiry > now);
             if record.addrs.len() > MAX_ADDRS_PER_PEER {
-                let mut by_expiry: Vec<_> = record.addrs.iter().map(|(a, e)| (*e, a.clone())).collect();
+                let mut by_expiry: Vec<_> =
+                    record.addrs.iter().map(|(a, e)| (*e, a.clone())).collect();
                 by_expiry.sort();
                 let excess = record.addrs.len() - MAX_ADDRS_PER_PEER;
                 for (_, addr) in by_expiry.into_iter().take(excess) {
@@ -98,7 +104,10 @@ impl Peerstore {
     /// The protocols `peer` speaks, as far as we know.
     pub fn protocols(&self, peer: &PeerId) -> Vec<String> {
         let records = self.records.lock().expect("peerstore poisoned");
-        records.get(peer).map(|r| r.protocols.clone()).unwrap_or_default()
+        records
+            .get(peer)
+            .map(|r| r.protocols.clone())
+            .unwrap_or_default()
     }
 
     /// Records the agent string of `peer`.
@@ -114,7 +123,12 @@ impl Peerstore {
 
     /// Every peer the store has a record of.
     pub fn peers(&self) -> Vec<PeerId> {
-        self.records.lock().expect("peerstore poisoned").keys().copied().collect()
+        self.records
+            .lock()
+            .expect("peerstore poisoned")
+            .keys()
+            .copied()
+            .collect()
     }
 }
 
@@ -129,7 +143,11 @@ mod tests {
         let peer = PeerId::random();
         let a: Multiaddr = "/ip4/1.2.3.4/tcp/1".parse().unwrap();
         store.add_addrs(&peer, [a.clone()], Duration::from_secs(60));
-        store.add_addrs(&peer, ["/ip4/1.2.3.4/tcp/2".parse().unwrap()], Duration::ZERO);
+        store.add_addrs(
+            &peer,
+            ["/ip4/1.2.3.4/tcp/2".parse().unwrap()],
+            Duration::ZERO,
+        );
         assert_eq!(store.addrs(&peer), vec![a]);
         let many = (0..200u16).map(|p| format!("/ip4/1.1.1.1/tcp/{p}").parse().unwrap());
         store.add_addrs(&peer, many, Duration::from_secs(60));

@@ -37,7 +37,9 @@ fn serve_chat(host: &Host) {
         let mut lines = BufReader::new(reader).lines();
         use futures::StreamExt;
         while let Some(line) = lines.next().await {
-            writer.write_all(format!("re: {}\n", line?).as_bytes()).await?;
+            writer
+                .write_all(format!("re: {}\n", line?).as_bytes())
+                .await?;
             writer.flush().await?;
         }
         writer.close().await?;
@@ -46,14 +48,20 @@ fn serve_chat(host: &Host) {
 }
 
 async fn chat(a: &Host, b: &Host) {
-    let stream = a.new_stream(b.peer_id(), &[CHAT]).await.expect("new_stream");
+    let stream = a
+        .new_stream(b.peer_id(), &[CHAT])
+        .await
+        .expect("new_stream");
     assert_eq!(stream.protocol(), CHAT);
     assert_eq!(stream.remote_peer(), b.peer_id());
     let (reader, mut writer) = stream.split();
     let mut lines = BufReader::new(reader).lines();
     use futures::StreamExt;
     for msg in ["hello", "second message", "bye"] {
-        writer.write_all(format!("{msg}\n").as_bytes()).await.unwrap();
+        writer
+            .write_all(format!("{msg}\n").as_bytes())
+            .await
+            .unwrap();
         writer.flush().await.unwrap();
         let answer = tokio::time::timeout(Duration::from_secs(10), lines.next())
             .await
@@ -72,7 +80,9 @@ async fn chat_both_ways_over_memory() {
     let b = memory_host(HostConfig::default()).await;
     serve_chat(&a);
     serve_chat(&b);
-    a.connect(b.peer_id(), b.listen_addrs()).await.expect("connect");
+    a.connect(b.peer_id(), b.listen_addrs())
+        .await
+        .expect("connect");
     chat(&a, &b).await;
     // B reuses the connection A made: it knows no address of A, so only reuse can work.
     chat(&b, &a).await;
@@ -110,7 +120,9 @@ macro_rules! tcp_stack_test {
             .await;
             serve_chat(&a);
             serve_chat(&b);
-            a.connect(b.peer_id(), b.listen_addrs()).await.expect("connect");
+            a.connect(b.peer_id(), b.listen_addrs())
+                .await
+                .expect("connect");
             chat(&a, &b).await;
             chat(&b, &a).await;
             let rtt = a.ping(b.peer_id()).await.expect("ping");
@@ -164,7 +176,10 @@ async fn errors_tell_unsupported_from_unreachable() {
     }
     // Reachable, but no handler.
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
-    match a.new_stream(b.peer_id(), &["/nope/1.0.0", "/nope/2.0.0"]).await {
+    match a
+        .new_stream(b.peer_id(), &["/nope/1.0.0", "/nope/2.0.0"])
+        .await
+    {
         Err(HostError::ProtocolsNotSupported { offered, .. }) => assert_eq!(offered.len(), 2),
         other => panic!("expected ProtocolsNotSupported, got {other:?}"),
     }
@@ -241,9 +256,15 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
     .expect("identified in time");
     assert_eq!(identified, b.peer_id());
     let store = a.peerstore();
-    assert_eq!(store.agent_version(&b.peer_id()).as_deref(), Some("b-agent/1"));
+    assert_eq!(
+        store.agent_version(&b.peer_id()).as_deref(),
+        Some("b-agent/1")
+    );
     assert!(store.protocols(&b.peer_id()).contains(&CHAT.to_string()));
-    assert_eq!(store.public_key(&b.peer_id()).unwrap().to_peer_id(), b.peer_id());
+    assert_eq!(
+        store.public_key(&b.peer_id()).unwrap().to_peer_id(),
+        b.peer_id()
+    );
     assert!(!store.addrs(&b.peer_id()).is_empty());
 
     // B learns a new protocol: push tells A.
@@ -349,7 +370,10 @@ async fn close_stops_listeners_and_connections() {
     .expect("A sees the disconnection");
     assert_eq!(gone, b.peer_id());
     assert!(!a.is_connected(&b.peer_id()));
-    assert!(a.connect(b.peer_id(), b_addrs).await.is_err(), "B no longer listens");
+    assert!(
+        a.connect(b.peer_id(), b_addrs).await.is_err(),
+        "B no longer listens"
+    );
     assert!(matches!(
         b.new_stream(a.peer_id(), &[CHAT]).await,
         Err(HostError::Closed)

@@ -717,7 +717,9 @@ impl AsyncWrite for MplexStream {
             let epoch = state.epoch;
             match state.streams.get_mut(&key) {
                 None => return Poll::Ready(Err(reset_error())),
-                Some(st) if st.reset => return Poll::Ready(Err(reset_error())),
+                // Once our Close is queued, a reset that follows (a remote that read to the
+                // end and dropped its side) does not undo it.
+                Some(st) if st.reset && !st.local_closed => return Poll::Ready(Err(reset_error())),
                 Some(st) if !st.local_closed => {
                     if let Some(reason) = &state.closed {
                         return Poll::Ready(Err(closed_error(reason)));

@@ -23,8 +23,8 @@ async fn send<C: Socket>(
     payload: &[u8],
 ) -> Result<(), NoiseError> {
     let len = state.write_message(payload, &mut bufs.message[2..])?;
-    let prefix = u16::try_from(len)
-        .map_err(|_| NoiseError::Noise("handshake message too long".into()))?;
+    let prefix =
+        u16::try_from(len).map_err(|_| NoiseError::Noise("handshake message too long".into()))?;
     bufs.message[..2].copy_from_slice(&prefix.to_be_bytes());
     socket.write_all(&bufs.message[..2 + len]).await?;
     socket.flush().await?;
@@ -122,4 +122,61 @@ pub(crate) async fn handshake<C: Socket>(
     let transport = state.into_transport_mode()?;
     tracing::debug!(peer = %remote, ?role, "noise handshake complete");
     Ok((remote, NoiseStream::new(socket, transport)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Noise;
+    use libp2p_core::{Keypair, SecurityUpgrade};
+    use tokio_util::compat::TokioAsyncReadCompatExt;
+
+    /// A responder whose payload is `payload`, made with the static key of `keys`.
+    fn forged(keys: &LocalKeys, payload: Vec<u8>) -> Arc<LocalKeys> {
+        Arc::new(LocalKeys {
+            static_private: keys.static_private.clone(),
+            static_public: keys.static_public.clone(),
+            payload,
+        })
+    }
+
+    async fn dial_forged(payload: Vec<u8>) -> Result<PeerId, NoiseError> {
+        let honest = Noise::new(Keypair::generate_ed25519());
+        let other = LocalKeys::generate(&Keypair::generate_ed25519()).unwrap();
+        let liar = forged(&other, payload);
+        let (a, b) = tokio::io::duplex(64 * 1024);
+        let (dialer, _listener) = futures::join!(
+            SecurityUpgrade::<_>::secure(&honest, a.compat(), Role::Dialer, None, "/noise"),
+            handshake(b.compat(), Role::Listener, liar, None),
+        );
+        dialer.map(|(peer, _)| peer)
+    }
+
+    #[tokio::test]
+    async fn a_signature_over_another_static_key_is_refused() {
+        // A valid payload, but made for a different static key than the one in use.
+        let identity = Keypair::generate_ed25519();
+        let elsewhere = LocalKeys::generate(&identity).unwrap();
+        let result = dial_forged(elsewhere.payload.clone()).await;
+        assert!(
+            matches!(result, Err(NoiseError::BadSignature)),
+            "{result:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn malformed_payloads_are_refused() {
+        let result = dial_forged(Vec::new()).await;
+        assert!(
+            matches!(result, Err(NoiseError::InvalidPayload)),
+            "{result:?}"
+        );
+        let result = dial_forged(vec![0xff, 0xff, 0xff]).await;
+        assert!(
+            matches!(result, Err(NoiseError::InvalidPayload)),
+            "{result:?}"
+        );
+        let result = dial_forged(proto::encode_payload(vec![1, 2, 3], vec![4, 5, 6])).await;
+        assert!(matches!(result, Err(NoiseError::InvalidKey)), "{result:?}");
+    }
 }

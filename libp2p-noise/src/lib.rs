@@ -124,8 +124,9 @@ pub(crate) struct LocalKeys {
 
 impl LocalKeys {
     fn generate(identity: &Keypair) -> Result<Self, String> {
-        let params: snow::params::NoiseParams =
-            NOISE_PARAMS.parse().map_err(|e: snow::Error| e.to_string())?;
+        let params: snow::params::NoiseParams = NOISE_PARAMS
+            .parse()
+            .map_err(|e: snow::Error| e.to_string())?;
         let dh = snow::Builder::new(params)
             .generate_keypair()
             .map_err(|e| e.to_string())?;

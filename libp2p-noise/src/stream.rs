@@ -306,3 +306,147 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<C> {
         Pin::new(&mut self.get_mut().socket).poll_close(cx)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::io::Cursor;
+    use futures::{AsyncReadExt, AsyncWriteExt};
+
+    /// Two transport states that completed an XX handshake in memory (initiator, responder).
+    fn transport_pair() -> (snow::TransportState, snow::TransportState) {
+        let params: snow::params::NoiseParams = crate::NOISE_PARAMS.parse().unwrap();
+        let ka = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let kb = snow::Builder::new(params.clone())
+            .generate_keypair()
+            .unwrap();
+        let mut a = snow::Builder::new(params.clone())
+            .local_private_key(&ka.private)
+            .unwrap()
+            .build_initiator()
+            .unwrap();
+        let mut b = snow::Builder::new(params)
+            .local_private_key(&kb.private)
+            .unwrap()
+            .build_responder()
+            .unwrap();
+        let (mut msg, mut payload) = (vec![0u8; 65535], vec![0u8; 65535]);
+        let n = a.write_message(&[], &mut msg).unwrap();
+        b.read_message(&msg[..n], &mut payload).unwrap();
+        let n = b.write_message(&[], &mut msg).unwrap();
+        a.read_message(&msg[..n], &mut payload).unwrap();
+        let n = a.write_message(&[], &mut msg).unwrap();
+        b.read_message(&msg[..n], &mut payload).unwrap();
+        (
+            a.into_transport_mode().unwrap(),
+            b.into_transport_mode().unwrap(),
+        )
+    }
+
+    /// What the initiator puts on the wire for `writes` (each written whole, flushing after
+    /// the ones marked), and a reader for it on the responder side.
+    fn wire(writes: &[(&[u8], bool)]) -> (Vec<u8>, snow::TransportState) {
+        let (a, b) = transport_pair();
+        let mut w = NoiseStream::new(Cursor::new(Vec::new()), a);
+        futures::executor::block_on(async {
+            for (data, flush) in writes {
+                w.write_all(data).await.unwrap();
+                if *flush {
+                    w.flush().await.unwrap();
+                }
+            }
+            w.close().await.unwrap();
+        });
+        (w.socket.into_inner(), b)
+    }
+
+    fn frame_lengths(mut wire: &[u8]) -> Vec<usize> {
+        let mut lens = Vec::new();
+        while wire.len() >= 2 {
+            let len = usize::from(u16::from_be_bytes([wire[0], wire[1]]));
+            lens.push(len);
+            wire = &wire[2 + len..];
+        }
+        assert!(wire.is_empty(), "whole frames only");
+        lens
+    }
+
+    fn read_all(bytes: Vec<u8>, state: snow::TransportState) -> io::Result<Vec<u8>> {
+        let mut r = NoiseStream::new(Cursor::new(bytes), state);
+        let mut back = Vec::new();
+        futures::executor::block_on(r.read_to_end(&mut back)).map(|_| back)
+    }
+
+    #[test]
+    fn large_writes_are_split_and_small_ones_buffered() {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+        let (bytes, reader) = wire(&[(&data[..10], false), (&data[10..], true)]);
+        // 200_000 = 3 * 65519 + 3443: four messages, the small first write merged in.
+        assert_eq!(frame_lengths(&bytes), [65535, 65535, 65535, 3443 + 16]);
+        assert_eq!(read_all(bytes, reader).unwrap(), data);
+    }
+
+    #[test]
+    fn flush_sends_what_is_buffered_and_empty_flushes_send_nothing() {
+        let (bytes, reader) = wire(&[(b"hello", true), (b"", true), (b" world", true)]);
+        assert_eq!(frame_lengths(&bytes), [5 + 16, 6 + 16]);
+        assert_eq!(read_all(bytes, reader).unwrap(), b"hello world");
+        let (bytes, _) = wire(&[]);
+        assert!(bytes.is_empty());
+    }
+
+    #[test]
+    fn tampering_and_truncation_fail_without_panicking() {
+        let data = vec![42u8; 100];
+        // Two messages of 2 + 100 + 16 bytes: lengths, bodies and tags of both.
+        for index in [0, 1, 2, 60, 101, 117, 118, 119, 120, 180, 235] {
+            let (mut bytes, reader) = wire(&[(&data, true), (&data, true)]);
+            assert_eq!(bytes.len(), 236);
+            bytes[index] ^= 0x01;
+            let err = read_all(bytes, reader).unwrap_err();
+            assert!(
+                matches!(
+                    err.kind(),
+                    io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+                ),
+                "{index}: {err}"
+            );
+            if err.kind() == io::ErrorKind::InvalidData {
+                let inner = err.get_ref().and_then(|e| e.downcast_ref::<NoiseError>());
+                assert!(matches!(inner, Some(NoiseError::Noise(_))), "{index}");
+            }
+        }
+        for cut in [1, 2, 3, 50, 117, 119, 120, 235] {
+            let (bytes, reader) = wire(&[(&data, true), (&data, true)]);
+            let err = read_all(bytes[..cut].to_vec(), reader).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof, "cut at {cut}");
+        }
+    }
+
+    #[test]
+    fn a_failed_stream_stays_failed() {
+        let (mut bytes, reader) = wire(&[(b"first", true), (b"second", true)]);
+        bytes[3] ^= 0x80;
+        let mut r = NoiseStream::new(Cursor::new(bytes), reader);
+        let mut buf = [0u8; 64];
+        futures::executor::block_on(async {
+            assert!(r.read(&mut buf).await.is_err());
+            assert!(r.read(&mut buf).await.is_err());
+        });
+    }
+
+    #[test]
+    fn short_and_empty_messages() {
+        // A length below the tag size, and a zero length: decryption errors, not panics.
+        for bytes in [vec![0, 5, 1, 2, 3, 4, 5], vec![0, 0], vec![0xff, 0xff]] {
+            let (_, reader) = transport_pair();
+            let err = read_all(bytes, reader).unwrap_err();
+            assert!(matches!(
+                err.kind(),
+                io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
+            ));
+        }
+    }
+}

@@ -39,6 +39,17 @@ impl CtrCipher {
             CtrCipher::Aes256(c) => c.apply_keystream(data),
         }
     }
+
+    /// Encrypts or decrypts `input` into `output` (same length) in one pass, which saves the
+    /// separate copy that `apply` on a copied buffer would need.
+    fn apply_b2b(&mut self, input: &[u8], output: &mut [u8]) {
+        let result = match self {
+            CtrCipher::Aes128(c) => c.apply_keystream_b2b(input, output),
+            CtrCipher::Aes256(c) => c.apply_keystream_b2b(input, output),
+        };
+        // Callers always pass slices of equal length, and the 128-bit counter cannot run out.
+        result.expect("keystream buffers of equal length");
+    }
 }
 
 /// Turns a stream error into an `io::Error` that carries the [`SecioError`].
@@ -56,8 +67,14 @@ enum ReadState {
     Header { filled: usize },
     /// Reading a frame body of `len` bytes; `filled` so far (into `read_buf`).
     Body { len: usize, filled: usize },
-    /// Decrypted plaintext `read_buf[pos..end]` waits to be handed out.
-    Plain { pos: usize, end: usize },
+    /// The MAC of `read_buf[..end]` checked; `read_buf[pos..end]` waits to be handed out.
+    /// Unless `decrypted`, it is still ciphertext and is decrypted as it is copied out (the
+    /// keystream is continuous, so decrypting a frame piecewise, in order, is the same).
+    Plain {
+        pos: usize,
+        end: usize,
+        decrypted: bool,
+    },
     /// The remote closed its write side at a frame boundary.
     Eof,
     /// A frame failed; the read side is unusable.
@@ -83,8 +100,11 @@ pub struct SecioStream<C> {
     // Writing.
     write_cipher: CtrCipher,
     write_mac: hmac::Key,
+    /// The frame being sent is `write_buf[..write_end]` (the buffer is kept at its largest
+    /// size so that encoding never zero-fills it again); `write_pos` bytes of it are sent.
     write_buf: Vec<u8>,
     write_pos: usize,
+    write_end: usize,
     write_failed: bool,
     max_write_frame: usize,
 }
@@ -93,7 +113,7 @@ impl<C> std::fmt::Debug for SecioStream<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("SecioStream")
             .field("read_state", &self.read_state)
-            .field("pending_write", &(self.write_buf.len() - self.write_pos))
+            .field("pending_write", &(self.write_end - self.write_pos))
             .finish_non_exhaustive()
     }
 }
@@ -122,6 +142,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             write_mac: hmac::Key::new(hash.hmac(), &local.mac_key),
             write_buf: Vec::new(),
             write_pos: 0,
+            write_end: 0,
             write_failed: false,
             // A frame length must fit the 4-byte prefix, tag included.
             max_write_frame: max_write_frame.clamp(1, (u32::MAX as usize) - 64),
@@ -131,6 +152,24 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     /// Reads the next frame, checks its MAC and decrypts it in place. `Some(len)` is the
     /// plaintext length (now in `read_buf[..len]`), `None` a clean end of stream.
     pub(crate) fn poll_next_frame(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<Option<usize>>> {
+        let result = ready!(self.poll_next_verified_frame(cx));
+        if let Ok(Some(end)) = result {
+            self.read_cipher.apply(&mut self.read_buf[..end]);
+            self.read_state = ReadState::Plain {
+                pos: 0,
+                end,
+                decrypted: true,
+            };
+        }
+        Poll::Ready(result)
+    }
+
+    /// Reads the next frame and checks its MAC, leaving it encrypted. `Some(len)` is the
+    /// payload length (ciphertext in `read_buf[..len]`), `None` a clean end of stream.
+    fn poll_next_verified_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<usize>>> {
@@ -208,8 +247,11 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                     if hmac::verify(&self.read_mac, data, tag).is_err() {
                         return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
                     }
-                    self.read_cipher.apply(data);
-                    self.read_state = ReadState::Plain { pos: 0, end };
+                    self.read_state = ReadState::Plain {
+                        pos: 0,
+                        end,
+                        decrypted: false,
+                    };
                     return Poll::Ready(Ok(Some(end)));
                 }
             }
@@ -219,30 +261,44 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     /// The plaintext of the frame [`Self::poll_next_frame`] returned.
     pub(crate) fn frame(&self) -> &[u8] {
         match self.read_state {
-            ReadState::Plain { pos, end } => &self.read_buf[pos..end],
+            ReadState::Plain {
+                pos,
+                end,
+                decrypted: true,
+            } => &self.read_buf[pos..end],
             _ => &[],
         }
     }
 
     /// Marks the current frame as consumed.
     pub(crate) fn consume_frame(&mut self) {
-        if let ReadState::Plain { end, .. } = self.read_state {
-            self.read_state = ReadState::Plain { pos: end, end };
+        if let ReadState::Plain { end, decrypted, .. } = self.read_state {
+            self.read_state = ReadState::Plain {
+                pos: end,
+                end,
+                decrypted,
+            };
         }
     }
 
     /// Encrypts `data` as one frame into the write buffer (which must be empty).
     pub(crate) fn encode_frame(&mut self, data: &[u8]) {
-        debug_assert!(self.write_pos == self.write_buf.len());
-        self.write_buf.clear();
-        self.write_pos = 0;
-        self.write_buf.extend_from_slice(&[0; 4]);
-        self.write_buf.extend_from_slice(data);
-        self.write_cipher.apply(&mut self.write_buf[4..]);
-        let tag = hmac::sign(&self.write_mac, &self.write_buf[4..]);
-        self.write_buf.extend_from_slice(tag.as_ref());
-        let len = (self.write_buf.len() - 4) as u32;
+        debug_assert!(self.write_pos == self.write_end);
+        let body_end = 4 + data.len();
+        let frame_end = body_end + self.tag_len;
+        if self.write_buf.len() < frame_end {
+            // Zero-fills only when the buffer grows (in practice once per connection).
+            self.write_buf.resize(frame_end, 0);
+        }
+        // Encrypt straight from the caller's bytes into the frame: no separate copy.
+        self.write_cipher
+            .apply_b2b(data, &mut self.write_buf[4..body_end]);
+        let tag = hmac::sign(&self.write_mac, &self.write_buf[4..body_end]);
+        self.write_buf[body_end..frame_end].copy_from_slice(tag.as_ref());
+        let len = (frame_end - 4) as u32;
         self.write_buf[..4].copy_from_slice(&len.to_be_bytes());
+        self.write_pos = 0;
+        self.write_end = frame_end;
     }
 
     /// Writes out whatever is left of the buffered frame.
@@ -250,8 +306,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
         if self.write_failed {
             return Poll::Ready(Err(io::Error::other("secio stream failed earlier")));
         }
-        while self.write_pos < self.write_buf.len() {
-            match Pin::new(&mut self.socket).poll_write(cx, &self.write_buf[self.write_pos..]) {
+        while self.write_pos < self.write_end {
+            match Pin::new(&mut self.socket)
+                .poll_write(cx, &self.write_buf[self.write_pos..self.write_end])
+            {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(Ok(0)) => {
                     self.write_failed = true;
@@ -264,8 +322,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                 }
             }
         }
-        self.write_buf.clear();
         self.write_pos = 0;
+        self.write_end = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -281,16 +339,31 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecioStream<C> {
             return Poll::Ready(Ok(0));
         }
         loop {
-            if let ReadState::Plain { pos, end } = this.read_state {
+            if let ReadState::Plain {
+                pos,
+                end,
+                decrypted,
+            } = this.read_state
+            {
                 if pos < end {
                     let n = buf.len().min(end - pos);
-                    buf[..n].copy_from_slice(&this.read_buf[pos..pos + n]);
-                    this.read_state = ReadState::Plain { pos: pos + n, end };
+                    let (src, dst) = (&this.read_buf[pos..pos + n], &mut buf[..n]);
+                    if decrypted {
+                        dst.copy_from_slice(src);
+                    } else {
+                        // Decrypt while copying out: one pass instead of two.
+                        this.read_cipher.apply_b2b(src, dst);
+                    }
+                    this.read_state = ReadState::Plain {
+                        pos: pos + n,
+                        end,
+                        decrypted,
+                    };
                     return Poll::Ready(Ok(n));
                 }
             }
             // Empty frames carry nothing: go on to the next one rather than report EOF.
-            if ready!(this.poll_next_frame(cx))?.is_none() {
+            if ready!(this.poll_next_verified_frame(cx))?.is_none() {
                 return Poll::Ready(Ok(0));
             }
         }
@@ -387,6 +460,30 @@ mod tests {
         let mut r = reader_over(wire);
         let mut back = Vec::new();
         futures::executor::block_on(r.read_to_end(&mut back)).unwrap();
+        assert_eq!(back, data);
+    }
+
+    /// Frames are decrypted as they are copied out, so reads of any size, ending inside or
+    /// across frames, must still line up with the continuous keystream.
+    #[test]
+    fn small_and_uneven_reads_decrypt_piecewise() {
+        let data: Vec<u8> = (0..10_000u32).map(|i| (i * 13 + 5) as u8).collect();
+        let wire = written(&data, 1000);
+        let mut r = reader_over(wire);
+        let mut back = Vec::new();
+        let sizes = [1usize, 7, 999, 1000, 1001, 3, 4096];
+        let mut i = 0;
+        futures::executor::block_on(async {
+            loop {
+                let mut buf = vec![0u8; sizes[i % sizes.len()]];
+                i += 1;
+                let n = r.read(&mut buf).await.unwrap();
+                if n == 0 {
+                    break;
+                }
+                back.extend_from_slice(&buf[..n]);
+            }
+        });
         assert_eq!(back, data);
     }
 

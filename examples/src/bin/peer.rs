@@ -22,6 +22,7 @@ use libp2p_core::{
     Transport, TransportExt,
 };
 use libp2p_mplex::Mplex;
+use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
@@ -139,7 +140,7 @@ async fn run(args: Args) -> Result<String, String> {
     match args.security.as_str() {
         "plaintext" => with_security(Plaintext::new(key.clone()), key, args).await,
         "secio" => with_security(Secio::new(key.clone()), key, args).await,
-        "noise" => Err("unsupported: noise (not implemented yet)".into()),
+        "noise" => with_security(Noise::new(key.clone()), key, args).await,
         other => Err(format!("unsupported: security {other}")),
     }
 }

@@ -1,0 +1,580 @@
+use std::io;
+use std::time::{Duration, Instant};
+
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
+use libp2p_core::{
+    Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
+    Socket, StreamMuxer, Transport, TransportError, TransportExt,
+};
+use libp2p_mplex::Mplex;
+use libp2p_noise::{Noise, NoiseConfig, NoiseError, NoiseStream, PROTOCOL};
+use libp2p_transport_tcp::{TcpSocket, TcpTransport};
+use libp2p_yamux::Yamux;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conformance() {
+    security_kit(Noise::new).await;
+}
+
+fn duplex() -> (
+    Compat<tokio::io::DuplexStream>,
+    Compat<tokio::io::DuplexStream>,
+) {
+    let (a, b) = tokio::io::duplex(64 * 1024);
+    (a.compat(), b.compat())
+}
+
+fn rsa_key() -> Keypair {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keys/rsa-2048.pk8");
+    let bytes = std::fs::read(path).expect("examples/keys/rsa-2048.pk8");
+    if let Ok(key) = Keypair::rsa_from_pkcs8(&mut bytes.clone()) {
+        return key;
+    }
+    // Accept a PKCS#1 `RSAPrivateKey` as well, whatever the file name says.
+    libp2p_core::identity::rsa::Keypair::try_decode_pkcs1(&mut bytes.clone())
+        .expect("valid RSA PKCS#8 or PKCS#1 key")
+        .into()
+}
+
+type Handshake<C> = Result<(PeerId, NoiseStream<C>), NoiseError>;
+
+async fn handshake_pair<C: Socket>(
+    a: &Noise,
+    b: &Noise,
+    ca: C,
+    cb: C,
+    expected: Option<PeerId>,
+) -> (Handshake<C>, Handshake<C>) {
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        futures::future::join(
+            a.secure(ca, Role::Dialer, expected, PROTOCOL),
+            b.secure(cb, Role::Listener, None, PROTOCOL),
+        ),
+    )
+    .await
+    .expect("handshake must not hang")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn protocol_name_and_static_keys() {
+    let noise = Noise::new(Keypair::generate_ed25519());
+    assert_eq!(
+        SecurityUpgrade::<TcpSocket>::protocol_names(&noise),
+        vec!["/noise"]
+    );
+    assert_eq!(noise.static_public_key().map(<[u8]>::len), Some(32));
+    // Clones share the static key; new instances get a fresh one.
+    assert_eq!(noise.clone().static_public_key(), noise.static_public_key());
+    let other = Noise::new(Keypair::generate_ed25519());
+    assert_ne!(other.static_public_key(), noise.static_public_key());
+
+    // Each side sees the other's static key.
+    let (ca, cb) = duplex();
+    let (ra, rb) = handshake_pair(&noise, &other, ca, cb, None).await;
+    let (io_a, io_b) = (ra.unwrap().1, rb.unwrap().1);
+    assert_eq!(io_a.remote_static_key(), other.static_public_key());
+    assert_eq!(io_b.remote_static_key(), noise.static_public_key());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn handshake_with_every_key_type() {
+    let keys = [
+        ("ed25519", Keypair::generate_ed25519()),
+        ("secp256k1", Keypair::generate_secp256k1()),
+        ("ecdsa", Keypair::generate_ecdsa()),
+        ("rsa", rsa_key()),
+    ];
+    for (name_a, ka) in &keys {
+        for (name_b, kb) in &keys {
+            let (a, b) = (Noise::new(ka.clone()), Noise::new(kb.clone()));
+            let (ca, cb) = duplex();
+            let id_b = kb.public().to_peer_id();
+            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
+            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            assert_eq!(seen_b, id_b);
+            assert_eq!(seen_a, ka.public().to_peer_id());
+            let server = tokio::spawn(serve_echo(io_b));
+            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
+            assert_eq!(server.await.unwrap().unwrap(), 70_000);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_transfer_over_tcp() {
+    let (a, b) = (
+        Noise::new(Keypair::generate_ed25519()),
+        Noise::new(Keypair::generate_ed25519()),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (ca, cb) = tokio::join!(TcpStream::connect(addr), listener.accept());
+    let (ra, rb) = handshake_pair(&a, &b, ca.unwrap().compat(), cb.unwrap().0.compat(), None).await;
+    let server = tokio::spawn(serve_echo(rb.unwrap().1));
+    echo_roundtrip(ra.unwrap().1, &pattern(11, 3 << 20)).await;
+    assert_eq!(server.await.unwrap().unwrap(), 3 << 20);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expecting_another_peer_is_a_mismatch() {
+    let (a, b) = (
+        Noise::new(Keypair::generate_ed25519()),
+        Noise::new(Keypair::generate_ecdsa()),
+    );
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let (ca, cb) = duplex();
+    let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
+    match ra {
+        Err(NoiseError::PeerIdMismatch { expected, actual }) => {
+            assert_eq!(*expected, stranger);
+            assert_ne!(*actual, stranger);
+        }
+        Err(e) => panic!("expected a mismatch, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+    // The dialer gave up before sending its payload: the listener fails too.
+    assert!(rb.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_peer_times_out() {
+    let config = NoiseConfig {
+        handshake_timeout: Duration::from_millis(300),
+    };
+    let noise = Noise::with_config(Keypair::generate_ed25519(), config);
+    for role in [Role::Dialer, Role::Listener] {
+        let (ours, _theirs) = duplex();
+        let start = Instant::now();
+        let result = noise.secure(ours, role, None, PROTOCOL).await;
+        assert!(matches!(result, Err(NoiseError::Timeout)), "{role:?}");
+        assert!(start.elapsed() < Duration::from_secs(5));
+    }
+}
+
+#[test]
+fn default_config() {
+    assert_eq!(
+        NoiseConfig::default().handshake_timeout,
+        Duration::from_secs(10)
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The full pipeline over TCP: multistream-select, noise, a muxer, a stream.
+
+async fn pipeline_echo<M>(muxer: M)
+where
+    M: MuxerUpgrade<Negotiated<NoiseStream<Negotiated<TcpSocket>>>>,
+{
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
+    let id_b = kb.public().to_peer_id();
+    let server = TcpTransport::new()
+        .upgrade()
+        .authenticate(Noise::new(kb))
+        .multiplex(muxer.clone());
+    let client = TcpTransport::new()
+        .upgrade()
+        .authenticate(Noise::new(ka.clone()))
+        .multiplex(muxer);
+
+    let mut listener = server
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!("no address"),
+    };
+    let id_a = ka.public().to_peer_id();
+    let serve = tokio::spawn(async move {
+        while let Some(event) = listener.next().await {
+            if let ListenerEvent::Incoming { pending, .. } = event {
+                let (peer, muxer) = server.accept(pending).await.expect("accept");
+                assert_eq!(peer, id_a);
+                let stream = muxer.accept().await.expect("inbound stream");
+                return serve_echo(stream).await.expect("echo");
+            }
+        }
+        panic!("listener ended");
+    });
+
+    let target = addr.with(Protocol::P2p(id_b));
+    let (peer, muxer) = tokio::time::timeout(Duration::from_secs(20), client.dial(target))
+        .await
+        .expect("no hang")
+        .expect("dial");
+    assert_eq!(peer, id_b);
+    let stream = muxer.open().await.expect("open a stream");
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        echo_roundtrip(stream, &pattern(1, 1 << 20)),
+    )
+    .await
+    .expect("echo in time");
+    assert_eq!(serve.await.unwrap(), 1 << 20);
+    let _ = muxer.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_noise_yamux_echoes_a_mebibyte() {
+    pipeline_echo(Yamux::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_noise_mplex_echoes_a_mebibyte() {
+    pipeline_echo(Mplex::default()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
+    let server = TcpTransport::new()
+        .upgrade()
+        .authenticate(Noise::new(Keypair::generate_ed25519()));
+    let client = TcpTransport::new()
+        .upgrade()
+        .authenticate(Noise::new(Keypair::generate_ed25519()));
+    let mut listener = server
+        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!("no address"),
+    };
+    tokio::spawn(async move {
+        while let Some(event) = listener.next().await {
+            if let ListenerEvent::Incoming { pending, .. } = event {
+                let _ = server.accept(pending).await;
+            }
+        }
+    });
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let result = tokio::time::timeout(
+        Duration::from_secs(20),
+        client.dial(addr.with(Protocol::P2p(stranger))),
+    )
+    .await
+    .expect("no hang");
+    match result {
+        Err(TransportError::Security { source, .. }) => {
+            let inner = source.downcast_ref::<NoiseError>();
+            assert!(
+                matches!(inner, Some(NoiseError::PeerIdMismatch { .. })),
+                "{source}"
+            );
+        }
+        Err(TransportError::PeerIdMismatch { .. }) => {}
+        Err(e) => panic!("expected a peer id mismatch, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Tampering through a TCP proxy.
+//
+// Messages from the dialer to the listener, by index: 0 = `-> e`, 1 = `-> s, se` with the
+// dialer's payload, 2.. = transport messages.
+
+#[derive(Debug, Clone, Copy)]
+enum Tamper {
+    /// Flips the low bit of the first body byte of message `i`.
+    FlipFirst(usize),
+    /// Flips the low bit of the last byte of message `i` (its tag).
+    FlipLast(usize),
+    /// Flips `bit` (0 = least significant) of message `i`'s 16-bit length.
+    FlipLength(usize, u32),
+    /// Does not forward message `i`.
+    Drop(usize),
+    /// Forwards message `i` twice.
+    Replay(usize),
+    /// Forwards only the first `n` bytes, then closes.
+    Truncate(usize),
+}
+
+/// Forwards dialer-to-listener traffic message by message, tampering as told.
+async fn forward_messages(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    tamper: Tamper,
+) {
+    let mut sent = 0usize;
+    let mut index = 0usize;
+    'messages: loop {
+        let mut header = [0u8; 2];
+        if from.read_exact(&mut header).await.is_err() {
+            break;
+        }
+        let len = usize::from(u16::from_be_bytes(header));
+        let mut message = header.to_vec();
+        message.resize(2 + len, 0);
+        if from.read_exact(&mut message[2..]).await.is_err() {
+            break;
+        }
+        let mut out = vec![message.clone()];
+        match tamper {
+            Tamper::FlipFirst(i) if i == index => out[0][2] ^= 1,
+            Tamper::FlipLast(i) if i == index => *out[0].last_mut().unwrap() ^= 1,
+            Tamper::FlipLength(i, bit) if i == index => {
+                let flipped = (len as u16) ^ (1 << bit);
+                out[0][..2].copy_from_slice(&flipped.to_be_bytes());
+            }
+            Tamper::Drop(i) if i == index => out.clear(),
+            Tamper::Replay(i) if i == index => out.push(message),
+            _ => {}
+        }
+        for chunk in out {
+            if let Tamper::Truncate(n) = tamper {
+                let room = n.saturating_sub(sent);
+                if room < chunk.len() {
+                    let _ = to.write_all(&chunk[..room]).await;
+                    break 'messages;
+                }
+            }
+            if to.write_all(&chunk).await.is_err() {
+                break 'messages;
+            }
+            sent += chunk.len();
+        }
+        index += 1;
+    }
+    let _ = to.shutdown().await;
+}
+
+/// How the listener's side ended.
+#[derive(Debug)]
+enum ListenerOutcome {
+    Handshake(NoiseError),
+    Read(io::Error),
+    Data(Vec<u8>),
+}
+
+/// The dialer sends `chunks` (one message each: each is flushed) through a tampering proxy
+/// to the listener, then closes. Returns the dialer's handshake result and how the listener
+/// ended.
+async fn through_proxy(
+    tamper: Tamper,
+    chunks: &[Vec<u8>],
+) -> (Result<(), NoiseError>, ListenerOutcome) {
+    let config = NoiseConfig {
+        handshake_timeout: Duration::from_secs(2),
+    };
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let id_b = kb.public().to_peer_id();
+    let a = Noise::with_config(ka, config.clone());
+    let b = Noise::with_config(kb, config);
+
+    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let server_addr = server.local_addr().unwrap();
+    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let proxy_addr = proxy.local_addr().unwrap();
+
+    let proxy_task = tokio::spawn(async move {
+        let (inbound, _) = proxy.accept().await.unwrap();
+        let outbound = TcpStream::connect(server_addr).await.unwrap();
+        let (in_r, mut in_w) = inbound.into_split();
+        let (mut out_r, out_w) = outbound.into_split();
+        let back = tokio::spawn(async move {
+            let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
+            let _ = in_w.shutdown().await;
+        });
+        forward_messages(in_r, out_w, tamper).await;
+        let _ = back.await;
+    });
+
+    let listener = async move {
+        let (socket, _) = server.accept().await.unwrap();
+        match b
+            .secure(socket.compat(), Role::Listener, None, PROTOCOL)
+            .await
+        {
+            Err(e) => ListenerOutcome::Handshake(e),
+            Ok((_, mut io)) => {
+                let mut got = Vec::new();
+                match io.read_to_end(&mut got).await {
+                    Ok(_) => ListenerOutcome::Data(got),
+                    Err(e) => ListenerOutcome::Read(e),
+                }
+            }
+        }
+    };
+    let dialer = async move {
+        let socket = TcpStream::connect(proxy_addr).await.unwrap();
+        let (_, mut io) = a
+            .secure(socket.compat(), Role::Dialer, Some(id_b), PROTOCOL)
+            .await?;
+        for chunk in chunks {
+            if io.write_all(chunk).await.is_err() || io.flush().await.is_err() {
+                break;
+            }
+        }
+        let _ = io.close().await;
+        // Keep the connection until the listener is done with it.
+        let mut sink = Vec::new();
+        let _ = io.read_to_end(&mut sink).await;
+        Ok(())
+    };
+    let result = tokio::time::timeout(
+        Duration::from_secs(15),
+        futures::future::join(dialer, listener),
+    )
+    .await
+    .unwrap_or_else(|_| panic!("{tamper:?}: hung"));
+    proxy_task.abort();
+    result
+}
+
+fn chunks() -> Vec<Vec<u8>> {
+    vec![pattern(21, 1000), pattern(22, 1000), pattern(23, 1000)]
+}
+
+fn is_decrypt_error(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::InvalidData
+        && matches!(
+            e.get_ref().and_then(|i| i.downcast_ref::<NoiseError>()),
+            Some(NoiseError::Noise(_))
+        )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn untampered_proxy_delivers_everything() {
+    let (dialer, listener) = through_proxy(Tamper::Truncate(usize::MAX), &chunks()).await;
+    dialer.expect("dialer handshake");
+    match listener {
+        ListenerOutcome::Data(got) => assert_eq!(got, chunks().concat()),
+        other => panic!("expected the data, got {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_bits_in_transport_messages_fail_decryption() {
+    for tamper in [
+        Tamper::FlipFirst(2),
+        Tamper::FlipLast(2),
+        Tamper::FlipFirst(4),
+        Tamper::FlipLast(4),
+    ] {
+        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
+        dialer.expect("dialer handshake");
+        match listener {
+            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
+            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flipped_length_bits_fail() {
+    // The message boundaries slip: a decryption error, or an early end of stream.
+    for tamper in [
+        Tamper::FlipLength(2, 15),
+        Tamper::FlipLength(2, 0),
+        Tamper::FlipLength(2, 1),
+        Tamper::FlipLength(3, 3),
+        Tamper::FlipLength(4, 0),
+    ] {
+        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
+        dialer.expect("dialer handshake");
+        match listener {
+            ListenerOutcome::Read(e) => assert!(
+                is_decrypt_error(&e) || e.kind() == io::ErrorKind::UnexpectedEof,
+                "{tamper:?}: {e}"
+            ),
+            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_or_replayed_transport_messages_fail() {
+    // Unlike SECIO, every message has its own nonce: a dropped or repeated one is detected.
+    for tamper in [
+        Tamper::Drop(2),
+        Tamper::Drop(3),
+        Tamper::Replay(2),
+        Tamper::Replay(4),
+    ] {
+        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
+        dialer.expect("dialer handshake");
+        match listener {
+            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
+            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tampered_handshake_fails() {
+    for tamper in [
+        // `-> e`: the keys no longer agree; the dialer's third message fails to decrypt.
+        Tamper::FlipFirst(0),
+        // `-> s, se` + payload: the encrypted static key, or the payload's tag.
+        Tamper::FlipFirst(1),
+        Tamper::FlipLast(1),
+        Tamper::FlipLength(1, 15),
+        Tamper::FlipLength(1, 0),
+        Tamper::Drop(0),
+        Tamper::Drop(1),
+        Tamper::Replay(0),
+    ] {
+        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
+        match listener {
+            ListenerOutcome::Handshake(e) => {
+                if let Tamper::FlipFirst(1) | Tamper::FlipLast(1) = tamper {
+                    // The third message no longer decrypts.
+                    assert!(matches!(e, NoiseError::Noise(_)), "{tamper:?}: {e}");
+                }
+            }
+            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncated_handshake_fails_on_both_sides_in_time() {
+    // The dialer's first message is 2 + 32 bytes; cuts before its end leave the listener
+    // without a complete first message and the dialer without an answer.
+    for n in [0, 1, 2, 20, 33] {
+        let start = Instant::now();
+        let (dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        assert!(dialer.is_err(), "truncate at {n}: the dialer must fail");
+        assert!(
+            matches!(listener, ListenerOutcome::Handshake(_)),
+            "truncate at {n}: {listener:?}"
+        );
+        assert!(start.elapsed() < Duration::from_secs(5), "truncate at {n}");
+    }
+    // Cuts at or inside the third message: the listener fails its handshake (the dialer,
+    // which already finished, just sees the connection go).
+    for n in [34, 36, 60, 100] {
+        let (_dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        assert!(
+            matches!(listener, ListenerOutcome::Handshake(_)),
+            "truncate at {n}: {listener:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_mid_handshake_times_out() {
+    // The remote sends part of a first message and then nothing, keeping the socket open.
+    let (ours, theirs) = duplex();
+    let config = NoiseConfig {
+        handshake_timeout: Duration::from_millis(500),
+    };
+    let noise = Noise::with_config(Keypair::generate_ed25519(), config);
+    let attacker = async move {
+        let mut theirs = theirs;
+        theirs.write_all(&[0, 32, 1, 2, 3]).await.unwrap();
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        theirs
+    };
+    let start = Instant::now();
+    let (result, _keep) =
+        futures::join!(noise.secure(ours, Role::Listener, None, PROTOCOL), attacker);
+    assert!(matches!(result, Err(NoiseError::Timeout)), "{result:?}");
+    assert!(start.elapsed() < Duration::from_secs(3));
+}
