@@ -56,7 +56,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
 use futures::task::AtomicWaker;
 use futures::{AsyncRead, AsyncWrite};
@@ -381,6 +381,10 @@ impl Drop for StreamGuard {
 #[derive(Debug)]
 pub struct YamuxStream {
     inner: yamux::Stream,
+    /// Whether the remote knows of this stream: inbound streams, and outbound ones once a
+    /// frame went out. The yamux crate announces a new stream (SYN) on its first data frame
+    /// but not on a close, so a stream closed before any write would never reach the remote.
+    announced: bool,
     _guard: StreamGuard,
 }
 
@@ -407,7 +411,9 @@ impl AsyncWrite for YamuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        self.announced = true;
+        Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -415,6 +421,11 @@ impl AsyncWrite for YamuxStream {
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if !self.announced {
+            // An empty data frame carries the SYN, then the close follows.
+            ready!(Pin::new(&mut self.inner).poll_write(cx, &[]))?;
+            self.announced = true;
+        }
         Pin::new(&mut self.inner).poll_close(cx)
     }
 }
@@ -478,10 +489,11 @@ fn error_copy(e: &MuxerError) -> MuxerError {
 }
 
 impl<C: Socket> YamuxDriver<C> {
-    fn new_stream(&self, inner: yamux::Stream) -> YamuxStream {
+    fn new_stream(&self, inner: yamux::Stream, announced: bool) -> YamuxStream {
         self.shared.live_streams.fetch_add(1, Ordering::SeqCst);
         YamuxStream {
             inner,
+            announced,
             _guard: StreamGuard(self.shared.live_streams.clone()),
         }
     }
@@ -510,7 +522,7 @@ impl<C: Socket> YamuxDriver<C> {
             );
             return; // dropping it resets it
         }
-        let stream = self.new_stream(stream);
+        let stream = self.new_stream(stream, true);
         let Some(tx) = &self.inbound_tx else {
             return;
         };
@@ -546,7 +558,7 @@ impl<C: Socket> YamuxDriver<C> {
             }
             match self.connection.poll_new_outbound(cx) {
                 Poll::Ready(Ok(stream)) => {
-                    let stream = self.new_stream(stream);
+                    let stream = self.new_stream(stream, false);
                     if let Some(reply) = self.pending_opens.pop_front() {
                         // If the caller is gone, the stream is dropped (reset) right here.
                         let _ = reply.send(Ok(stream));

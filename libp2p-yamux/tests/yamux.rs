@@ -361,3 +361,46 @@ async fn a_flood_of_inbound_streams_does_not_kill_the_connection() {
     within(10, echo_roundtrip(s, b"survived")).await;
     server.abort();
 }
+
+/// Streams opened and closed without data, one after another, both sides closing: every
+/// round trip ends (yamux sends the SYN with the FIN when no data went first).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_streams_open_and_close_in_a_loop() {
+    use futures::{AsyncReadExt, AsyncWriteExt};
+    let (a, b) = libp2p_core::testkit::memory_pair();
+    let yamux = libp2p_yamux::Yamux::default();
+    let (dialer, da) =
+        libp2p_core::MuxerUpgrade::upgrade(&yamux, a, libp2p_core::Role::Dialer, "/yamux/1.0.0")
+            .await
+            .unwrap();
+    let (listener, db) =
+        libp2p_core::MuxerUpgrade::upgrade(&yamux, b, libp2p_core::Role::Listener, "/yamux/1.0.0")
+            .await
+            .unwrap();
+    tokio::spawn(da);
+    tokio::spawn(db);
+    tokio::spawn(async move {
+        while let Ok(mut s) = libp2p_core::StreamMuxer::accept(&listener).await {
+            let mut buf = [0u8; 1];
+            let _ = s.read(&mut buf).await;
+            let _ = s.close().await;
+        }
+    });
+    for i in 0..2000 {
+        let mut s = libp2p_core::testkit::within(
+            5,
+            &format!("open {i}"),
+            libp2p_core::StreamMuxer::open(&dialer),
+        )
+        .await
+        .expect("open");
+        libp2p_core::testkit::within(5, &format!("close {i}"), s.close())
+            .await
+            .expect("close");
+        let mut buf = [0u8; 1];
+        let n = libp2p_core::testkit::within(5, &format!("read {i}"), s.read(&mut buf))
+            .await
+            .expect("read");
+        assert_eq!(n, 0);
+    }
+}
