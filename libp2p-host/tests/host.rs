@@ -9,6 +9,7 @@ use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
 use libp2p_core::{MemoryTransport, Multiaddr, TransportExt};
 use libp2p_host::{Host, HostConfig, HostError, HostEvent, Keypair};
 use libp2p_mplex::Mplex;
+use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_transport_tcp::TcpTransport;
@@ -137,6 +138,8 @@ tcp_stack_test!(tcp_plaintext_mplex, Plaintext::new, Mplex::default());
 tcp_stack_test!(tcp_plaintext_yamux, Plaintext::new, Yamux::default());
 tcp_stack_test!(tcp_secio_mplex, Secio::new, Mplex::default());
 tcp_stack_test!(tcp_secio_yamux, Secio::new, Yamux::default());
+tcp_stack_test!(tcp_noise_mplex, Noise::new, Mplex::default());
+tcp_stack_test!(tcp_noise_yamux, Noise::new, Yamux::default());
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_stack_chats() {
@@ -267,7 +270,15 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
     );
     assert!(!store.addrs(&b.peer_id()).is_empty());
 
-    // B learns a new protocol: push tells A.
+    // B learns a new protocol: push tells A (once B knows, from identifying A, that A
+    // takes pushes).
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while b.peerstore().protocols(&a.peer_id()).is_empty() {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("B identified A");
     b.set_stream_handler("/new/1.0.0", |_s| async move { Ok(()) });
     tokio::time::timeout(Duration::from_secs(10), async {
         while !a
@@ -390,4 +401,91 @@ async fn disconnect_then_reconnect() {
     a.disconnect(b.peer_id()).await;
     assert!(!a.is_connected(&b.peer_id()));
     chat(&a, &b).await;
+}
+
+/// Twenty hosts in a ring: each opens a chat stream to its neighbour and to the one after,
+/// all at once, dialing from addresses in its peerstore.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ring_of_twenty_hosts() {
+    let mut hosts = Vec::new();
+    for _ in 0..20 {
+        let host = memory_host(HostConfig::default()).await;
+        serve_chat(&host);
+        hosts.push(Arc::new(host));
+    }
+    for (i, host) in hosts.iter().enumerate() {
+        for step in [1, 2] {
+            let next = &hosts[(i + step) % hosts.len()];
+            host.peerstore().add_addrs(
+                &next.peer_id(),
+                next.listen_addrs(),
+                Duration::from_secs(600),
+            );
+        }
+    }
+    let mut tasks = Vec::new();
+    for i in 0..hosts.len() {
+        for step in [1, 2] {
+            let a = hosts[i].clone();
+            let b = hosts[(i + step) % hosts.len()].clone();
+            tasks.push(tokio::spawn(async move { chat(&a, &b).await }));
+        }
+    }
+    tokio::time::timeout(
+        Duration::from_secs(60),
+        futures::future::try_join_all(tasks),
+    )
+    .await
+    .expect("the ring chats in time")
+    .expect("every chat succeeds");
+    for (i, host) in hosts.iter().enumerate() {
+        for step in [1, 2] {
+            let next = &hosts[(i + step) % hosts.len()];
+            assert!(host.is_connected(&next.peer_id()), "{i} -> +{step}");
+        }
+    }
+}
+
+/// A peer that goes away and comes back (same key, same address) is reached again: the dead
+/// connection is dropped and `new_stream` dials anew.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_peer_is_reached_again() {
+    async fn tcp_host(key: Keypair, addr: Multiaddr) -> Host {
+        let transport = TcpTransport::new()
+            .upgrade()
+            .authenticate(Secio::new(key.clone()))
+            .multiplex(Mplex::default());
+        Host::builder(key)
+            .listen_on(addr)
+            .build_with_transport(transport)
+            .await
+            .expect("host")
+    }
+    let a = tcp_host(
+        Keypair::generate_ed25519(),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    )
+    .await;
+    let kb = Keypair::generate_ed25519();
+    let b = tcp_host(kb.clone(), "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
+    let b_addr = b.listen_addrs()[0].clone();
+    serve_chat(&b);
+    a.peerstore()
+        .add_addrs(&b.peer_id(), vec![b_addr.clone()], Duration::from_secs(600));
+    chat(&a, &b).await;
+    b.close().await;
+    drop(b);
+    // Wait until A has noticed that the connection is gone.
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while a.is_connected(&kb.public().to_peer_id()) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("A notices the closed connection");
+    let b2 = tcp_host(kb, b_addr).await;
+    serve_chat(&b2);
+    chat(&a, &b2).await;
+    a.close().await;
+    b2.close().await;
 }
