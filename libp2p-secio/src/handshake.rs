@@ -3,7 +3,6 @@
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::{Keypair, PeerId, PublicKey, Socket};
 use prost::Message;
-use ring::agreement;
 use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::algo::{self, NONCE_LEN};
@@ -88,12 +87,17 @@ pub(crate) async fn handshake<C: Socket>(
     rng.fill(&mut nonce)
         .map_err(|_| SecioError::Protocol("no randomness".into()))?;
     let local_pubkey = keypair.public().encode_protobuf();
+    let offer = algo::Offer {
+        exchanges: algo::join(&config.exchanges),
+        ciphers: algo::join(&config.ciphers),
+        hashes: algo::join(&config.hashes),
+    };
     let local_proposal = Propose {
         rand: Some(nonce.to_vec()),
         pubkey: Some(local_pubkey.clone()),
-        exchanges: Some(algo::EXCHANGES.into()),
-        ciphers: Some(algo::CIPHERS.into()),
-        hashes: Some(algo::HASHES.into()),
+        exchanges: Some(offer.exchanges.clone()),
+        ciphers: Some(offer.ciphers.clone()),
+        hashes: Some(offer.hashes.clone()),
     }
     .encode_to_vec();
     write_message(&mut socket, &local_proposal).await?;
@@ -114,10 +118,12 @@ pub(crate) async fn handshake<C: Socket>(
     }
     let remote_nonce = remote.rand.unwrap_or_default();
 
-    // 1.1 Selection.
+    // 1.1 Selection. An empty list of ours (or theirs) fails here with `NoCommonAlgorithm`,
+    // on both sides, as both proposals have been exchanged.
     let order = algo::order(&remote_pubkey_bytes, &nonce, &local_pubkey, &remote_nonce)?;
     let selection = algo::select(
         order,
+        &offer,
         remote.exchanges.as_deref().unwrap_or(""),
         remote.ciphers.as_deref().unwrap_or(""),
         remote.hashes.as_deref().unwrap_or(""),
@@ -125,13 +131,7 @@ pub(crate) async fn handshake<C: Socket>(
     tracing::debug!(?selection, %remote_peer, "secio: algorithms agreed");
 
     // 2. Exchange: our ephemeral key, signed over both proposals.
-    let curve = selection.curve.algorithm();
-    let ephemeral = agreement::EphemeralPrivateKey::generate(curve, &rng)
-        .map_err(|_| SecioError::Protocol("ephemeral key generation failed".into()))?;
-    let ephemeral_public = ephemeral
-        .compute_public_key()
-        .map_err(|_| SecioError::Protocol("ephemeral key generation failed".into()))?;
-    let ephemeral_public = ephemeral_public.as_ref().to_vec();
+    let (ephemeral, ephemeral_public) = selection.curve.generate(&rng)?;
     let mut corpus =
         Vec::with_capacity(local_proposal.len() + remote_proposal.len() + ephemeral_public.len());
     corpus.extend_from_slice(&local_proposal);
@@ -160,12 +160,7 @@ pub(crate) async fn handshake<C: Socket>(
     }
 
     // 2.2 Keys.
-    let secret = agreement::agree_ephemeral(
-        ephemeral,
-        &agreement::UnparsedPublicKey::new(curve, &remote_ephemeral),
-        |secret| algo::strip_leading_zeros(secret).to_vec(),
-    )
-    .map_err(|_| SecioError::InvalidEphemeralKey)?;
+    let secret = ephemeral.agree(&remote_ephemeral)?;
     let (k1, k2) = algo::stretch_keys(selection.cipher, selection.hash, &secret);
     let (local_keys, remote_keys) = match order {
         std::cmp::Ordering::Greater => (k1, k2),

@@ -8,7 +8,23 @@
 //! nonce encrypted. From then on every message is a frame of `4-byte big-endian length ‖
 //! AES-CTR ciphertext ‖ HMAC(ciphertext)`.
 //!
-//! We offer `P-256,P-384`, `AES-256,AES-128` and `SHA256,SHA512`.
+//! By default we offer `P-256,P-384,P-521`, `AES-256,AES-128` and `SHA256,SHA512` (the lists of
+//! go-libp2p), in that order of preference. [`SecioConfig::exchanges`], [`SecioConfig::ciphers`]
+//! and [`SecioConfig::hashes`] restrict or reorder them:
+//!
+//! ```
+//! use libp2p_secio::{Cipher, Digest, KeyExchange, SecioConfig};
+//! let only_p256 = SecioConfig {
+//!     exchanges: vec![KeyExchange::P256],
+//!     ..SecioConfig::default()
+//! };
+//! // The same from comma-separated wire names; an unknown name or an empty list is an error.
+//! let from_names = SecioConfig::default()
+//!     .with_algorithms("P-256", "AES-256,AES-128", "SHA256,SHA512")
+//!     .unwrap();
+//! assert_eq!(only_p256.exchanges, from_names.exchanges);
+//! assert!(SecioConfig::default().with_algorithms("P-256", "Blowfish", "SHA256").is_err());
+//! ```
 //!
 //! SECIO is deprecated in favour of Noise and TLS; it is here to talk to peers that speak
 //! nothing else. Note a weakness of the protocol itself: the MAC covers only the ciphertext,
@@ -36,6 +52,7 @@ use std::time::Duration;
 
 use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
 
+pub use algo::{Cipher, Digest, KeyExchange};
 pub use stream::SecioStream;
 
 /// The protocol name.
@@ -51,6 +68,36 @@ pub struct SecioConfig {
     pub handshake_timeout: Duration,
     /// Largest plaintext sent in one frame; longer writes are split. Default 64 KiB.
     pub max_write_frame: usize,
+    /// The key exchanges we offer, most preferred first. Default `P-256,P-384,P-521`.
+    ///
+    /// Whose order wins is decided per connection by the protocol (hashes of both sides' keys
+    /// and nonces); the other side's preferences only break ties of the winner's list. An
+    /// empty list makes every handshake fail with [`SecioError::NoCommonAlgorithm`] once the
+    /// proposals are exchanged (so the remote fails the same way).
+    pub exchanges: Vec<KeyExchange>,
+    /// The ciphers we offer, most preferred first. Default `AES-256,AES-128`. An empty list
+    /// fails as for [`Self::exchanges`].
+    pub ciphers: Vec<Cipher>,
+    /// The hashes (of the MACs and the key stretching) we offer, most preferred first. Default
+    /// `SHA256,SHA512`. An empty list fails as for [`Self::exchanges`].
+    pub hashes: Vec<Digest>,
+}
+
+impl SecioConfig {
+    /// Sets the offered algorithms from comma-separated wire names, e.g.
+    /// `("P-256,P-384", "AES-128", "SHA256")`, keeping their order. An unknown name or an empty
+    /// list is a [`SecioError::InvalidConfig`].
+    pub fn with_algorithms(
+        mut self,
+        exchanges: &str,
+        ciphers: &str,
+        hashes: &str,
+    ) -> Result<Self, SecioError> {
+        self.exchanges = KeyExchange::parse_list(exchanges)?;
+        self.ciphers = Cipher::parse_list(ciphers)?;
+        self.hashes = Digest::parse_list(hashes)?;
+        Ok(self)
+    }
 }
 
 impl Default for SecioConfig {
@@ -59,6 +106,9 @@ impl Default for SecioConfig {
             max_frame_len: 8 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_write_frame: 64 * 1024,
+            exchanges: KeyExchange::ALL.to_vec(),
+            ciphers: Cipher::ALL.to_vec(),
+            hashes: Digest::ALL.to_vec(),
         }
     }
 }
@@ -73,7 +123,8 @@ pub enum SecioError {
     /// Reading or writing the socket failed (including the remote closing it).
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-    /// The two sides share no algorithm of this kind ("key exchange", "cipher" or "hash").
+    /// The two sides share no algorithm of this kind ("key exchange", "cipher" or "hash"),
+    /// including when either side offers none.
     #[error("no {0} in common with the remote")]
     NoCommonAlgorithm(&'static str),
     /// The remote's signature over the proposals and its ephemeral key is not valid.
@@ -117,6 +168,10 @@ pub enum SecioError {
     /// A handshake message is not a valid protobuf.
     #[error("malformed handshake message: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// An algorithm name we do not support, or an empty algorithm list, given to
+    /// [`SecioConfig::with_algorithms`] or one of the `parse_list`/`from_str` functions.
+    #[error("invalid secio configuration: {0}")]
+    InvalidConfig(String),
     /// Another violation of the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),

@@ -8,7 +8,7 @@ use ctr::cipher::{KeyIvInit, StreamCipher};
 use futures::{AsyncRead, AsyncWrite};
 use ring::hmac;
 
-use crate::algo::{CipherKind, HashKind, StretchedKeys};
+use crate::algo::{Cipher, Digest, StretchedKeys};
 use crate::SecioError;
 
 /// One direction's AES-CTR keystream (one continuous stream for the whole connection).
@@ -19,14 +19,14 @@ enum CtrCipher {
 }
 
 impl CtrCipher {
-    fn new(kind: CipherKind, keys: &StretchedKeys) -> Result<Self, SecioError> {
+    fn new(kind: Cipher, keys: &StretchedKeys) -> Result<Self, SecioError> {
         let bad = |_| SecioError::Protocol("bad cipher key length".into());
         Ok(match kind {
-            CipherKind::Aes128 => CtrCipher::Aes128(Box::new(
+            Cipher::Aes128 => CtrCipher::Aes128(Box::new(
                 ctr::Ctr128BE::<aes::Aes128>::new_from_slices(&keys.cipher_key, &keys.iv)
                     .map_err(bad)?,
             )),
-            CipherKind::Aes256 => CtrCipher::Aes256(Box::new(
+            Cipher::Aes256 => CtrCipher::Aes256(Box::new(
                 ctr::Ctr128BE::<aes::Aes256>::new_from_slices(&keys.cipher_key, &keys.iv)
                     .map_err(bad)?,
             )),
@@ -122,8 +122,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         socket: C,
-        cipher: CipherKind,
-        hash: HashKind,
+        cipher: Cipher,
+        hash: Digest,
         local: &StretchedKeys,
         remote: &StretchedKeys,
         max_frame_len: usize,
@@ -413,11 +413,11 @@ mod tests {
         a: futures::io::Cursor<Vec<u8>>,
         max_write: usize,
     ) -> SecioStream<futures::io::Cursor<Vec<u8>>> {
-        let (k1, k2) = stretch_keys(CipherKind::Aes256, HashKind::Sha256, b"secret");
+        let (k1, k2) = stretch_keys(Cipher::Aes256, Digest::Sha256, b"secret");
         SecioStream::new(
             a,
-            CipherKind::Aes256,
-            HashKind::Sha256,
+            Cipher::Aes256,
+            Digest::Sha256,
             &k1,
             &k2,
             1 << 20,
@@ -427,12 +427,12 @@ mod tests {
     }
 
     fn reader_over(bytes: Vec<u8>) -> SecioStream<futures::io::Cursor<Vec<u8>>> {
-        let (k1, k2) = stretch_keys(CipherKind::Aes256, HashKind::Sha256, b"secret");
+        let (k1, k2) = stretch_keys(Cipher::Aes256, Digest::Sha256, b"secret");
         // The reader uses the writer's keys for its read direction.
         SecioStream::new(
             futures::io::Cursor::new(bytes),
-            CipherKind::Aes256,
-            HashKind::Sha256,
+            Cipher::Aes256,
+            Digest::Sha256,
             &k2,
             &k1,
             1 << 20,

@@ -7,7 +7,9 @@ use libp2p_core::{
     Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport,
     TransportExt,
 };
-use libp2p_secio::{Secio, SecioConfig, SecioError, SecioStream, PROTOCOL};
+use libp2p_secio::{
+    Cipher, Digest, KeyExchange, Secio, SecioConfig, SecioError, SecioStream, PROTOCOL,
+};
 use libp2p_transport_tcp::TcpTransport;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
@@ -496,8 +498,9 @@ async fn truncated_handshake_fails_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_data_frame_fails() {
-    // With Ed25519 keys the dialer's handshake takes 105 (Propose) + 137 (Exchange) + 52
-    // (nonce) = 294 bytes, and each data frame 4 + 1000 + 32. Cuts before 294 fail the
+    // With Ed25519 keys and the default lists the dialer's handshake takes 111 (Propose, with
+    // "P-256,P-384,P-521") + 137 (Exchange, P-256) + 52 (nonce) = 300 bytes, and each data
+    // frame 4 + 1000 + 32. Cuts before 300 fail the
     // handshake; later cuts land inside a data frame and must end the read with an error.
     let mut saw_read_error = false;
     for n in (200..1400).step_by(97) {
@@ -507,7 +510,7 @@ async fn truncated_data_frame_fails() {
                 assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {n}: {e}");
                 saw_read_error = true;
             }
-            ListenerOutcome::Handshake(_) => assert!(n < 294, "cut at {n}"),
+            ListenerOutcome::Handshake(_) => assert!(n < 300, "cut at {n}"),
             ListenerOutcome::Data(d) => panic!("cut at {n}: got {} bytes without error", d.len()),
         }
     }
@@ -544,5 +547,216 @@ async fn expecting_another_peer_is_a_mismatch() {
         Err(SecioError::PeerIdMismatch { expected, .. }) => assert_eq!(*expected, stranger),
         Err(e) => panic!("expected a mismatch, got {e}"),
         Ok(_) => panic!("must not connect"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Configurable algorithm lists.
+
+fn every_key_type() -> Vec<(&'static str, Keypair)> {
+    let mut keys = vec![
+        ("ed25519", Keypair::generate_ed25519()),
+        ("secp256k1", Keypair::generate_secp256k1()),
+        ("ecdsa", Keypair::generate_ecdsa()),
+    ];
+    match rsa_key() {
+        Some(k) => keys.push(("rsa", k)),
+        None => eprintln!("examples/keys/rsa-2048.pk8 missing: RSA skipped"),
+    }
+    keys
+}
+
+fn only(exchange: KeyExchange, cipher: Cipher, hash: Digest) -> SecioConfig {
+    SecioConfig {
+        exchanges: vec![exchange],
+        ciphers: vec![cipher],
+        hashes: vec![hash],
+        ..SecioConfig::default()
+    }
+}
+
+#[test]
+fn default_lists_are_go_libp2p_s() {
+    let config = SecioConfig::default();
+    let names = |v: Vec<String>| v.join(",");
+    assert_eq!(
+        names(config.exchanges.iter().map(|a| a.to_string()).collect()),
+        "P-256,P-384,P-521"
+    );
+    assert_eq!(
+        names(config.ciphers.iter().map(|a| a.to_string()).collect()),
+        "AES-256,AES-128"
+    );
+    assert_eq!(
+        names(config.hashes.iter().map(|a| a.to_string()).collect()),
+        "SHA256,SHA512"
+    );
+}
+
+/// Every exchange × cipher × hash, each offered alone on both sides, with every key type
+/// (each key type meets the next one in the list, so each signs and verifies).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_algorithm_combination_with_every_key_type() {
+    let keys = every_key_type();
+    let mut handshakes = 0;
+    for &exchange in KeyExchange::ALL {
+        for &cipher in Cipher::ALL {
+            for &hash in Digest::ALL {
+                for (i, (name_a, ka)) in keys.iter().enumerate() {
+                    let (name_b, kb) = &keys[(i + 1) % keys.len()];
+                    let what = format!("{exchange}/{cipher}/{hash} {name_a}->{name_b}");
+                    let config = only(exchange, cipher, hash);
+                    let a = Secio::with_config(ka.clone(), config.clone());
+                    let b = Secio::with_config(kb.clone(), config);
+                    let (ca, cb) = duplex();
+                    let id_b = kb.public().to_peer_id();
+                    let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
+                    let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert_eq!(seen_b, id_b, "{what}");
+                    assert_eq!(seen_a, ka.public().to_peer_id(), "{what}");
+                    let server = tokio::spawn(serve_echo(io_b));
+                    echo_roundtrip(io_a, &pattern(handshakes as u64, 5_000)).await;
+                    assert_eq!(server.await.unwrap().unwrap(), 5_000, "{what}");
+                    handshakes += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(handshakes, 12 * keys.len());
+}
+
+/// A peer with the default lists meets one that offers only P-521 (and the least preferred
+/// cipher and hash): they agree whichever side's preferences win.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_peer_meets_a_p521_only_peer() {
+    for _ in 0..4 {
+        let a = Secio::new(Keypair::generate_ed25519());
+        let b = Secio::with_config(
+            Keypair::generate_ecdsa(),
+            only(KeyExchange::P521, Cipher::Aes128, Digest::Sha512),
+        );
+        let (ca, cb) = duplex();
+        let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
+        let server = tokio::spawn(serve_echo(rb.expect("listener").1));
+        echo_roundtrip(ra.expect("dialer").1, &pattern(3, 10_000)).await;
+        assert_eq!(server.await.unwrap().unwrap(), 10_000);
+    }
+}
+
+async fn expect_no_common(a: SecioConfig, b: SecioConfig, kind: &str) {
+    let a = Secio::with_config(Keypair::generate_ed25519(), a);
+    let b = Secio::with_config(Keypair::generate_secp256k1(), b);
+    let (ca, cb) = duplex();
+    let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
+    for (side, result) in [("dialer", ra), ("listener", rb)] {
+        match result {
+            Err(SecioError::NoCommonAlgorithm(k)) => assert_eq!(k, kind, "{side}"),
+            Err(e) => panic!("{kind}, {side}: expected NoCommonAlgorithm, got {e}"),
+            Ok(_) => panic!("{kind}, {side}: must not connect"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disjoint_lists_have_no_common_algorithm_on_both_sides() {
+    let base = only(KeyExchange::P256, Cipher::Aes128, Digest::Sha256);
+    expect_no_common(
+        base.clone(),
+        SecioConfig {
+            exchanges: vec![KeyExchange::P384, KeyExchange::P521],
+            ..base.clone()
+        },
+        "key exchange",
+    )
+    .await;
+    expect_no_common(
+        base.clone(),
+        SecioConfig {
+            ciphers: vec![Cipher::Aes256],
+            ..base.clone()
+        },
+        "cipher",
+    )
+    .await;
+    expect_no_common(
+        base.clone(),
+        SecioConfig {
+            hashes: vec![Digest::Sha512],
+            ..base.clone()
+        },
+        "hash",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn empty_lists_fail_cleanly_on_both_sides() {
+    let full = SecioConfig::default();
+    expect_no_common(
+        SecioConfig {
+            exchanges: vec![],
+            ..full.clone()
+        },
+        full.clone(),
+        "key exchange",
+    )
+    .await;
+    expect_no_common(
+        full.clone(),
+        SecioConfig {
+            ciphers: vec![],
+            ..full.clone()
+        },
+        "cipher",
+    )
+    .await;
+    expect_no_common(
+        SecioConfig {
+            hashes: vec![],
+            ..full.clone()
+        },
+        SecioConfig {
+            hashes: vec![],
+            ..full.clone()
+        },
+        "hash",
+    )
+    .await;
+}
+
+#[test]
+fn unknown_or_empty_names_are_config_errors() {
+    let config = SecioConfig::default()
+        .with_algorithms("P-521, P-256", "AES-128", "SHA512,SHA256")
+        .unwrap();
+    assert_eq!(config.exchanges, [KeyExchange::P521, KeyExchange::P256]);
+    assert_eq!(config.ciphers, [Cipher::Aes128]);
+    assert_eq!(config.hashes, [Digest::Sha512, Digest::Sha256]);
+
+    for (exchanges, ciphers, hashes, needle) in [
+        ("P-224", "AES-128", "SHA256", "P-224"),
+        ("P-256,Curve25519", "AES-128", "SHA256", "Curve25519"),
+        ("P-256", "Blowfish", "SHA256", "Blowfish"),
+        ("P-256", "AES-128", "SHA1", "SHA1"),
+        ("p-256", "AES-128", "SHA256", "p-256"),
+        ("", "AES-128", "SHA256", "key exchange"),
+        ("P-256", "AES-128,", "SHA256", "cipher"),
+        ("P-256", "AES-128", "", "hash"),
+    ] {
+        match SecioConfig::default().with_algorithms(exchanges, ciphers, hashes) {
+            Err(e @ SecioError::InvalidConfig(_)) => {
+                assert!(e.to_string().contains(needle), "{e}")
+            }
+            Err(e) => panic!("{exchanges:?}/{ciphers:?}/{hashes:?}: wrong error {e}"),
+            Ok(_) => panic!("{exchanges:?}/{ciphers:?}/{hashes:?}: accepted"),
+        }
+    }
+    assert!("P-999".parse::<KeyExchange>().is_err());
+    assert!("AES-192".parse::<Cipher>().is_err());
+    assert!("MD5".parse::<Digest>().is_err());
+    assert_eq!("P-521".parse::<KeyExchange>().unwrap(), KeyExchange::P521);
+    for &e in KeyExchange::ALL {
+        assert_eq!(e.name().parse::<KeyExchange>().unwrap(), e);
     }
 }
