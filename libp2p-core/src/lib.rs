@@ -44,3 +44,24 @@ pub async fn with_timeout<F: std::future::Future>(
 ) -> Option<F::Output> {
     tokio::time::timeout(limit, fut).await.ok()
 }
+
+/// Writes `buf[*pos..]` to `socket`, advancing `*pos`, until all of it is out: the write half
+/// of every framed secure channel (a frame is encrypted into a buffer, then drained). A socket
+/// that accepts nothing is a `WriteZero` error.
+pub fn poll_write_out<S: futures::AsyncWrite + Unpin + ?Sized>(
+    socket: &mut S,
+    cx: &mut std::task::Context<'_>,
+    buf: &[u8],
+    pos: &mut usize,
+) -> std::task::Poll<std::io::Result<()>> {
+    use std::task::Poll;
+    while *pos < buf.len() {
+        match std::pin::Pin::new(&mut *socket).poll_write(cx, &buf[*pos..]) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(std::io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(n)) => *pos += n,
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+        }
+    }
+    Poll::Ready(Ok(()))
+}

@@ -213,22 +213,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> NoiseStream<C> {
         if self.write_failed {
             return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
         }
-        while self.write_pos < self.write_len {
-            match Pin::new(&mut self.socket)
-                .poll_write(cx, &self.write_frame[self.write_pos..self.write_len])
-            {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    self.write_failed = true;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => self.write_pos += n,
-                Poll::Ready(Err(e)) => {
-                    self.write_failed = true;
-                    return Poll::Ready(Err(e));
-                }
-            }
+        let out = libp2p_core::poll_write_out(
+            &mut self.socket,
+            cx,
+            &self.write_frame[..self.write_len],
+            &mut self.write_pos,
+        );
+        if let Poll::Ready(Err(e)) = out {
+            self.write_failed = true;
+            return Poll::Ready(Err(e));
         }
+        ready!(out)?;
         self.write_pos = 0;
         self.write_len = 0;
         Poll::Ready(Ok(()))

@@ -306,22 +306,17 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
         if self.write_failed {
             return Poll::Ready(Err(io::Error::other("secio stream failed earlier")));
         }
-        while self.write_pos < self.write_end {
-            match Pin::new(&mut self.socket)
-                .poll_write(cx, &self.write_buf[self.write_pos..self.write_end])
-            {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(Ok(0)) => {
-                    self.write_failed = true;
-                    return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                }
-                Poll::Ready(Ok(n)) => self.write_pos += n,
-                Poll::Ready(Err(e)) => {
-                    self.write_failed = true;
-                    return Poll::Ready(Err(e));
-                }
-            }
+        let out = libp2p_core::poll_write_out(
+            &mut self.socket,
+            cx,
+            &self.write_buf[..self.write_end],
+            &mut self.write_pos,
+        );
+        if let Poll::Ready(Err(e)) = out {
+            self.write_failed = true;
+            return Poll::Ready(Err(e));
         }
+        ready!(out)?;
         self.write_pos = 0;
         self.write_end = 0;
         Poll::Ready(Ok(()))
