@@ -1,0 +1,77 @@
+//! A small sample of the Host API: an echo service on `/echo/1.0.0`.
+//!
+//! ```sh
+//! cargo run --release -p examples --bin echo -- --listen /ip4/127.0.0.1/tcp/4001
+//! cargo run --release -p examples --bin echo -- --dial /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... "hello there"
+//! ```
+#![forbid(unsafe_code)]
+
+use libp2p_core::{split_peer_id, Multiaddr};
+use libp2p_host::{Host, Keypair};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ECHO: &str = "/echo/1.0.0";
+const USAGE: &str = "usage: echo --listen ADDR | echo --dial ADDR/p2p/ID [message]";
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("echo: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--listen", addr] => listen(addr.parse()?).await,
+        ["--dial", addr] => dial(addr.parse()?, "hello").await,
+        ["--dial", addr, message] => dial(addr.parse()?, message).await,
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// Serves `/echo/1.0.0`: sends back every byte until the dialer closes its side.
+async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let host = Host::builder(Keypair::generate_ed25519())
+        .listen_on(addr)
+        .build()
+        .await?;
+    host.set_stream_handler(ECHO, |mut stream| async move {
+        let peer = stream.remote_peer();
+        let (mut reader, mut writer) = tokio::io::split(&mut stream);
+        let n = tokio::io::copy(&mut reader, &mut writer).await?;
+        writer.shutdown().await?;
+        println!("echoed {n} bytes to {peer}");
+        Ok(())
+    });
+    for addr in host.listen_addrs() {
+        println!("listening on {addr}/p2p/{}", host.peer_id());
+    }
+    tokio::signal::ctrl_c().await?;
+    host.close().await;
+    Ok(())
+}
+
+/// Sends `message` on `/echo/1.0.0` and prints the reply.
+async fn dial(
+    addr: Multiaddr,
+    message: &str,
+) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (addr, peer) = split_peer_id(&addr);
+    let peer = peer.ok_or("the address to dial must end with /p2p/<peer id>")?;
+    let host = Host::builder(Keypair::generate_ed25519()).build().await?;
+    host.connect(peer, vec![addr]).await?;
+    let mut stream = host.new_stream(peer, &[ECHO]).await?;
+    stream.write_all(message.as_bytes()).await?;
+    stream.shutdown().await?; // our side is done; the reply can still come
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await?;
+    println!("{peer} replied: {reply}");
+    host.close().await;
+    Ok(())
+}

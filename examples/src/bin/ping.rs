@@ -1,0 +1,72 @@
+//! Ping with the Host API: every host serves `/ipfs/ping/1.0.0` by default.
+//!
+//! ```sh
+//! cargo run --release -p examples --bin ping -- --listen /ip4/127.0.0.1/tcp/4001
+//! cargo run --release -p examples --bin ping -- --dial /ip4/127.0.0.1/tcp/4001/p2p/12D3KooW... --count 5
+//! ```
+#![forbid(unsafe_code)]
+
+use std::time::Duration;
+
+use libp2p_core::{split_peer_id, Multiaddr};
+use libp2p_host::{Host, Keypair};
+
+const USAGE: &str = "usage: ping --listen ADDR | ping --dial ADDR/p2p/ID [--count N]";
+
+#[tokio::main]
+async fn main() {
+    if let Err(e) = run().await {
+        eprintln!("ping: {e}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        ["--listen", addr] => listen(addr.parse()?).await,
+        ["--dial", addr] => dial(addr.parse()?, 4).await,
+        ["--dial", addr, "--count", n] | ["--count", n, "--dial", addr] => {
+            dial(addr.parse()?, n.parse()?).await
+        }
+        _ => Err(USAGE.into()),
+    }
+}
+
+/// Just a host: it answers pings without being asked to.
+async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let host = Host::builder(Keypair::generate_ed25519())
+        .listen_on(addr)
+        .build()
+        .await?;
+    for addr in host.listen_addrs() {
+        println!("listening on {addr}/p2p/{}", host.peer_id());
+    }
+    tokio::signal::ctrl_c().await?;
+    host.close().await;
+    Ok(())
+}
+
+/// Pings the peer at `addr` `count` times, a second apart, and prints each round trip.
+async fn dial(addr: Multiaddr, count: u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+    let (addr, peer) = split_peer_id(&addr);
+    let peer = peer.ok_or("the address to dial must end with /p2p/<peer id>")?;
+    let host = Host::builder(Keypair::generate_ed25519()).build().await?;
+    host.connect(peer, vec![addr]).await?;
+    for seq in 1..=count {
+        if seq > 1 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let rtt = host.ping(peer).await?;
+        println!(
+            "ping {peer}: seq={seq} time={:.3} ms",
+            rtt.as_secs_f64() * 1e3
+        );
+    }
+    host.close().await;
+    Ok(())
+}
