@@ -1,7 +1,8 @@
 use std::io;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncWriteExt, StreamExt};
+use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
@@ -11,7 +12,6 @@ use libp2p_mplex::Mplex;
 use libp2p_noise::{Noise, NoiseConfig, NoiseError, NoiseStream, PROTOCOL};
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
-use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -279,82 +279,10 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
 // Messages from the dialer to the listener, by index: 0 = `-> e`, 1 = `-> s, se` with the
 // dialer's payload, 2.. = transport messages.
 
-#[derive(Debug, Clone, Copy)]
-enum Tamper {
-    /// Flips the low bit of the first body byte of message `i`.
-    FlipFirst(usize),
-    /// Flips the low bit of the last byte of message `i` (its tag).
-    FlipLast(usize),
-    /// Flips `bit` (0 = least significant) of message `i`'s 16-bit length.
-    FlipLength(usize, u32),
-    /// Does not forward message `i`.
-    Drop(usize),
-    /// Forwards message `i` twice.
-    Replay(usize),
-    /// Forwards only the first `n` bytes, then closes.
-    Truncate(usize),
-}
-
-/// Forwards dialer-to-listener traffic message by message, tampering as told.
-async fn forward_messages(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    tamper: Tamper,
-) {
-    let mut sent = 0usize;
-    let mut index = 0usize;
-    'messages: loop {
-        let mut header = [0u8; 2];
-        if from.read_exact(&mut header).await.is_err() {
-            break;
-        }
-        let len = usize::from(u16::from_be_bytes(header));
-        let mut message = header.to_vec();
-        message.resize(2 + len, 0);
-        if from.read_exact(&mut message[2..]).await.is_err() {
-            break;
-        }
-        let mut out = vec![message.clone()];
-        match tamper {
-            Tamper::FlipFirst(i) if i == index => out[0][2] ^= 1,
-            Tamper::FlipLast(i) if i == index => *out[0].last_mut().unwrap() ^= 1,
-            Tamper::FlipLength(i, bit) if i == index => {
-                let flipped = (len as u16) ^ (1 << bit);
-                out[0][..2].copy_from_slice(&flipped.to_be_bytes());
-            }
-            Tamper::Drop(i) if i == index => out.clear(),
-            Tamper::Replay(i) if i == index => out.push(message),
-            _ => {}
-        }
-        for chunk in out {
-            if let Tamper::Truncate(n) = tamper {
-                let room = n.saturating_sub(sent);
-                if room < chunk.len() {
-                    let _ = to.write_all(&chunk[..room]).await;
-                    break 'messages;
-                }
-            }
-            if to.write_all(&chunk).await.is_err() {
-                break 'messages;
-            }
-            sent += chunk.len();
-        }
-        index += 1;
-    }
-    let _ = to.shutdown().await;
-}
-
-/// How the listener's side ended.
-#[derive(Debug)]
-enum ListenerOutcome {
-    Handshake(NoiseError),
-    Read(io::Error),
-    Data(Vec<u8>),
-}
+type ListenerOutcome = Outcome<NoiseError>;
 
 /// The dialer sends `chunks` (one message each: each is flushed) through a tampering proxy
-/// to the listener, then closes. Returns the dialer's handshake result and how the listener
-/// ended.
+/// to the listener, then closes.
 async fn through_proxy(
     tamper: Tamper,
     chunks: &[Vec<u8>],
@@ -364,67 +292,11 @@ async fn through_proxy(
     };
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let id_b = kb.public().to_peer_id();
-    let a = Noise::with_config(ka, config.clone());
-    let b = Noise::with_config(kb, config);
-
-    let server = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let server_addr = server.local_addr().unwrap();
-    let proxy = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let proxy_addr = proxy.local_addr().unwrap();
-
-    let proxy_task = tokio::spawn(async move {
-        let (inbound, _) = proxy.accept().await.unwrap();
-        let outbound = TcpStream::connect(server_addr).await.unwrap();
-        let (in_r, mut in_w) = inbound.into_split();
-        let (mut out_r, out_w) = outbound.into_split();
-        let back = tokio::spawn(async move {
-            let _ = tokio::io::copy(&mut out_r, &mut in_w).await;
-            let _ = in_w.shutdown().await;
-        });
-        forward_messages(in_r, out_w, tamper).await;
-        let _ = back.await;
-    });
-
-    let listener = async move {
-        let (socket, _) = server.accept().await.unwrap();
-        match b
-            .secure(socket.compat(), Role::Listener, None, PROTOCOL)
-            .await
-        {
-            Err(e) => ListenerOutcome::Handshake(e),
-            Ok((_, mut io)) => {
-                let mut got = Vec::new();
-                match io.read_to_end(&mut got).await {
-                    Ok(_) => ListenerOutcome::Data(got),
-                    Err(e) => ListenerOutcome::Read(e),
-                }
-            }
-        }
-    };
-    let dialer = async move {
-        let socket = TcpStream::connect(proxy_addr).await.unwrap();
-        let (_, mut io) = a
-            .secure(socket.compat(), Role::Dialer, Some(id_b), PROTOCOL)
-            .await?;
-        for chunk in chunks {
-            if io.write_all(chunk).await.is_err() || io.flush().await.is_err() {
-                break;
-            }
-        }
-        let _ = io.close().await;
-        // Keep the connection until the listener is done with it.
-        let mut sink = Vec::new();
-        let _ = io.read_to_end(&mut sink).await;
-        Ok(())
-    };
-    let result = tokio::time::timeout(
-        Duration::from_secs(15),
-        futures::future::join(dialer, listener),
-    )
-    .await
-    .unwrap_or_else(|_| panic!("{tamper:?}: hung"));
-    proxy_task.abort();
-    result
+    let (a, b) = (
+        Noise::with_config(ka, config.clone()),
+        Noise::with_config(kb, config),
+    );
+    tamper::through_proxy(a, b, id_b, PROTOCOL, 2, tamper, chunks).await
 }
 
 fn chunks() -> Vec<Vec<u8>> {

@@ -7,6 +7,7 @@
 
 mod muxer;
 mod security;
+pub mod tamper;
 mod transport;
 
 pub use muxer::{muxer_kit, MuxerKitConfig};
