@@ -6,13 +6,17 @@
 //! ```text
 //! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
-//!      [--perf-upload N --perf-download M] [--timeout SECS]
+//!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //! ```
+//!
+//! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
+//! short connections one after another, and N idle connections held open.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use examples::node::{self, Identity};
 use examples::{make_key, KeyType};
@@ -46,7 +50,12 @@ struct Args {
     streams: usize,
     ping: bool,
     perf: Option<(u64, u64)>,
+    connections: Option<usize>,
+    hold: Option<usize>,
 }
+
+/// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
+static HELD: AtomicBool = AtomicBool::new(false);
 
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
@@ -55,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut key, mut seed, mut timeout) = (KeyType::Ed25519, None, 60);
     let (mut bytes, mut streams, mut ping) = (1024, 1, false);
     let (mut upload, mut download) = (None, None);
+    let (mut connections, mut hold) = (None, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
@@ -71,6 +81,8 @@ fn parse_args() -> Result<Args, String> {
             "--ping" => ping = true,
             "--perf-upload" => upload = Some(number(value()?)?),
             "--perf-download" => download = Some(number(value()?)?),
+            "--connections" => connections = Some(number(value()?)? as usize),
+            "--hold" => hold = Some(number(value()?)? as usize),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -89,6 +101,8 @@ fn parse_args() -> Result<Args, String> {
         streams: streams.max(1),
         ping,
         perf,
+        connections,
+        hold,
     })
 }
 
@@ -114,6 +128,7 @@ fn main() {
                             1
                         }
                     }
+                    Err(_) if HELD.load(Ordering::SeqCst) => 0,
                     Err(_) => {
                         println!("FAIL timeout");
                         1
@@ -208,6 +223,66 @@ where
                 }
             }
             Err("listener ended".into())
+        }
+        Mode::Dial(addr) if args.connections.is_some() => {
+            let count = args.connections.unwrap_or(0);
+            let me = Arc::new(Identity {
+                public_key: key.public(),
+                listen_addrs: Vec::new(),
+            });
+            let start = Instant::now();
+            for i in 0..count {
+                let (_, muxer) = transport
+                    .dial(addr.clone())
+                    .await
+                    .map_err(|e| format!("dial {i}: {e}"))?;
+                tokio::spawn(node::serve_connection(
+                    muxer.clone(),
+                    me.clone(),
+                    Some(addr.clone()),
+                ));
+                node::echo(&muxer, 1, i as u64 + 1)
+                    .await
+                    .map_err(|e| format!("connection {i}: {e}"))?;
+                let _ = muxer.close().await;
+            }
+            let secs = start.elapsed().as_secs_f64().max(1e-9);
+            Ok(format!("CONN OK {:.1}", count as f64 / secs))
+        }
+        Mode::Dial(addr) if args.hold.is_some() => {
+            let count = args.hold.unwrap_or(0);
+            let me = Arc::new(Identity {
+                public_key: key.public(),
+                listen_addrs: Vec::new(),
+            });
+            // Dials one after another by default (`PEER_HOLD_PARALLEL=K` runs K at once); keep
+            // every muxer (and its driver) alive.
+            let at_once = std::env::var("PEER_HOLD_PARALLEL")
+                .ok()
+                .and_then(|v| v.parse::<usize>().ok())
+                .unwrap_or(1)
+                .max(1);
+            let mut held = Vec::with_capacity(count);
+            let mut dials = futures::stream::iter((0..count).map(|i| {
+                let dial = transport.dial(addr.clone());
+                async move { dial.await.map_err(|e| format!("dial {i}: {e}")) }
+            }))
+            .buffer_unordered(at_once);
+            while let Some(result) = dials.next().await {
+                let (_, muxer) = result?;
+                tokio::spawn(node::serve_connection(
+                    muxer.clone(),
+                    me.clone(),
+                    Some(addr.clone()),
+                ));
+                held.push(muxer);
+            }
+            println!("HOLD OK {}", held.len());
+            let _ = std::io::stdout().flush();
+            HELD.store(true, Ordering::SeqCst);
+            std::future::pending::<()>().await;
+            drop(held);
+            Err("hold ended".into())
         }
         Mode::Dial(addr) => {
             let (peer, muxer) = transport

@@ -7,6 +7,8 @@
 //! rust-peer --dial /ip4/127.0.0.1/tcp/PORT/p2p/ID [--bytes N] [--streams K]
 //! rust-peer --dial ADDR/p2p/ID --ping
 //! rust-peer --dial ADDR/p2p/ID --perf-upload N --perf-download M
+//! rust-peer --dial ADDR/p2p/ID --connections N     # benchmark: `CONN OK <connections/s>`
+//! rust-peer --dial ADDR/p2p/ID --hold N            # benchmark: `HOLD OK <N>`, then stay
 //! ```
 //!
 //! Stdout carries only the contract's lines (`LISTEN`, `OK`, `PING OK`, `PERF`, `FAIL`);
@@ -16,6 +18,7 @@ use std::{
     convert::Infallible,
     io::{self, Write as _},
     process::exit,
+    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant},
 };
 
@@ -25,7 +28,7 @@ use libp2p::{
     identity::{self, Keypair},
     multiaddr::{Multiaddr, Protocol},
     noise, ping, plaintext,
-    swarm::{NetworkBehaviour, SwarmEvent},
+    swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent},
     tcp, yamux, PeerId, Stream, StreamProtocol, Swarm, SwarmBuilder,
 };
 use libp2p_stream::Control;
@@ -33,6 +36,9 @@ use libp2p_stream::Control;
 const ECHO: StreamProtocol = StreamProtocol::new("/echo/1.0.0");
 const PERF: StreamProtocol = StreamProtocol::new("/perf/1.0.0");
 const CHUNK: usize = 64 * 1024;
+
+/// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
+static HELD: AtomicBool = AtomicBool::new(false);
 
 // ---------------------------------------------------------------------------------------------
 // Failures
@@ -109,6 +115,8 @@ enum Action {
     Echo { bytes: usize, streams: usize },
     Ping,
     Perf { upload: u64, download: u64 },
+    Connections(usize),
+    Hold(usize),
 }
 
 struct Args {
@@ -139,6 +147,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
     let mut ping = false;
     let mut perf_upload = None;
     let mut perf_download = None;
+    let mut connections = None;
+    let mut hold = None;
 
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -205,10 +215,12 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
             }
             "--perf-upload" => perf_upload = Some(number(&opt, &value()?)?),
             "--perf-download" => perf_download = Some(number(&opt, &value()?)?),
+            "--connections" => connections = Some(number(&opt, &value()?)?),
+            "--hold" => hold = Some(number(&opt, &value()?)?),
             "-h" | "--help" => {
                 eprintln!(
                     "usage: rust-peer (--listen ADDR | --dial ADDR/p2p/ID [--bytes N] [--streams K] \
-                     [--ping] [--perf-upload N --perf-download M]) [--security noise|plaintext] \
+                     [--ping] [--perf-upload N --perf-download M] [--connections N] [--hold N]) [--security noise|plaintext] \
                      [--muxer yamux|mplex] [--key ed25519|rsa|secp256k1|ecdsa] [--seed N] [--timeout SECS]"
                 );
                 exit(2);
@@ -242,7 +254,11 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
     if ping && perf {
         return Err(Fail::Usage("--ping and --perf-* exclude each other".into()));
     }
-    let action = if ping {
+    let action = if let Some(n) = connections {
+        Action::Connections(n)
+    } else if let Some(n) = hold {
+        Action::Hold(n)
+    } else if ping {
         Action::Ping
     } else if perf {
         Action::Perf {
@@ -377,6 +393,7 @@ fn build_swarm(
     muxer: Muxer,
     key: Keypair,
     ping_config: ping::Config,
+    idle: Duration,
 ) -> Result<Swarm<Behaviour>, Fail> {
     // One arm per (security, muxer): each offers exactly that one protocol.
     macro_rules! build {
@@ -389,7 +406,7 @@ fn build_swarm(
                 .map_err(|e| other(format!("dns: {e}")))?
                 .with_behaviour(|k| make_behaviour(k, ping_config))
                 .map_err(|e| other(format!("behaviour: {e:?}")))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
+                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()
         };
     }
@@ -817,6 +834,8 @@ async fn dial(mut swarm: Swarm<Behaviour>, addr: Multiaddr, peer: PeerId, action
             let (up, down) = drive(&mut swarm, peer, work).await?;
             format!("PERF upload {up:.2} download {down:.2}")
         }
+        // Handled by `connections` and `hold` before this point.
+        Action::Connections(_) | Action::Hold(_) => return Err(other("internal: wrong action")),
     };
 
     // Close the connection politely (bounded): the remote sees a clean end, not a reset.
@@ -867,16 +886,123 @@ async fn drive<T>(
     }
 }
 
+fn timeout_of(secs: &u64) -> Duration {
+    Duration::from_secs(*secs + 60)
+}
+
+/// `--connections N`: N connections one after another, each dialed, secured, muxed, used for
+/// one 1-byte echo stream and closed; reports connections per second.
+async fn connections(mut swarm: Swarm<Behaviour>, addr: Multiaddr, peer: PeerId, count: usize) -> Result<String, Fail> {
+    let control = swarm.behaviour().stream.new_control();
+    let start = Instant::now();
+    for i in 0..count {
+        let opts: DialOpts = addr.clone().into();
+        let id = opts.connection_id();
+        swarm
+            .dial(opts)
+            .map_err(|e| other(format!("dial {i} {addr}: {e}")))?;
+        loop {
+            let event = swarm.select_next_some().await;
+            log_event(&event);
+            match event {
+                SwarmEvent::ConnectionEstablished { connection_id, .. } if connection_id == id => break,
+                SwarmEvent::OutgoingConnectionError { error, .. } => {
+                    return Err(other(format!("dial {i} {addr}: {error}")));
+                }
+                _ => {}
+            }
+        }
+        let mut control = control.clone();
+        let work = tokio::spawn(async move {
+            let stream = control
+                .open_stream(peer, ECHO)
+                .await
+                .map_err(|e| format!("connection {i}: echo stream: {e}"))?;
+            echo_one(stream, i, 1)
+                .await
+                .map_err(|e| format!("connection {i}: echo: {e}"))
+        });
+        drive(&mut swarm, peer, work).await?;
+        swarm.close_connection(id);
+        loop {
+            let event = swarm.select_next_some().await;
+            log_event(&event);
+            if let SwarmEvent::ConnectionClosed { connection_id, .. } = event {
+                if connection_id == id {
+                    break;
+                }
+            }
+        }
+    }
+    let secs = start.elapsed().as_secs_f64().max(1e-9);
+    Ok(format!("CONN OK {:.1}", count as f64 / secs))
+}
+
+/// `--hold N`: open N connections (one dial at a time by default), print `HOLD OK <N>`, then keep them
+/// open (polling the swarm) until killed or the timeout.
+async fn hold(mut swarm: Swarm<Behaviour>, addr: Multiaddr, count: usize) -> Result<String, Fail> {
+    // One dial at a time by default, as our `peer` does (`PEER_HOLD_PARALLEL=K`: K at once).
+    let at_once = std::env::var("PEER_HOLD_PARALLEL")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1);
+    let (mut dialed, mut established) = (0usize, 0usize);
+    while established < count {
+        while dialed < count && dialed - established < at_once {
+            swarm
+                .dial(addr.clone())
+                .map_err(|e| other(format!("dial {dialed} {addr}: {e}")))?;
+            dialed += 1;
+        }
+        let event = swarm.select_next_some().await;
+        log_event(&event);
+        match event {
+            SwarmEvent::ConnectionEstablished { .. } => established += 1,
+            SwarmEvent::OutgoingConnectionError { error, .. } => {
+                return Err(other(format!("dial {addr}: {error}")));
+            }
+            SwarmEvent::ConnectionClosed { cause, .. } => {
+                return Err(other(format!("held connection closed: {cause:?}")));
+            }
+            _ => {}
+        }
+    }
+    {
+        let mut out = io::stdout().lock();
+        let _ = writeln!(out, "HOLD OK {established}");
+        let _ = out.flush();
+    }
+    HELD.store(true, Ordering::SeqCst);
+    loop {
+        let event = swarm.select_next_some().await;
+        log_event(&event);
+    }
+}
+
 async fn run(args: Args) -> Result<String, Fail> {
     let key = make_key(args.key, args.seed)?;
     match args.mode {
         Mode::Listen(addr) => {
-            let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new())?;
+            let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60))?;
             listen(swarm, addr).await
         }
         Mode::Dial(addr, peer) => {
-            let ping_config = ping::Config::new().with_interval(Duration::from_millis(100));
-            let swarm = build_swarm(args.security, args.muxer, key, ping_config)?;
+            let swarm = match args.action {
+                Action::Hold(n) => {
+                    // Idle connections: default ping interval, kept open until the timeout.
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), timeout_of(&args.timeout))?;
+                    return hold(swarm, addr, n).await;
+                }
+                Action::Connections(n) => {
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60))?;
+                    return connections(swarm, addr, peer, n).await;
+                }
+                _ => {
+                    let ping_config = ping::Config::new().with_interval(Duration::from_millis(100));
+                    build_swarm(args.security, args.muxer, key, ping_config, Duration::from_secs(60))?
+                }
+            };
             dial(swarm, addr, peer, args.action).await
         }
     }
@@ -892,6 +1018,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| other(format!("runtime: {e}")).exit());
     match runtime.block_on(async { tokio::time::timeout(timeout, run(args)).await }) {
+        Err(_) if HELD.load(Ordering::SeqCst) => exit(0),
         Err(_) => finish("FAIL timeout", 1),
         Ok(Err(fail)) => fail.exit(),
         Ok(Ok(line)) => finish(&line, 0),
