@@ -319,6 +319,10 @@ struct Framed<S> {
     io: S,
     rbuf: Vec<u8>,
     wbuf: Vec<u8>,
+    /// Bytes were handed to `io` since its last completed flush. A socket that buffers (a
+    /// secure channel) may hold them until flushed, so an empty `wbuf` is not enough to know
+    /// that everything went out.
+    unflushed: bool,
     max: usize,
 }
 
@@ -328,12 +332,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             io,
             rbuf: Vec::new(),
             wbuf: Vec::new(),
+            unflushed: false,
             max,
         }
     }
 
     fn queue(&mut self, body: &[u8]) {
         encode_message(&mut self.wbuf, body);
+        self.unflushed = true;
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -349,7 +355,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             }
             self.wbuf.drain(..n);
         }
-        Pin::new(&mut self.io).poll_flush(cx)
+        ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+        self.unflushed = false;
+        Poll::Ready(Ok(()))
     }
 
     async fn recv(&mut self) -> Result<Vec<u8>, NegotiationError> {
@@ -363,7 +371,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
             if let Some(msg) = self.decode()? {
                 return Poll::Ready(Ok(msg));
             }
-            if !self.wbuf.is_empty() {
+            if self.unflushed {
                 ready!(self.poll_flush(cx))?;
             }
             let mut chunk = [0u8; READ_CHUNK];

@@ -264,3 +264,77 @@ async fn dialer_rejects_garbage_answers() {
         .unwrap_err();
     assert!(matches!(err, NegotiationError::InvalidProtocol(_)));
 }
+
+/// A socket that keeps written bytes until flushed and whose first flush is not ready (as a
+/// secure channel holding an unsent frame when the runtime's budget runs out).
+struct HoldsUntilFlushed {
+    inner: Pipe,
+    held: Vec<u8>,
+    first_flush: bool,
+}
+
+impl futures::AsyncRead for HoldsUntilFlushed {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut [u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl futures::AsyncWrite for HoldsUntilFlushed {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.held.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        if self.first_flush {
+            self.first_flush = false;
+            cx.waker().wake_by_ref();
+            return std::task::Poll::Pending;
+        }
+        let this = &mut *self;
+        while !this.held.is_empty() {
+            let n =
+                futures::ready!(std::pin::Pin::new(&mut this.inner).poll_write(cx, &this.held))?;
+            this.held.drain(..n);
+        }
+        std::pin::Pin::new(&mut this.inner).poll_flush(cx)
+    }
+
+    fn poll_close(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.inner).poll_close(cx)
+    }
+}
+
+#[tokio::test]
+async fn a_flush_that_is_not_ready_at_once_is_retried() {
+    let (a, b) = pipe();
+    let socket = HoldsUntilFlushed {
+        inner: a,
+        held: Vec::new(),
+        first_flush: true,
+    };
+    let listener =
+        tokio::spawn(async move { listener_select(b, &["/a/1"][..], &Config::default()).await });
+    let dialed = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        dialer_select(socket, ["/a/1"], Version::V1, &Config::default()),
+    )
+    .await
+    .expect("the proposal must go out although the first flush was pending");
+    assert_eq!(dialed.unwrap().0, "/a/1");
+    assert_eq!(listener.await.unwrap().unwrap().0, "/a/1");
+}
