@@ -6,7 +6,7 @@ use std::task::{ready, Context, Poll};
 
 use futures::{AsyncRead, AsyncWrite};
 
-use crate::{NoiseError, MAX_FRAME_PLAINTEXT, MAX_MESSAGE_LEN, TAG_LEN};
+use crate::{NoiseError, MAX_FRAME_PLAINTEXT, TAG_LEN};
 
 /// Where the reader is within the current message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,9 +99,11 @@ impl<C> NoiseStream<C> {
     fn encrypt_buffered(&mut self) -> io::Result<()> {
         debug_assert!(self.write_pos == self.write_len);
         debug_assert!(self.write_plain.len() <= MAX_FRAME_PLAINTEXT);
-        if self.write_frame.len() < 2 + MAX_MESSAGE_LEN {
-            // Once per stream: the buffer is kept at its full size from then on.
-            self.write_frame.resize(2 + MAX_MESSAGE_LEN, 0);
+        let needed = 2 + self.write_plain.len() + TAG_LEN;
+        if self.write_frame.len() < needed {
+            // Grows to the largest message sent so far and is kept: an idle connection that
+            // only sent small messages holds a small buffer, a busy one allocates no more.
+            self.write_frame.resize(needed, 0);
         }
         let len = match self
             .state
