@@ -3,6 +3,7 @@
 use libp2p_core::testkit::{muxer_kit, MuxerKitConfig};
 use libp2p_core::{Keypair, Role, SecurityUpgrade};
 use libp2p_mplex::Mplex;
+use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_transport_tcp::TcpSocket;
@@ -38,14 +39,9 @@ async fn secured<S: SecurityUpgrade<TcpSocket>>(
     )
 }
 
-/// Smaller loads than the default kit: each run here also pays for encryption, and the kit
-/// at full size runs in each muxer crate already.
+/// The full kit: 1,000 streams of 64 KiB, 16 MiB each way on one stream, under encryption.
 fn config() -> MuxerKitConfig {
-    MuxerKitConfig {
-        streams: 200,
-        stream_bytes: 64 * 1024,
-        bulk_bytes: 4 << 20,
-    }
+    MuxerKitConfig::default()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -66,4 +62,14 @@ async fn mplex_over_secio() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn yamux_over_secio() {
     muxer_kit(Yamux::default(), || secured(Secio::new), config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mplex_over_noise() {
+    muxer_kit(Mplex::default(), || secured(Noise::new), config()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn yamux_over_noise() {
+    muxer_kit(Yamux::default(), || secured(Noise::new), config()).await;
 }
