@@ -115,7 +115,14 @@ fn main() {
                 .expect("tokio runtime");
             runtime.block_on(async {
                 let timeout = Duration::from_secs(args.timeout);
-                match tokio::time::timeout(timeout, run(args)).await {
+                // Run on a worker thread, not on the thread that blocks on the runtime: the
+                // connection drivers are spawned tasks, and a client on the blocking thread
+                // would wake them across threads (a futex call) for every frame.
+                let work = tokio::spawn(tokio::time::timeout(timeout, run(args)));
+                let outcome = work
+                    .await
+                    .unwrap_or_else(|e| Ok(Err(format!("panicked: {e}"))));
+                match outcome {
                     Ok(Ok(line)) => {
                         println!("{line}");
                         0
