@@ -27,6 +27,12 @@
 //!
 //! The standard protocols are also usable on their own, over any stream on which they have
 //! been agreed: [`identify`], [`ping`], [`perf`].
+//!
+//! Throughput: every connection is driven by a task the host spawns. Code that moves a lot of
+//! data over a stream should run in a spawned task too, not directly in `Runtime::block_on`:
+//! from the blocking thread, every frame wakes the connection's task on another thread (a
+//! futex call each); measured on a 256 MiB transfer, that cost about a third of the
+//! throughput.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
