@@ -139,10 +139,12 @@ impl Mplex {
         let driver = MplexDriver {
             socket,
             shared,
-            rbuf: BytesMut::new(),
-            filled: 0,
-            read_chunk: 8 * 1024,
-            read_blocked: false,
+            inbox: Inbox {
+                rbuf: BytesMut::new(),
+                filled: 0,
+                read_chunk: 8 * 1024,
+                blocked: false,
+            },
             writing: BytesMut::new(),
             written: 0,
             writing_epoch: 0,
@@ -754,12 +756,7 @@ impl Drop for MplexStream {
 pub struct MplexDriver<C> {
     socket: C,
     shared: Arc<Shared>,
-    /// Received bytes: `filled` valid bytes at the front, zeroed spare room behind.
-    rbuf: BytesMut,
-    filled: usize,
-    read_chunk: usize,
-    /// A full stream stopped the parsing; complete frames may wait in `rbuf`.
-    read_blocked: bool,
+    inbox: Inbox,
     /// The output buffer being written; `written` bytes of it are out.
     writing: BytesMut,
     written: usize,
@@ -771,7 +768,7 @@ pub struct MplexDriver<C> {
 impl<C> std::fmt::Debug for MplexDriver<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MplexDriver")
-            .field("buffered_in", &self.filled)
+            .field("buffered_in", &self.inbox.filled)
             .field("pending_out", &(self.writing.len() - self.written))
             .finish()
     }
@@ -780,10 +777,21 @@ impl<C> std::fmt::Debug for MplexDriver<C> {
 /// Largest read chunk the driver grows to.
 const MAX_READ_CHUNK: usize = 256 * 1024;
 
-impl<C: Socket> MplexDriver<C> {
-    /// Parses and routes the complete frames in the read buffer.
+/// The driver's input side: received bytes and the parser over them.
+struct Inbox {
+    /// `filled` valid bytes at the front, zeroed spare room behind.
+    rbuf: BytesMut,
+    filled: usize,
+    read_chunk: usize,
+    /// A full stream stopped the parsing; complete frames may wait in `rbuf`.
+    blocked: bool,
+}
+
+impl Inbox {
+    /// Parses and routes the complete frames in the read buffer. A data frame for a stream
+    /// that is full under the blocking policy stays in the buffer and stops the parsing.
     fn parse(&mut self, state: &mut State) -> Result<(), MuxerError> {
-        self.read_blocked = false;
+        self.blocked = false;
         loop {
             let decoded = frame::decode(&self.rbuf[..self.filled], state.config.max_frame_len)?;
             let Decoded::Frame {
@@ -795,42 +803,47 @@ impl<C: Socket> MplexDriver<C> {
             else {
                 return Ok(());
             };
-            // Split the frame off without consuming it yet, so a blocked frame stays put.
             let mut data = BytesMut::new();
-            if flag.carries_data() && len > 0 && !self.would_block(state, id, flag) {
+            if flag.carries_data() && len > 0 {
+                if state.would_block(id, flag) {
+                    self.blocked = true;
+                    return Ok(());
+                }
                 self.rbuf.advance(header_len);
                 data = self.rbuf.split_to(len);
-            } else if !flag.carries_data() || len == 0 {
-                self.rbuf.advance(header_len + len);
             } else {
-                self.read_blocked = true;
-                return Ok(());
+                self.rbuf.advance(header_len + len);
             }
             self.filled -= header_len + len;
             state.dispatch(id, flag, &mut data)?;
         }
     }
+}
 
-    /// Whether a data frame for this stream must wait (blocking policy, full buffer).
-    fn would_block(&self, state: &mut State, id: u64, flag: Flag) -> bool {
-        if state.config.buffer_policy != BufferPolicy::Block || flag == Flag::NewStream {
+impl State {
+    /// Whether a data frame for this stream must wait (blocking policy, full buffer); if so,
+    /// notes the stream whose reader will wake the driver.
+    fn would_block(&mut self, id: u64, flag: Flag) -> bool {
+        if self.config.buffer_policy != BufferPolicy::Block {
             return false;
         }
         let key = Key {
             id,
             ours: flag == Flag::MessageReceiver,
         };
-        match state.streams.get(&key) {
+        match self.streams.get(&key) {
             Some(st)
-                if !st.reset && !st.remote_closed && st.recv_len >= state.config.max_buffer_len =>
+                if !st.reset && !st.remote_closed && st.recv_len >= self.config.max_buffer_len =>
             {
-                state.blocked_on = Some(key);
+                self.blocked_on = Some(key);
                 true
             }
             _ => false,
         }
     }
+}
 
+impl<C: Socket> MplexDriver<C> {
     fn poll_run(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), MuxerError>> {
         {
             let mut state = self.shared.lock();
@@ -901,36 +914,35 @@ impl<C: Socket> MplexDriver<C> {
             }
 
             // Input: route buffered frames, then read more.
-            let shared = self.shared.clone();
             let (out_len, limit, blocked) = {
-                let mut state = shared.lock();
-                if self.read_blocked && state.blocked_on.is_none() {
-                    self.parse(&mut state)?;
-                    progress |= !self.read_blocked;
+                let mut state = self.shared.lock();
+                if self.inbox.blocked && state.blocked_on.is_none() {
+                    self.inbox.parse(&mut state)?;
+                    progress |= !self.inbox.blocked;
                 }
                 (
                     state.out.len(),
                     state.config.write_buffer_len,
-                    self.read_blocked,
+                    self.inbox.blocked,
                 )
             };
             // Stop reading while our own answers pile up unsent (a remote that opens streams
             // we reset without reading the resets), or while a full stream blocks.
             if !blocked && out_len < 2 * limit.max(64 * 1024) {
-                if self.rbuf.len() - self.filled < self.read_chunk / 2 {
-                    let want = self.filled + self.read_chunk;
-                    self.rbuf.resize(want, 0);
+                let inbox = &mut self.inbox;
+                if inbox.rbuf.len() - inbox.filled < inbox.read_chunk / 2 {
+                    let want = inbox.filled + inbox.read_chunk;
+                    inbox.rbuf.resize(want, 0);
                 }
-                match Pin::new(&mut self.socket).poll_read(cx, &mut self.rbuf[self.filled..]) {
+                match Pin::new(&mut self.socket).poll_read(cx, &mut inbox.rbuf[inbox.filled..]) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                     Poll::Ready(Ok(n)) => {
-                        if n == self.rbuf.len() - self.filled {
-                            self.read_chunk = (self.read_chunk * 2).min(MAX_READ_CHUNK);
+                        if n == inbox.rbuf.len() - inbox.filled {
+                            inbox.read_chunk = (inbox.read_chunk * 2).min(MAX_READ_CHUNK);
                         }
-                        self.filled += n;
+                        inbox.filled += n;
                         progress = true;
-                        let mut state = shared.lock();
-                        self.parse(&mut state)?;
+                        inbox.parse(&mut self.shared.lock())?;
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
                     Poll::Pending => {}
