@@ -1,8 +1,8 @@
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::testkit::{pattern, security_kit};
 use libp2p_core::{
-    Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport,
-    TransportError, TransportExt,
+    Keypair, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport, TransportError,
+    TransportExt,
 };
 use libp2p_plaintext::{Plaintext, PlaintextError};
 use libp2p_transport_tcp::TcpTransport;
@@ -10,38 +10,6 @@ use libp2p_transport_tcp::TcpTransport;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
     security_kit(Plaintext::new).await;
-}
-
-/// Listens with `server` on loopback TCP and echoes every connection; returns the address.
-async fn echo_server<T>(server: T) -> Multiaddr
-where
-    T: Transport<
-        Output = (
-            PeerId,
-            libp2p_core::Negotiated<libp2p_transport_tcp::TcpSocket>,
-        ),
-    >,
-{
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
-    tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let accept = server.accept(pending);
-                tokio::spawn(async move {
-                    if let Ok((_, io)) = accept.await {
-                        let _ = libp2p_core::testkit::serve_echo(io).await;
-                    }
-                });
-            }
-        }
-    });
-    addr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -53,7 +21,8 @@ async fn two_tcp_endpoints_negotiate_plaintext_through_the_pipeline() {
     let client = TcpTransport::new()
         .upgrade()
         .authenticate(Plaintext::new(ka));
-    let addr = echo_server(server).await;
+    let addr =
+        libp2p_core::testkit::echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
     let (peer, mut io) = client.dial(target).await.expect("dial");
     assert_eq!(peer, kb.public().to_peer_id());
@@ -104,7 +73,8 @@ async fn negotiation_falls_back_when_the_first_proposal_is_refused() {
     let client = TcpTransport::new()
         .upgrade()
         .authenticate((Unspoken, Plaintext::new(ka)));
-    let addr = echo_server(server).await;
+    let addr =
+        libp2p_core::testkit::echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let (peer, mut io) = client.dial(addr.clone()).await.expect("fallback dial");
     assert_eq!(peer, kb.public().to_peer_id());
     io.write_all(b"after fallback").await.unwrap();

@@ -1,12 +1,11 @@
 use std::io;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
 use libp2p_core::{
-    Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport,
-    TransportExt,
+    Keypair, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport, TransportExt,
 };
 use libp2p_secio::{
     Cipher, Digest, KeyExchange, Secio, SecioConfig, SecioError, SecioStream, PROTOCOL,
@@ -153,38 +152,6 @@ async fn oversized_handshake_message_is_refused() {
     assert!(matches!(result, Err(SecioError::FrameTooLarge { .. })));
 }
 
-/// Listens with `server` on loopback TCP and echoes every connection; returns the address.
-async fn echo_server<T>(server: T) -> Multiaddr
-where
-    T: Transport<
-        Output = (
-            PeerId,
-            SecioStream<libp2p_core::Negotiated<libp2p_transport_tcp::TcpSocket>>,
-        ),
-    >,
-{
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
-    tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let accept = server.accept(pending);
-                tokio::spawn(async move {
-                    if let Ok((_, io)) = accept.await {
-                        let _ = serve_echo(io).await;
-                    }
-                });
-            }
-        }
-    });
-    addr
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tcp_endpoints_negotiate_secio_through_the_pipeline() {
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
@@ -192,7 +159,8 @@ async fn two_tcp_endpoints_negotiate_secio_through_the_pipeline() {
         .upgrade()
         .authenticate(Secio::new(kb.clone()));
     let client = TcpTransport::new().upgrade().authenticate(Secio::new(ka));
-    let addr = echo_server(server).await;
+    let addr =
+        libp2p_core::testkit::echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
     let (peer, io) = tokio::time::timeout(Duration::from_secs(20), client.dial(target))
         .await

@@ -116,3 +116,34 @@ pub async fn transport_pair<T: crate::Transport>(
         within(20, "connect a pair", futures::future::join(dial, accept)).await;
     (dialed.expect("dial"), accepted.expect("accept"))
 }
+
+/// Listens with `transport` on `listen_addr`, echoes every stream of every connection it
+/// accepts (security stacks whose output is `(PeerId, socket)`), and returns the address.
+pub async fn echo_listener<T, S>(transport: T, listen_addr: crate::Multiaddr) -> crate::Multiaddr
+where
+    T: crate::Transport<Output = (crate::PeerId, S)>,
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    use futures::StreamExt;
+    let mut listener = transport.listen(listen_addr).expect("listen");
+    let addr = loop {
+        match within(10, "listen address", listener.next()).await {
+            Some(crate::ListenerEvent::NewAddress(a)) => break a,
+            Some(_) => continue,
+            None => panic!("listener ended before reporting an address"),
+        }
+    };
+    tokio::spawn(async move {
+        while let Some(event) = listener.next().await {
+            if let crate::ListenerEvent::Incoming { pending, .. } = event {
+                let accept = transport.accept(pending);
+                tokio::spawn(async move {
+                    if let Ok((_, io)) = accept.await {
+                        let _ = serve_echo(io).await;
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
