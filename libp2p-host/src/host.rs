@@ -425,16 +425,15 @@ impl Host {
             *slot = Some(ping::Pinger::new(stream.into_negotiated()));
         }
         let pinger = slot.as_mut().expect("just set");
-        match pinger.ping().await {
-            Ok(rtt) => Ok(rtt),
-            Err(e) => {
-                *slot = None;
-                Err(HostError::Ping {
-                    peer,
-                    reason: e.to_string(),
-                })
-            }
-        }
+        // A peer that stops answering must not hold this connection's ping slot forever.
+        let limit = self.inner.config.negotiation_timeout();
+        let reason = match tokio::time::timeout(limit, pinger.ping()).await {
+            Ok(Ok(rtt)) => return Ok(rtt),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no answer within {limit:?}"),
+        };
+        *slot = None;
+        Err(HostError::Ping { peer, reason })
     }
 
     /// Closes every connection to `peer`.

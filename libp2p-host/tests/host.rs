@@ -489,3 +489,28 @@ async fn a_restarted_peer_is_reached_again() {
     a.close().await;
     b2.close().await;
 }
+
+/// A peer that takes the ping stream but never answers: `ping` fails within the negotiation
+/// timeout instead of hanging, and the next ping opens a fresh stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_ping_times_out() {
+    let config = HostConfig {
+        negotiation_timeout_ms: 300,
+        ..HostConfig::default()
+    };
+    let a = memory_host(config).await;
+    let b = memory_host(HostConfig::default()).await;
+    b.set_stream_handler("/ipfs/ping/1.0.0", |stream| async move {
+        let _held = stream;
+        std::future::pending::<()>().await;
+        Ok(())
+    });
+    a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
+    let result = tokio::time::timeout(Duration::from_secs(10), a.ping(b.peer_id()))
+        .await
+        .expect("ping returns in time");
+    match result {
+        Err(HostError::Ping { reason, .. }) => assert!(reason.contains("no answer"), "{reason}"),
+        other => panic!("expected a ping timeout, got {other:?}"),
+    }
+}
