@@ -529,6 +529,7 @@ impl Host {
                 }
             });
             let weak = Arc::downgrade(&self.inner);
+            let limit = self.inner.config.negotiation_timeout();
             self.insert_handler(
                 identify::PUSH_PROTOCOL.into(),
                 None,
@@ -536,7 +537,7 @@ impl Host {
                     let weak = weak.clone();
                     async move {
                         let peer = stream.remote_peer();
-                        let info = identify::receive(stream).await?;
+                        let info = receive_identify(stream, limit).await?;
                         if let Some(inner) = weak.upgrade() {
                             record_identify(&inner, peer, info);
                         }
@@ -574,6 +575,18 @@ impl Host {
                 }
             });
         }
+    }
+}
+
+/// Reads the remote's identify message, giving up after `limit`: a peer that never sends one
+/// must not hold the stream and its task for the life of the connection.
+async fn receive_identify(
+    stream: Stream,
+    limit: Duration,
+) -> Result<identify::Info, Box<dyn std::error::Error + Send + Sync>> {
+    match tokio::time::timeout(limit, identify::receive(stream)).await {
+        Ok(info) => Ok(info?),
+        Err(_) => Err(format!("no identify message within {limit:?}").into()),
     }
 }
 
@@ -732,7 +745,7 @@ fn add_connection(
                     return;
                 }
             };
-            match identify::receive(stream).await {
+            match receive_identify(stream, timeout).await {
                 Ok(info) => {
                     if let Some(inner) = weak.upgrade() {
                         record_identify(&inner, conn.peer, info);
