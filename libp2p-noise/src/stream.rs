@@ -97,18 +97,25 @@ impl<C> NoiseStream<C> {
     /// Encrypts the buffered plaintext into the frame buffer (whose previous frame must be
     /// fully written).
     fn encrypt_buffered(&mut self) -> io::Result<()> {
+        let plain = std::mem::take(&mut self.write_plain);
+        let result = self.encrypt(&plain);
+        self.write_plain = plain;
+        self.write_plain.clear();
+        result
+    }
+
+    /// Encrypts `plain` (at most one message) into the frame buffer, whose previous frame must
+    /// be fully written.
+    fn encrypt(&mut self, plain: &[u8]) -> io::Result<()> {
         debug_assert!(self.write_pos == self.write_len);
-        debug_assert!(self.write_plain.len() <= MAX_FRAME_PLAINTEXT);
-        let needed = 2 + self.write_plain.len() + TAG_LEN;
+        debug_assert!(plain.len() <= MAX_FRAME_PLAINTEXT);
+        let needed = 2 + plain.len() + TAG_LEN;
         if self.write_frame.len() < needed {
             // Grows to the largest message sent so far and is kept: an idle connection that
             // only sent small messages holds a small buffer, a busy one allocates no more.
             self.write_frame.resize(needed, 0);
         }
-        let len = match self
-            .state
-            .write_message(&self.write_plain, &mut self.write_frame[2..])
-        {
+        let len = match self.state.write_message(plain, &mut self.write_frame[2..]) {
             Ok(len) => len,
             Err(e) => {
                 self.write_failed = true;
@@ -127,7 +134,6 @@ impl<C> NoiseStream<C> {
         self.write_frame[..2].copy_from_slice(&prefix.to_be_bytes());
         self.write_pos = 0;
         self.write_len = 2 + len;
-        self.write_plain.clear();
         Ok(())
     }
 }
@@ -274,6 +280,16 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<C> {
             // The buffer is full: it becomes a message once the previous one is out.
             ready!(this.poll_drain(cx))?;
             this.encrypt_buffered()?;
+        }
+        if this.write_plain.is_empty() && buf.len() >= MAX_FRAME_PLAINTEXT {
+            // A whole message from the caller's bytes: encrypt it straight into the frame,
+            // without staging it in the plaintext buffer first.
+            ready!(this.poll_drain(cx))?;
+            this.encrypt(&buf[..MAX_FRAME_PLAINTEXT])?;
+            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
+                return Poll::Ready(Err(e));
+            }
+            return Poll::Ready(Ok(MAX_FRAME_PLAINTEXT));
         }
         let n = buf.len().min(MAX_FRAME_PLAINTEXT - this.write_plain.len());
         this.write_plain.extend_from_slice(&buf[..n]);
