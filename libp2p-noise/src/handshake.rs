@@ -9,6 +9,10 @@ use libp2p_core::{PeerId, PublicKey, Role, Socket};
 use crate::stream::NoiseStream;
 use crate::{proto, LocalKeys, NoiseError, MAX_MESSAGE_LEN, NOISE_PARAMS, STATIC_KEY_DOMAIN};
 
+/// The most XX adds to a payload in one message: an ephemeral and a static key (32 bytes each)
+/// and two AEAD tags (16 bytes each).
+const HANDSHAKE_OVERHEAD: usize = 2 * 32 + 2 * 16;
+
 /// The buffers of one handshake: the message on the wire and the payload inside it.
 struct Buffers {
     message: Vec<u8>,
@@ -22,6 +26,12 @@ async fn send<C: Socket>(
     bufs: &mut Buffers,
     payload: &[u8],
 ) -> Result<(), NoiseError> {
+    // Room for the payload plus what XX adds to a message (two keys, two tags), capped by the
+    // frame size.
+    let room = (2 + payload.len() + HANDSHAKE_OVERHEAD).min(2 + MAX_MESSAGE_LEN);
+    if bufs.message.len() < room {
+        bufs.message.resize(room, 0);
+    }
     let len = state.write_message(payload, &mut bufs.message[2..])?;
     let prefix =
         u16::try_from(len).map_err(|_| NoiseError::Noise("handshake message too long".into()))?;
@@ -41,6 +51,14 @@ async fn receive<C: Socket>(
     let mut header = [0u8; 2];
     socket.read_exact(&mut header).await?;
     let len = usize::from(u16::from_be_bytes(header));
+    // Both buffers grow to what this message needs (at most 64 KiB, the 2-byte length's bound);
+    // the payload inside is never longer than the message.
+    if bufs.message.len() < len {
+        bufs.message.resize(len, 0);
+    }
+    if bufs.payload.len() < len {
+        bufs.payload.resize(len, 0);
+    }
     socket.read_exact(&mut bufs.message[..len]).await?;
     Ok(state.read_message(&bufs.message[..len], &mut bufs.payload)?)
 }
@@ -88,8 +106,8 @@ pub(crate) async fn handshake<C: Socket>(
         Role::Listener => builder.build_responder()?,
     };
     let mut bufs = Buffers {
-        message: vec![0u8; 2 + MAX_MESSAGE_LEN],
-        payload: vec![0u8; MAX_MESSAGE_LEN],
+        message: Vec::new(),
+        payload: Vec::new(),
     };
 
     let remote = match role {
