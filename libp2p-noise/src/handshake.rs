@@ -6,8 +6,9 @@ use std::sync::Arc;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::{PeerId, PublicKey, Role, Socket};
 
+use crate::stream::Ciphers;
 use crate::stream::NoiseStream;
-use crate::{proto, LocalKeys, NoiseError, MAX_MESSAGE_LEN, NOISE_PARAMS, STATIC_KEY_DOMAIN};
+use crate::{proto, LocalKeys, NoiseError, MAX_MESSAGE_LEN, STATIC_KEY_DOMAIN};
 
 /// The most XX adds to a payload in one message: an ephemeral and a static key (32 bytes each)
 /// and two AEAD tags (16 bytes each).
@@ -99,8 +100,7 @@ pub(crate) async fn handshake<C: Socket>(
     local: Arc<LocalKeys>,
     expected: Option<PeerId>,
 ) -> Result<(PeerId, NoiseStream<C>), NoiseError> {
-    let params: snow::params::NoiseParams = NOISE_PARAMS.parse()?;
-    let builder = snow::Builder::new(params).local_private_key(&local.static_private)?;
+    let builder = crate::builder().local_private_key(&local.static_private)?;
     let mut state = match role {
         Role::Dialer => builder.build_initiator()?,
         Role::Listener => builder.build_responder()?,
@@ -137,9 +137,11 @@ pub(crate) async fn handshake<C: Socket>(
     if !state.is_handshake_finished() {
         return Err(NoiseError::Noise("handshake did not finish".into()));
     }
-    let transport = state.into_transport_mode()?;
+    let remote_static = state.get_remote_static().map(<[u8]>::to_vec);
+    // The transport keys (Noise's Split()); the stream runs the cipher states itself.
+    let ciphers = Ciphers::from_split(role == Role::Dialer, state.dangerously_get_raw_split());
     tracing::debug!(peer = %remote, ?role, "noise handshake complete");
-    Ok((remote, NoiseStream::new(socket, transport)))
+    Ok((remote, NoiseStream::new(socket, ciphers, remote_static)))
 }
 
 #[cfg(test)]

@@ -40,6 +40,22 @@ pub const PROTOCOL: &str = "/noise";
 /// The Noise protocol instance libp2p uses.
 pub(crate) const NOISE_PARAMS: &str = "Noise_XX_25519_ChaChaPoly_SHA256";
 
+/// A snow builder for [`NOISE_PARAMS`]: ring for ChaChaPoly and SHA-256, snow's own
+/// resolver (curve25519-dalek, getrandom) for X25519 and the RNG, which ring's does not give.
+pub(crate) fn builder<'a>() -> snow::Builder<'a> {
+    use snow::resolvers::{DefaultResolver, FallbackResolver, RingResolver};
+    let params = NOISE_PARAMS
+        .parse()
+        .expect("NOISE_PARAMS is a valid Noise protocol name");
+    snow::Builder::with_resolver(
+        params,
+        Box::new(FallbackResolver::new(
+            Box::new(RingResolver),
+            Box::new(DefaultResolver),
+        )),
+    )
+}
+
 /// The prefix of the bytes the identity key signs: this, then the Noise static public key.
 pub(crate) const STATIC_KEY_DOMAIN: &[u8] = b"noise-libp2p-static-key:";
 
@@ -124,12 +140,7 @@ pub(crate) struct LocalKeys {
 
 impl LocalKeys {
     fn generate(identity: &Keypair) -> Result<Self, String> {
-        let params: snow::params::NoiseParams = NOISE_PARAMS
-            .parse()
-            .map_err(|e: snow::Error| e.to_string())?;
-        let dh = snow::Builder::new(params)
-            .generate_keypair()
-            .map_err(|e| e.to_string())?;
+        let dh = builder().generate_keypair().map_err(|e| e.to_string())?;
         let mut signed = Vec::with_capacity(STATIC_KEY_DOMAIN.len() + dh.public.len());
         signed.extend_from_slice(STATIC_KEY_DOMAIN);
         signed.extend_from_slice(&dh.public);

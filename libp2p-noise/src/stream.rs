@@ -1,24 +1,95 @@
 //! The encrypted channel: messages of `2-byte big-endian length ‖ ciphertext ‖ 16-byte tag`.
+//!
+//! The handshake (snow) hands over its two transport keys; this side seals and opens the
+//! messages with ring's ChaCha20-Poly1305 itself, in place in its own buffers: one copy in
+//! (the caller's bytes into the message being filled) and one copy out (decrypted bytes to the
+//! caller), no staging buffer in between.
 
 use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
 use futures::{AsyncRead, AsyncWrite};
+use ring::aead::{self, Aad, LessSafeKey, Nonce, UnboundKey, CHACHA20_POLY1305};
 
-use crate::{NoiseError, MAX_FRAME_PLAINTEXT, TAG_LEN};
+use crate::{NoiseError, MAX_FRAME_PLAINTEXT, MAX_MESSAGE_LEN, TAG_LEN};
 
-/// Where the reader is within the current message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum ReadState {
-    /// Reading the 2-byte length; `filled` bytes of it so far.
-    Header { filled: usize },
-    /// Reading a message of `len` bytes into the frame buffer; `filled` so far.
-    Body { len: usize, filled: usize },
-    /// The remote closed its write side at a message boundary.
-    Eof,
-    /// A message failed (or the socket did); the read side is unusable.
-    Failed,
+/// One direction's Noise `CipherState` for ChaChaPoly: a key and the message counter.
+pub(crate) struct CipherState {
+    key: LessSafeKey,
+    nonce: u64,
+}
+
+impl CipherState {
+    /// A cipher state with `key` and the counter at zero.
+    pub(crate) fn new(key: &[u8; 32]) -> Self {
+        let key = UnboundKey::new(&CHACHA20_POLY1305, key).expect("a 32-byte ChaCha20 key");
+        CipherState {
+            key: LessSafeKey::new(key),
+            nonce: 0,
+        }
+    }
+
+    /// The next nonce: 4 zero bytes, then the counter as 8 little-endian bytes. The Noise
+    /// spec reserves 2^64-1, so the channel ends before reaching it.
+    fn next_nonce(&mut self) -> io::Result<Nonce> {
+        if self.nonce == u64::MAX {
+            return Err(io::Error::other(NoiseError::Noise(
+                "nonce exhausted: 2^64-1 messages in one direction".into(),
+            )));
+        }
+        let mut bytes = [0u8; 12];
+        bytes[4..].copy_from_slice(&self.nonce.to_le_bytes());
+        self.nonce += 1;
+        Ok(Nonce::assume_unique_for_key(bytes))
+    }
+
+    /// Encrypts `in_out` in place and returns its tag.
+    fn seal(&mut self, in_out: &mut [u8]) -> io::Result<aead::Tag> {
+        let nonce = self.next_nonce()?;
+        self.key
+            .seal_in_place_separate_tag(nonce, Aad::empty(), in_out)
+            .map_err(|_| io::Error::other(NoiseError::Noise("encryption failed".into())))
+    }
+
+    /// Checks the tag at the end of `in_out` and decrypts the rest in place; returns the
+    /// plaintext's length.
+    fn open(&mut self, in_out: &mut [u8]) -> io::Result<usize> {
+        let nonce = self.next_nonce()?;
+        match self.key.open_in_place(nonce, Aad::empty(), in_out) {
+            Ok(plain) => Ok(plain.len()),
+            Err(_) => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                NoiseError::Noise("message failed to decrypt (bad tag)".into()),
+            )),
+        }
+    }
+}
+
+/// The two cipher states of a finished handshake, from our point of view.
+pub(crate) struct Ciphers {
+    pub(crate) send: CipherState,
+    pub(crate) recv: CipherState,
+}
+
+impl Ciphers {
+    /// From the handshake's split `(initiator to responder, responder to initiator)`.
+    pub(crate) fn from_split(initiator: bool, (i2r, r2i): ([u8; 32], [u8; 32])) -> Self {
+        let (send, recv) = if initiator { (i2r, r2i) } else { (r2i, i2r) };
+        Ciphers {
+            send: CipherState::new(&send),
+            recv: CipherState::new(&recv),
+        }
+    }
+}
+
+/// Grows `buf`'s capacity to hold `needed` bytes, at most doubling and never beyond one
+/// whole message (plus the next length prefix), so buffers stay at the size traffic needs.
+fn reserve(buf: &mut Vec<u8>, needed: usize) {
+    if buf.capacity() < needed {
+        let target = needed.max(buf.capacity() * 2).min(2 + MAX_MESSAGE_LEN + 2);
+        buf.reserve_exact(target.max(needed) - buf.len());
+    }
 }
 
 /// A Noise-encrypted socket: what [`Noise`](crate::Noise) hands out after the handshake.
@@ -30,63 +101,66 @@ enum ReadState {
 /// the read side stays open until the remote closes its own.
 pub struct NoiseStream<C> {
     socket: C,
-    state: Box<snow::TransportState>,
-    // Reading.
-    read_state: ReadState,
-    header: [u8; 2],
-    /// The encrypted message being read (capacity reused).
-    read_frame: Vec<u8>,
-    /// Decrypted plaintext `read_plain[read_pos..read_end]` waiting to be handed out.
-    read_plain: Vec<u8>,
-    read_pos: usize,
-    read_end: usize,
+    ciphers: Box<Ciphers>,
+    remote_static: Option<Vec<u8>>,
+    // Reading. `read_buf[..read_len]` holds bytes from the socket: the current message (its
+    // length, then its plaintext once decrypted in place, then its tag) from 0 to `msg_end`,
+    // then at most the start of the next message's length.
+    read_buf: Vec<u8>,
+    read_len: usize,
+    /// The end of the current, decrypted message (0: none).
+    msg_end: usize,
+    /// Decrypted plaintext `read_buf[plain_pos..plain_end]` waiting to be handed out.
+    plain_pos: usize,
+    plain_end: usize,
+    /// The remote closed its write side at a message boundary.
+    read_eof: bool,
+    /// A message failed (or the socket did); the read side is unusable.
+    read_failed: bool,
     // Writing.
-    /// Plaintext written but not yet encrypted (at most `MAX_FRAME_PLAINTEXT`).
-    write_plain: Vec<u8>,
-    /// The encrypted message being sent: `write_frame[write_pos..write_len]` is still due.
-    write_frame: Vec<u8>,
-    write_pos: usize,
-    write_len: usize,
+    /// The message being filled: 2 bytes for its length, then plaintext (at most
+    /// `MAX_FRAME_PLAINTEXT`), sealed in place when full or flushed.
+    fill: Vec<u8>,
+    /// The sealed message being sent: `out[out_pos..]` is still due.
+    out: Vec<u8>,
+    out_pos: usize,
     write_failed: bool,
 }
 
 impl<C> std::fmt::Debug for NoiseStream<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("NoiseStream")
-            .field("read_state", &self.read_state)
-            .field("buffered_plaintext", &self.write_plain.len())
-            .field("pending_write", &(self.write_len - self.write_pos))
+            .field("buffered_plaintext", &self.fill.len().saturating_sub(2))
+            .field("pending_write", &(self.out.len() - self.out_pos))
+            .field("read_eof", &self.read_eof)
+            .field("read_failed", &self.read_failed)
             .finish_non_exhaustive()
     }
 }
 
-/// A decryption failure: the stream's data cannot be trusted any more.
-fn invalid_data(e: snow::Error) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, NoiseError::from(e))
-}
-
 impl<C> NoiseStream<C> {
-    pub(crate) fn new(socket: C, state: snow::TransportState) -> Self {
+    pub(crate) fn new(socket: C, ciphers: Ciphers, remote_static: Option<Vec<u8>>) -> Self {
         NoiseStream {
             socket,
-            state: Box::new(state),
-            read_state: ReadState::Header { filled: 0 },
-            header: [0; 2],
-            read_frame: Vec::new(),
-            read_plain: Vec::new(),
-            read_pos: 0,
-            read_end: 0,
-            write_plain: Vec::new(),
-            write_frame: Vec::new(),
-            write_pos: 0,
-            write_len: 0,
+            ciphers: Box::new(ciphers),
+            remote_static,
+            read_buf: Vec::new(),
+            read_len: 0,
+            msg_end: 0,
+            plain_pos: 0,
+            plain_end: 0,
+            read_eof: false,
+            read_failed: false,
+            fill: Vec::new(),
+            out: Vec::new(),
+            out_pos: 0,
             write_failed: false,
         }
     }
 
     /// The remote's X25519 static public key, as proven in the handshake.
     pub fn remote_static_key(&self) -> Option<&[u8]> {
-        self.state.get_remote_static()
+        self.remote_static.as_deref()
     }
 
     /// A shared reference to the socket underneath.
@@ -94,146 +168,120 @@ impl<C> NoiseStream<C> {
         &self.socket
     }
 
-    /// Encrypts the buffered plaintext into the frame buffer (whose previous frame must be
-    /// fully written).
-    fn encrypt_buffered(&mut self) -> io::Result<()> {
-        let plain = std::mem::take(&mut self.write_plain);
-        let result = self.encrypt(&plain);
-        self.write_plain = plain;
-        self.write_plain.clear();
-        result
+    /// Plaintext bytes in the message being filled.
+    fn filled(&self) -> usize {
+        self.fill.len().saturating_sub(2)
     }
 
-    /// Encrypts `plain` (at most one message) into the frame buffer, whose previous frame must
-    /// be fully written.
-    fn encrypt(&mut self, plain: &[u8]) -> io::Result<()> {
-        debug_assert!(self.write_pos == self.write_len);
-        debug_assert!(plain.len() <= MAX_FRAME_PLAINTEXT);
-        let needed = 2 + plain.len() + TAG_LEN;
-        if self.write_frame.len() < needed {
-            // Grows to the largest message sent so far and is kept: an idle connection that
-            // only sent small messages holds a small buffer, a busy one allocates no more.
-            self.write_frame.resize(needed, 0);
-        }
-        let len = match self.state.write_message(plain, &mut self.write_frame[2..]) {
-            Ok(len) => len,
+    /// Seals the message being filled and makes it the one being sent (whose predecessor
+    /// must be fully written).
+    fn seal_fill(&mut self) -> io::Result<()> {
+        debug_assert!(self.out_pos == self.out.len());
+        let plain = self.filled();
+        debug_assert!(plain <= MAX_FRAME_PLAINTEXT);
+        reserve(&mut self.fill, 2 + plain + TAG_LEN);
+        let tag = match self.ciphers.send.seal(&mut self.fill[2..]) {
+            Ok(tag) => tag,
             Err(e) => {
                 self.write_failed = true;
-                return Err(io::Error::other(NoiseError::from(e)));
+                return Err(e);
             }
         };
-        let prefix = match u16::try_from(len) {
-            Ok(p) => p,
-            Err(_) => {
-                self.write_failed = true;
-                return Err(io::Error::other(NoiseError::Noise(
-                    "message too long".into(),
-                )));
-            }
-        };
-        self.write_frame[..2].copy_from_slice(&prefix.to_be_bytes());
-        self.write_pos = 0;
-        self.write_len = 2 + len;
+        self.fill.extend_from_slice(tag.as_ref());
+        let len = u16::try_from(plain + TAG_LEN).expect("bounded by MAX_FRAME_PLAINTEXT");
+        self.fill[..2].copy_from_slice(&len.to_be_bytes());
+        std::mem::swap(&mut self.fill, &mut self.out);
+        self.out_pos = 0;
+        self.fill.clear();
         Ok(())
     }
 }
 
 impl<C: AsyncRead + AsyncWrite + Unpin> NoiseStream<C> {
-    /// Reads the next message and decrypts it into `read_plain`. `Ok(true)` when there is a
-    /// new message (maybe with empty plaintext), `Ok(false)` at a clean end of stream.
+    /// Makes the next message's plaintext available in `read_buf[plain_pos..plain_end]`.
+    /// `Ok(true)` when there is a new message (maybe with empty plaintext), `Ok(false)` at a
+    /// clean end of stream.
     fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.read_failed {
+            return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
+        }
+        if self.read_eof {
+            return Poll::Ready(Ok(false));
+        }
         let result = ready!(self.poll_next_message_inner(cx));
-        if result.is_err() {
-            self.read_state = ReadState::Failed;
+        match &result {
+            Err(_) => self.read_failed = true,
+            Ok(false) => self.read_eof = true,
+            Ok(true) => {}
         }
         Poll::Ready(result)
     }
 
     fn poll_next_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
+        if self.msg_end > 0 {
+            // The previous message is used up: keep what followed it (at most 2 bytes).
+            self.read_buf.copy_within(self.msg_end..self.read_len, 0);
+            self.read_len -= self.msg_end;
+            self.msg_end = 0;
+        }
         loop {
-            match self.read_state {
-                ReadState::Failed => {
-                    return Poll::Ready(Err(io::Error::other("noise stream failed earlier")))
+            // Until the length is known, read just the length; then the message and the
+            // next message's length, which usually saves a read per message.
+            let want = if self.read_len < 2 {
+                2
+            } else {
+                let len = usize::from(u16::from_be_bytes([self.read_buf[0], self.read_buf[1]]));
+                if self.read_len >= 2 + len {
+                    return Poll::Ready(self.open_message(len).map(|()| true));
                 }
-                ReadState::Eof => return Poll::Ready(Ok(false)),
-                ReadState::Header { mut filled } => {
-                    while filled < 2 {
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.header[filled..])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Header { filled };
-                                return Poll::Pending;
-                            }
-                        };
-                        if n == 0 {
-                            if filled == 0 {
-                                self.read_state = ReadState::Eof;
-                                return Poll::Ready(Ok(false));
-                            }
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                        }
-                        filled += n;
-                    }
-                    let len = usize::from(u16::from_be_bytes(self.header));
-                    // Bounded by the 2-byte length; the allocation is reused.
-                    if self.read_frame.len() < len {
-                        self.read_frame.resize(len, 0);
-                    }
-                    self.read_state = ReadState::Body { len, filled: 0 };
-                }
-                ReadState::Body { len, mut filled } => {
-                    while filled < len {
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.read_frame[filled..len])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Body { len, filled };
-                                return Poll::Pending;
-                            }
-                        };
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                        }
-                        filled += n;
-                    }
-                    let plain_len = len.saturating_sub(TAG_LEN);
-                    if self.read_plain.len() < plain_len {
-                        self.read_plain.resize(plain_len, 0);
-                    }
-                    let n = self
-                        .state
-                        .read_message(&self.read_frame[..len], &mut self.read_plain)
-                        .map_err(invalid_data)?;
-                    self.read_pos = 0;
-                    self.read_end = n;
-                    self.read_state = ReadState::Header { filled: 0 };
-                    return Poll::Ready(Ok(true));
-                }
+                2 + len + 2
+            };
+            if self.read_buf.len() < want {
+                // Bounded by the 2-byte length; the allocation is kept for later messages.
+                reserve(&mut self.read_buf, want);
+                self.read_buf.resize(want, 0);
             }
+            let n =
+                ready!(Pin::new(&mut self.socket)
+                    .poll_read(cx, &mut self.read_buf[self.read_len..want]))?;
+            if n == 0 {
+                if self.read_len == 0 {
+                    return Poll::Ready(Ok(false));
+                }
+                return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+            }
+            self.read_len += n;
         }
     }
 
-    /// Writes out whatever is left of the current encrypted message.
+    /// Decrypts the whole message of `len` bytes at the front of the read buffer in place.
+    fn open_message(&mut self, len: usize) -> io::Result<()> {
+        if len < TAG_LEN {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                NoiseError::Noise(format!("message of {len} bytes is shorter than its tag")),
+            ));
+        }
+        let plain = self.ciphers.recv.open(&mut self.read_buf[2..2 + len])?;
+        self.plain_pos = 2;
+        self.plain_end = 2 + plain;
+        self.msg_end = 2 + len;
+        Ok(())
+    }
+
+    /// Writes out whatever is left of the message being sent.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         if self.write_failed {
             return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
         }
-        let out = libp2p_core::poll_write_out(
-            &mut self.socket,
-            cx,
-            &self.write_frame[..self.write_len],
-            &mut self.write_pos,
-        );
+        let out = libp2p_core::poll_write_out(&mut self.socket, cx, &self.out, &mut self.out_pos);
         if let Poll::Ready(Err(e)) = out {
             self.write_failed = true;
             return Poll::Ready(Err(e));
         }
         ready!(out)?;
-        self.write_pos = 0;
-        self.write_len = 0;
+        self.out.clear();
+        self.out_pos = 0;
         Poll::Ready(Ok(()))
     }
 }
@@ -249,10 +297,10 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for NoiseStream<C> {
             return Poll::Ready(Ok(0));
         }
         loop {
-            if this.read_pos < this.read_end {
-                let n = buf.len().min(this.read_end - this.read_pos);
-                buf[..n].copy_from_slice(&this.read_plain[this.read_pos..this.read_pos + n]);
-                this.read_pos += n;
+            if this.plain_pos < this.plain_end {
+                let n = buf.len().min(this.plain_end - this.plain_pos);
+                buf[..n].copy_from_slice(&this.read_buf[this.plain_pos..this.plain_pos + n]);
+                this.plain_pos += n;
                 return Poll::Ready(Ok(n));
             }
             // Empty messages carry nothing: go on to the next one rather than report EOF.
@@ -276,27 +324,22 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<C> {
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
         }
-        if this.write_plain.len() >= MAX_FRAME_PLAINTEXT {
-            // The buffer is full: it becomes a message once the previous one is out.
+        if this.filled() >= MAX_FRAME_PLAINTEXT {
+            // The message being filled is full: it is sealed once the previous one is out.
             ready!(this.poll_drain(cx))?;
-            this.encrypt_buffered()?;
+            this.seal_fill()?;
         }
-        if this.write_plain.is_empty() && buf.len() >= MAX_FRAME_PLAINTEXT {
-            // A whole message from the caller's bytes: encrypt it straight into the frame,
-            // without staging it in the plaintext buffer first.
-            ready!(this.poll_drain(cx))?;
-            this.encrypt(&buf[..MAX_FRAME_PLAINTEXT])?;
-            if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
-                return Poll::Ready(Err(e));
-            }
-            return Poll::Ready(Ok(MAX_FRAME_PLAINTEXT));
+        if this.fill.is_empty() {
+            this.fill.extend_from_slice(&[0, 0]);
         }
-        let n = buf.len().min(MAX_FRAME_PLAINTEXT - this.write_plain.len());
-        this.write_plain.extend_from_slice(&buf[..n]);
-        if this.write_plain.len() >= MAX_FRAME_PLAINTEXT && this.write_pos == this.write_len {
-            // Full, and the frame buffer is free: encrypt now and start sending; what does not
-            // fit now goes out on the next write or flush.
-            this.encrypt_buffered()?;
+        let n = buf.len().min(MAX_FRAME_PLAINTEXT - this.filled());
+        let needed = this.fill.len() + n + TAG_LEN;
+        reserve(&mut this.fill, needed);
+        this.fill.extend_from_slice(&buf[..n]);
+        if this.filled() >= MAX_FRAME_PLAINTEXT && this.out_pos == this.out.len() {
+            // Full, and nothing is being sent: seal now and start sending; what does not go
+            // out now goes on the next write or flush.
+            this.seal_fill()?;
             if let Poll::Ready(Err(e)) = this.poll_drain(cx) {
                 return Poll::Ready(Err(e));
             }
@@ -307,8 +350,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<C> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         ready!(this.poll_drain(cx))?;
-        if !this.write_plain.is_empty() {
-            this.encrypt_buffered()?;
+        if this.filled() > 0 {
+            this.seal_fill()?;
             ready!(this.poll_drain(cx))?;
         }
         Pin::new(&mut this.socket).poll_flush(cx)
@@ -326,21 +369,16 @@ mod tests {
     use futures::io::Cursor;
     use futures::{AsyncReadExt, AsyncWriteExt};
 
-    /// Two transport states that completed an XX handshake in memory (initiator, responder).
-    fn transport_pair() -> (snow::TransportState, snow::TransportState) {
-        let params: snow::params::NoiseParams = crate::NOISE_PARAMS.parse().unwrap();
-        let ka = snow::Builder::new(params.clone())
-            .generate_keypair()
-            .unwrap();
-        let kb = snow::Builder::new(params.clone())
-            .generate_keypair()
-            .unwrap();
-        let mut a = snow::Builder::new(params.clone())
+    /// The cipher states of an XX handshake completed in memory (initiator, responder).
+    fn transport_pair() -> (Ciphers, Ciphers) {
+        let ka = crate::builder().generate_keypair().unwrap();
+        let kb = crate::builder().generate_keypair().unwrap();
+        let mut a = crate::builder()
             .local_private_key(&ka.private)
             .unwrap()
             .build_initiator()
             .unwrap();
-        let mut b = snow::Builder::new(params)
+        let mut b = crate::builder()
             .local_private_key(&kb.private)
             .unwrap()
             .build_responder()
@@ -353,16 +391,16 @@ mod tests {
         let n = a.write_message(&[], &mut msg).unwrap();
         b.read_message(&msg[..n], &mut payload).unwrap();
         (
-            a.into_transport_mode().unwrap(),
-            b.into_transport_mode().unwrap(),
+            Ciphers::from_split(true, a.dangerously_get_raw_split()),
+            Ciphers::from_split(false, b.dangerously_get_raw_split()),
         )
     }
 
     /// What the initiator puts on the wire for `writes` (each written whole, flushing after
     /// the ones marked), and a reader for it on the responder side.
-    fn wire(writes: &[(&[u8], bool)]) -> (Vec<u8>, snow::TransportState) {
+    fn wire(writes: &[(&[u8], bool)]) -> (Vec<u8>, Ciphers) {
         let (a, b) = transport_pair();
-        let mut w = NoiseStream::new(Cursor::new(Vec::new()), a);
+        let mut w = NoiseStream::new(Cursor::new(Vec::new()), a, None);
         futures::executor::block_on(async {
             for (data, flush) in writes {
                 w.write_all(data).await.unwrap();
@@ -386,8 +424,8 @@ mod tests {
         lens
     }
 
-    fn read_all(bytes: Vec<u8>, state: snow::TransportState) -> io::Result<Vec<u8>> {
-        let mut r = NoiseStream::new(Cursor::new(bytes), state);
+    fn read_all(bytes: Vec<u8>, ciphers: Ciphers) -> io::Result<Vec<u8>> {
+        let mut r = NoiseStream::new(Cursor::new(bytes), ciphers, None);
         let mut back = Vec::new();
         futures::executor::block_on(r.read_to_end(&mut back)).map(|_| back)
     }
@@ -442,7 +480,7 @@ mod tests {
     fn a_failed_stream_stays_failed() {
         let (mut bytes, reader) = wire(&[(b"first", true), (b"second", true)]);
         bytes[3] ^= 0x80;
-        let mut r = NoiseStream::new(Cursor::new(bytes), reader);
+        let mut r = NoiseStream::new(Cursor::new(bytes), reader, None);
         let mut buf = [0u8; 64];
         futures::executor::block_on(async {
             assert!(r.read(&mut buf).await.is_err());
@@ -461,5 +499,26 @@ mod tests {
                 io::ErrorKind::InvalidData | io::ErrorKind::UnexpectedEof
             ));
         }
+    }
+
+    #[test]
+    fn the_nonce_stops_before_the_reserved_value() {
+        let mut c = CipherState::new(&[7u8; 32]);
+        c.nonce = u64::MAX - 1;
+        let mut data = [1u8; 8];
+        assert!(c.seal(&mut data).is_ok());
+        let err = c
+            .seal(&mut data)
+            .err()
+            .expect("the reserved nonce is refused");
+        assert!(err.to_string().contains("nonce exhausted"), "{err}");
+    }
+
+    #[test]
+    fn counters_advance_per_message_in_both_directions() {
+        // Three messages; the reader must track the writer's nonce for each of them.
+        let (bytes, reader) = wire(&[(b"a", true), (b"bb", true), (b"ccc", true)]);
+        assert_eq!(frame_lengths(&bytes), [17, 18, 19]);
+        assert_eq!(read_all(bytes, reader).unwrap(), b"abbccc");
     }
 }
