@@ -216,7 +216,8 @@ impl Yamux {
             Role::Dialer => yamux::Mode::Client,
             Role::Listener => yamux::Mode::Server,
         };
-        let connection = yamux::Connection::new(socket, self.config.to_yamux(), mode);
+        let connection =
+            yamux::Connection::new(Coalesce::new(socket), self.config.to_yamux(), mode);
         let max_streams = self.config.stream_limit();
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
@@ -266,6 +267,67 @@ impl<C: Socket> MuxerUpgrade<C> for Yamux {
     ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static
     {
         futures::future::ready(Ok(self.muxer(socket, role)))
+    }
+}
+
+/// The socket as the yamux connection sees it: flushes are put off until the connection has
+/// written every frame it has ready.
+///
+/// The yamux crate flushes the socket after every frame it writes. Over a secure channel each
+/// flush seals a message and sends it, so a bulk transfer went out as one 16 KiB message (and
+/// one `sendto`) per frame. Here the first flush after a write wakes the task and returns
+/// `Pending`; the connection goes on writing the frames its streams have queued (the secure
+/// channel packs them into full messages) and the flush happens for real on the next call
+/// with no write in between, at the latest on the poll our own wake-up causes. Nothing stays
+/// unflushed: a `Pending` flush has always arranged its own wake-up.
+#[derive(Debug)]
+struct Coalesce<C> {
+    socket: C,
+    /// Bytes were written since the last flush call.
+    written: bool,
+}
+
+impl<C> Coalesce<C> {
+    fn new(socket: C) -> Self {
+        Coalesce {
+            socket,
+            written: false,
+        }
+    }
+}
+
+impl<C: Socket> AsyncRead for Coalesce<C> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut [u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.socket).poll_read(cx, buf)
+    }
+}
+
+impl<C: Socket> AsyncWrite for Coalesce<C> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let n = ready!(Pin::new(&mut self.socket).poll_write(cx, buf))?;
+        self.written |= n > 0;
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        if std::mem::take(&mut self.written) {
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        Pin::new(&mut self.socket).poll_flush(cx)
+    }
+
+    fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        self.written = false;
+        Pin::new(&mut self.socket).poll_close(cx)
     }
 }
 
@@ -445,7 +507,7 @@ enum Phase {
 /// broke the protocol.
 #[must_use = "the connection makes no progress unless the driver is polled"]
 pub struct YamuxDriver<C> {
-    connection: yamux::Connection<C>,
+    connection: yamux::Connection<Coalesce<C>>,
     open_rx: mpsc::UnboundedReceiver<OpenReply>,
     handles_gone: bool,
     pending_opens: VecDeque<OpenReply>,
@@ -681,6 +743,46 @@ impl<C> Drop for YamuxDriver<C> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flushes_wait_for_the_frames_that_follow() {
+        use futures::task::{waker, ArcWake};
+        struct Count(AtomicUsize);
+        impl ArcWake for Count {
+            fn wake_by_ref(arc_self: &Arc<Self>) {
+                arc_self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        let wakes = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = waker(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut c = Coalesce::new(futures::io::Cursor::new(Vec::new()));
+        let mut c = Pin::new(&mut c);
+        // Nothing written: the flush goes through at once.
+        assert!(matches!(
+            c.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert!(matches!(
+            c.as_mut().poll_write(&mut cx, b"one"),
+            Poll::Ready(Ok(3))
+        ));
+        // The first flush after a write is put off, and has woken the task already.
+        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
+        assert!(matches!(
+            c.as_mut().poll_write(&mut cx, b"two"),
+            Poll::Ready(Ok(3))
+        ));
+        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
+        // Called again with no write in between, it flushes.
+        assert!(matches!(
+            c.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert_eq!(c.socket.get_ref(), b"onetwo");
+    }
 
     #[test]
     fn yamux_config_never_panics() {
