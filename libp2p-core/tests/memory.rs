@@ -140,3 +140,25 @@ async fn a_refused_protocol_is_a_negotiation_error_at_the_security_stage() {
     }
     acceptor.await.unwrap();
 }
+
+#[tokio::test]
+async fn an_upgrade_future_is_one_pointer() {
+    // The upgrade's state lives on the heap and is freed when it ends: a task that awaits
+    // an upgrade and then serves the connection must not carry the upgrade's (several KiB)
+    // state for the connection's life.
+    let raw = MemoryTransport::new();
+    let mut listener = raw.listen("/memory/0".parse().unwrap()).unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!(),
+    };
+    let upgraded = raw.upgrade().authenticate(Unreached);
+    let dial = upgraded.dial(addr);
+    assert!(std::mem::size_of_val(&dial) <= 2 * std::mem::size_of::<usize>());
+    let pending = match listener.next().await {
+        Some(ListenerEvent::Incoming { pending, .. }) => pending,
+        _ => panic!("expected the dial"),
+    };
+    let accept = upgraded.accept(pending);
+    assert!(std::mem::size_of_val(&accept) <= 2 * std::mem::size_of::<usize>());
+}
