@@ -216,8 +216,12 @@ impl Yamux {
             Role::Dialer => yamux::Mode::Client,
             Role::Listener => yamux::Mode::Server,
         };
-        let connection =
-            yamux::Connection::new(Coalesce::new(socket), self.config.to_yamux(), mode);
+        let flush = Arc::new(FlushControl::default());
+        let connection = yamux::Connection::new(
+            Coalesce::new(socket, flush.clone()),
+            self.config.to_yamux(),
+            mode,
+        );
         let max_streams = self.config.stream_limit();
         let shared = Arc::new(Shared {
             closed: AtomicBool::new(false),
@@ -246,6 +250,7 @@ impl Yamux {
             closed_tx,
             shared,
             phase: Phase::Running,
+            flush,
         };
         (muxer, driver)
     }
@@ -270,28 +275,42 @@ impl<C: Socket> MuxerUpgrade<C> for Yamux {
     }
 }
 
-/// The socket as the yamux connection sees it: flushes are put off until the connection has
-/// written every frame it has ready.
+/// The socket as the yamux connection sees it: while the driver allows it, flushes are put off
+/// until the connection has written every frame it has ready.
 ///
 /// The yamux crate flushes the socket after every frame it writes. Over a secure channel each
 /// flush seals a message and sends it, so a bulk transfer went out as one 16 KiB message (and
-/// one `sendto`) per frame. Here the first flush after a write wakes the task and returns
-/// `Pending`; the connection goes on writing the frames its streams have queued (the secure
-/// channel packs them into full messages) and the flush happens for real on the next call
-/// with no write in between, at the latest on the poll our own wake-up causes. Nothing stays
-/// unflushed: a `Pending` flush has always arranged its own wake-up.
+/// one `sendto`) per frame. While [`FlushControl::defer`] is set (the driver sets it around
+/// its main poll of the connection), a flush after a write returns `Pending` without a wake-up
+/// and raises [`FlushControl::deferred`]; the connection goes on writing the frames its streams
+/// have queued (the secure channel packs them into full messages). When that poll ends, the
+/// driver sees the flag and polls the connection once more without deferral, so the flush
+/// happens for real in the same task poll: nothing stays unflushed, and no extra wake-up
+/// (which could hand the driver to another worker thread) is needed.
 #[derive(Debug)]
 struct Coalesce<C> {
     socket: C,
-    /// Bytes were written since the last flush call.
+    /// Bytes were written since the last flush.
     written: bool,
+    control: Arc<FlushControl>,
+}
+
+/// The driver's side of [`Coalesce`]. Only the driver's task touches it (the connection, and
+/// so the socket, is polled only there); atomics because the connection owns the socket.
+#[derive(Debug, Default)]
+struct FlushControl {
+    /// Flushes after writes may be put off.
+    defer: AtomicBool,
+    /// A flush was put off: the driver must poll the connection again without deferral.
+    deferred: AtomicBool,
 }
 
 impl<C> Coalesce<C> {
-    fn new(socket: C) -> Self {
+    fn new(socket: C, control: Arc<FlushControl>) -> Self {
         Coalesce {
             socket,
             written: false,
+            control,
         }
     }
 }
@@ -318,8 +337,9 @@ impl<C: Socket> AsyncWrite for Coalesce<C> {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if std::mem::take(&mut self.written) {
-            cx.waker().wake_by_ref();
+        let written = std::mem::take(&mut self.written);
+        if written && self.control.defer.load(Ordering::Relaxed) {
+            self.control.deferred.store(true, Ordering::Relaxed);
             return Poll::Pending;
         }
         Pin::new(&mut self.socket).poll_flush(cx)
@@ -515,6 +535,7 @@ pub struct YamuxDriver<C> {
     closed_tx: watch::Sender<bool>,
     shared: Arc<Shared>,
     phase: Phase,
+    flush: Arc<FlushControl>,
 }
 
 impl<C> fmt::Debug for YamuxDriver<C> {
@@ -671,9 +692,15 @@ impl<C: Socket> YamuxDriver<C> {
             self.start_closing();
             return self.poll_closing(cx);
         }
+        // Set after a poll that put off a flush: the next poll flushes for real.
+        let mut flush_now = false;
         loop {
             // yamux makes progress (reads frames, writes the streams' frames) only in here.
-            match self.connection.poll_next_inbound(cx) {
+            self.flush.defer.store(!flush_now, Ordering::Relaxed);
+            let polled = self.connection.poll_next_inbound(cx);
+            self.flush.defer.store(false, Ordering::Relaxed);
+            flush_now = self.flush.deferred.swap(false, Ordering::Relaxed);
+            match polled {
                 Poll::Ready(Some(Ok(stream))) => {
                     self.on_inbound(stream);
                     continue;
@@ -686,6 +713,7 @@ impl<C: Socket> YamuxDriver<C> {
                     tracing::debug!("yamux: connection closed");
                     return self.finish(Ok(()));
                 }
+                Poll::Pending if flush_now => continue,
                 Poll::Pending => {}
             }
             let before = self.pending_opens.len();
@@ -746,42 +774,41 @@ mod tests {
 
     #[test]
     fn flushes_wait_for_the_frames_that_follow() {
-        use futures::task::{waker, ArcWake};
-        struct Count(AtomicUsize);
-        impl ArcWake for Count {
-            fn wake_by_ref(arc_self: &Arc<Self>) {
-                arc_self.0.fetch_add(1, Ordering::SeqCst);
-            }
-        }
-        let wakes = Arc::new(Count(AtomicUsize::new(0)));
-        let waker = waker(wakes.clone());
+        let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        let mut c = Coalesce::new(futures::io::Cursor::new(Vec::new()));
+        let control = Arc::new(FlushControl::default());
+        let mut c = Coalesce::new(futures::io::Cursor::new(Vec::new()), control.clone());
         let mut c = Pin::new(&mut c);
-        // Nothing written: the flush goes through at once.
+        let write = |c: &mut Pin<&mut Coalesce<_>>, cx: &mut Context<'_>, data: &[u8]| {
+            assert!(
+                matches!(c.as_mut().poll_write(cx, data), Poll::Ready(Ok(n)) if n == data.len())
+            );
+        };
+        // Deferral off: flushes go through.
+        write(&mut c, &mut cx, b"one");
         assert!(matches!(
             c.as_mut().poll_flush(&mut cx),
             Poll::Ready(Ok(()))
         ));
-        assert!(matches!(
-            c.as_mut().poll_write(&mut cx, b"one"),
-            Poll::Ready(Ok(3))
-        ));
-        // The first flush after a write is put off, and has woken the task already.
-        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 1);
-        assert!(matches!(
-            c.as_mut().poll_write(&mut cx, b"two"),
-            Poll::Ready(Ok(3))
-        ));
-        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
-        // Called again with no write in between, it flushes.
+        // Deferral on: a flush after a write is put off and says so; one with nothing
+        // written since goes through.
+        control.defer.store(true, Ordering::Relaxed);
         assert!(matches!(
             c.as_mut().poll_flush(&mut cx),
             Poll::Ready(Ok(()))
         ));
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
-        assert_eq!(c.socket.get_ref(), b"onetwo");
+        write(&mut c, &mut cx, b"two");
+        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
+        assert!(control.deferred.load(Ordering::Relaxed));
+        write(&mut c, &mut cx, b"three");
+        assert!(c.as_mut().poll_flush(&mut cx).is_pending());
+        // The driver's second pass: deferral off, the flush goes through.
+        control.defer.store(false, Ordering::Relaxed);
+        assert!(matches!(
+            c.as_mut().poll_flush(&mut cx),
+            Poll::Ready(Ok(()))
+        ));
+        assert_eq!(c.socket.get_ref(), b"onetwothree");
     }
 
     #[test]
