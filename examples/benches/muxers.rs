@@ -15,7 +15,7 @@ use libp2p_core::testkit::transport_pair;
 use libp2p_core::{Keypair, MuxerUpgrade, Role, Socket, StreamMuxer, TransportExt};
 use libp2p_mplex::Mplex;
 use libp2p_plaintext::Plaintext;
-use libp2p_transport_tcp::TcpTransport;
+use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
@@ -179,17 +179,13 @@ fn memory_pair() -> (
     (a.compat(), b.compat())
 }
 
-async fn tcp_pair() -> (
-    tokio_util::compat::Compat<tokio::net::TcpStream>,
-    tokio_util::compat::Compat<tokio::net::TcpStream>,
-) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-    let (a, b) = (a.unwrap(), b.unwrap().0);
-    a.set_nodelay(true).unwrap();
-    b.set_nodelay(true).unwrap();
-    (a.compat(), b.compat())
+async fn tcp_pair() -> (TcpSocket, TcpSocket) {
+    // Plain tokio sockets with TCP_NODELAY, connected through TcpTransport.
+    libp2p_core::testkit::transport_pair(
+        &TcpTransport::new(),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    )
+    .await
 }
 
 async fn plaintext_pair() -> (

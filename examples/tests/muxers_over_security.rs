@@ -6,18 +6,16 @@ use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
-use libp2p_transport_tcp::TcpSocket;
+use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
-use tokio_util::compat::TokioAsyncReadCompatExt;
 
 async fn tcp_pair() -> (TcpSocket, TcpSocket) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-    let (a, b) = (a.unwrap(), b.unwrap().0);
-    a.set_nodelay(true).unwrap();
-    b.set_nodelay(true).unwrap();
-    (a.compat(), b.compat())
+    // TcpTransport sets TCP_NODELAY on both ends.
+    libp2p_core::testkit::transport_pair(
+        &TcpTransport::new(),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    )
+    .await
 }
 
 async fn secured<S: SecurityUpgrade<TcpSocket>>(

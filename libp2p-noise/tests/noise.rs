@@ -3,7 +3,7 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
-use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
+use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo, transport_pair};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
     Socket, StreamMuxer, Transport, TransportError, TransportExt,
@@ -12,7 +12,6 @@ use libp2p_mplex::Mplex;
 use libp2p_noise::{Noise, NoiseConfig, NoiseError, NoiseStream, PROTOCOL};
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
-use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -112,10 +111,12 @@ async fn large_transfer_over_tcp() {
         Noise::new(Keypair::generate_ed25519()),
         Noise::new(Keypair::generate_ed25519()),
     );
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (ca, cb) = tokio::join!(TcpStream::connect(addr), listener.accept());
-    let (ra, rb) = handshake_pair(&a, &b, ca.unwrap().compat(), cb.unwrap().0.compat(), None).await;
+    let (ca, cb) = transport_pair(
+        &TcpTransport::new(),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    )
+    .await;
+    let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
     let server = tokio::spawn(serve_echo(rb.unwrap().1));
     echo_roundtrip(ra.unwrap().1, &pattern(11, 3 << 20)).await;
     assert_eq!(server.await.unwrap().unwrap(), 3 << 20);

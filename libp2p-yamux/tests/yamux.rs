@@ -22,13 +22,12 @@ async fn pipe_pair() -> (Pipe, Pipe) {
 }
 
 async fn tcp_pair() -> (TcpSocket, TcpSocket) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (a, b) = tokio::join!(tokio::net::TcpStream::connect(addr), listener.accept());
-    let (a, b) = (a.unwrap(), b.unwrap().0);
-    a.set_nodelay(true).unwrap();
-    b.set_nodelay(true).unwrap();
-    (a.compat(), b.compat())
+    // TcpTransport sets TCP_NODELAY on both ends.
+    libp2p_core::testkit::transport_pair(
+        &TcpTransport::new(),
+        "/ip4/127.0.0.1/tcp/0".parse().unwrap(),
+    )
+    .await
 }
 
 async fn plaintext_pair() -> (
