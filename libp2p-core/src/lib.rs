@@ -16,6 +16,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod fault;
 pub mod memory;
 pub mod pipeline;
 #[cfg(feature = "testkit")]
@@ -29,6 +30,7 @@ pub use libp2p_multistream as multistream;
 pub use libp2p_multistream::Negotiated;
 pub use multiaddr::{self, Multiaddr, Protocol};
 
+pub use fault::{Classify, Fault, FaultOf};
 pub use memory::{MemorySocket, MemoryTransport};
 pub use pipeline::{Authenticated, Builder, Multiplexed, TransportExt, UpgradeConfig};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};

@@ -70,6 +70,26 @@ pub enum TransportError {
     AddressInUse(Multiaddr),
 }
 
+impl crate::fault::Classify for TransportError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            TransportError::MultiaddrNotSupported(_) | TransportError::AddressInUse(_) => {
+                Fault::Local
+            }
+            TransportError::Io(e) => e.fault(),
+            TransportError::Negotiation { source, .. } => source.fault(),
+            TransportError::Security { source, .. } => {
+                crate::fault::fault_of_boxed(source.as_ref())
+            }
+            TransportError::Muxer { source, .. } => source.fault(),
+            TransportError::PeerIdMismatch { .. } => Fault::Remote,
+            TransportError::Timeout(_) => Fault::Timeout,
+            TransportError::ConnectionRefused(_) => Fault::Network,
+        }
+    }
+}
+
 /// The step of a connection upgrade, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stage {

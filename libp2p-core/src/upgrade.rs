@@ -73,6 +73,19 @@ pub enum MuxerError {
     Other(crate::BoxError),
 }
 
+impl crate::fault::Classify for MuxerError {
+    fn fault(&self) -> crate::fault::Fault {
+        use crate::fault::Fault;
+        match self {
+            MuxerError::Closed => Fault::Network,
+            MuxerError::Io(e) => Fault::of_io(e),
+            MuxerError::TooManyStreams { .. } => Fault::Local,
+            MuxerError::Protocol(_) => Fault::Remote,
+            MuxerError::Other(e) => crate::fault::fault_of_boxed(e.as_ref()),
+        }
+    }
+}
+
 /// A multiplexed connection: a cheap, cloneable handle that opens and accepts streams.
 ///
 /// The connection makes progress on its own (its driver future runs on a task), whether or
