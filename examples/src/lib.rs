@@ -11,6 +11,15 @@ use libp2p_core::identity::{self, Keypair};
 /// `peer` program uses this one for `--key rsa`.
 const TEST_RSA_KEY: &[u8] = include_bytes!("../keys/rsa-2048.pk8");
 
+/// The log filter of our programs: `RUST_LOG` when set, else `info` for our crates and `warn`
+/// for the rest. The `yamux` crate logs one line per bad frame a remote sends (at error
+/// level); those stay out unless `RUST_LOG` asks for them, so a misbehaving peer cannot
+/// flood our log.
+pub fn log_filter() -> tracing_subscriber::EnvFilter {
+    tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,yamux=off"))
+}
+
 /// The key types the `peer` program takes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyType {

@@ -1,134 +1,115 @@
-//! The node logic of the `peer` program, generic over any muxed connection.
+//! The node logic of the `peer` program, on the Host: what a listener serves (echo and perf;
+//! the host's own services answer identify and ping) and the checks a dialer runs.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p_core::multistream::{self, Negotiated};
-use libp2p_core::{Multiaddr, PublicKey, StreamMuxer};
-use libp2p_host::{identify, perf, ping};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
+use libp2p_host::{perf, Host, PeerId};
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 /// The echo test protocol.
 pub const ECHO: &str = "/echo/1.0.0";
-/// Every protocol the node serves.
-pub const SERVED: [&str; 4] = [ECHO, ping::PROTOCOL, identify::PROTOCOL, perf::PROTOCOL];
 /// The agent string sent in identify.
 pub const AGENT: &str = concat!("libp2p-modular-peer/", env!("CARGO_PKG_VERSION"));
 
-/// What the node says about itself in identify.
-#[derive(Debug, Clone)]
-pub struct Identity {
-    /// Our public key.
-    pub public_key: PublicKey,
-    /// Where we listen.
-    pub listen_addrs: Vec<Multiaddr>,
+/// The request-response test protocol with JSON bodies (see interop/PEER-CLI.md).
+pub const REQ_JSON: &str = "/reqresp-json/1.0.0";
+/// The request-response test protocol with CBOR bodies.
+pub const REQ_CBOR: &str = "/reqresp-cbor/1.0.0";
+
+/// A test request.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct TestRequest {
+    /// Some text.
+    pub message: String,
+    /// A number.
+    pub n: u64,
 }
 
-/// Serves every inbound stream of a connection until it closes. `remote_addr` is reported to
-/// the remote in identify as the address we see it at.
-pub async fn serve_connection<M: StreamMuxer>(
-    muxer: M,
-    me: Arc<Identity>,
-    remote_addr: Option<Multiaddr>,
-) {
-    while let Ok(stream) = muxer.accept().await {
-        let me = me.clone();
-        let remote_addr = remote_addr.clone();
+/// The answer to a [`TestRequest`]: the message upper-cased, the number plus one.
+pub type TestResponse = TestRequest;
+
+fn answer(request: &TestRequest) -> TestResponse {
+    TestRequest {
+        message: request.message.to_uppercase(),
+        n: request.n + 1,
+    }
+}
+
+/// Serves [`REQ_JSON`] and [`REQ_CBOR`] on `host`.
+pub fn serve_requests(host: &Host) -> Result<(), String> {
+    for protocol in [REQ_JSON, REQ_CBOR] {
+        let mut requests = host.serve_requests(protocol).map_err(|e| e.to_string())?;
         tokio::spawn(async move {
-            if let Err(e) = serve_stream(stream, &me, remote_addr).await {
-                tracing::debug!(error = %e, "inbound stream failed");
+            while let Some(request) = requests.next().await {
+                tokio::spawn(async move {
+                    let result = if request.protocol() == REQ_JSON {
+                        match request.json::<TestRequest>() {
+                            Ok(r) => request.respond_json(&answer(&r)).await,
+                            Err(e) => Err(e),
+                        }
+                    } else {
+                        match request.cbor::<TestRequest>() {
+                            Ok(r) => request.respond_cbor(&answer(&r)).await,
+                            Err(e) => Err(e),
+                        }
+                    };
+                    if let Err(e) = result {
+                        tracing::debug!(error = %e, "request failed");
+                    }
+                });
             }
         });
     }
+    Ok(())
 }
 
-async fn serve_stream<S: libp2p_core::Socket>(
-    stream: S,
-    me: &Identity,
-    remote_addr: Option<Multiaddr>,
-) -> Result<(), String> {
-    let config = multistream::Config::default();
-    let (protocol, stream) = multistream::listener_select(stream, &SERVED[..], &config)
-        .await
-        .map_err(|e| e.to_string())?;
-    tracing::debug!(%protocol, "inbound stream");
-    serve_protocol(&protocol, stream, me, remote_addr).await
-}
-
-/// Serves one of [`SERVED`] on a stream where it has been agreed.
-pub async fn serve_negotiated<S: libp2p_core::Socket>(
-    protocol: String,
-    stream: S,
-    me: Arc<Identity>,
-    remote_addr: Option<Multiaddr>,
-) {
-    if let Err(e) = serve_protocol(&protocol, stream, &me, remote_addr).await {
-        tracing::debug!(error = %e, %protocol, "inbound stream failed");
+/// Sends 5 test requests one after another with `codec` (`json` or `cbor`), checking each
+/// answer; returns the average round trip.
+pub async fn request_peer(host: &Host, peer: PeerId, codec: &str) -> Result<Duration, String> {
+    let mut total = Duration::ZERO;
+    for i in 1..=5u64 {
+        let request = TestRequest {
+            message: format!("hello-{i}"),
+            n: i,
+        };
+        let start = Instant::now();
+        let response: TestResponse = match codec {
+            "json" => host.request_json(peer, REQ_JSON, &request).await,
+            "cbor" => host.request_cbor(peer, REQ_CBOR, &request).await,
+            other => return Err(format!("unsupported: request codec {other}")),
+        }
+        .map_err(|e| format!("request {i}: {e}"))?;
+        total += start.elapsed();
+        if response != answer(&request) {
+            return Err(format!("request {i}: wrong answer {response:?}"));
+        }
     }
+    Ok(total / 5)
 }
 
-async fn serve_protocol<S: libp2p_core::Socket>(
-    protocol: &str,
-    mut stream: S,
-    me: &Identity,
-    remote_addr: Option<Multiaddr>,
-) -> Result<(), String> {
-    match protocol {
-        ECHO => {
-            // Read a chunk, write it back: no split halves (and their lock) on the hot path.
-            let mut buf = vec![0u8; 64 * 1024];
-            loop {
-                let n = stream.read(&mut buf).await.map_err(|e| e.to_string())?;
-                if n == 0 {
-                    break;
-                }
-                stream
-                    .write_all(&buf[..n])
-                    .await
-                    .map_err(|e| e.to_string())?;
+/// Serves `/echo/1.0.0` (every byte back until the remote closes its write side, then close)
+/// and `/perf/1.0.0` on `host`.
+pub fn serve(host: &Host) -> Result<(), String> {
+    host.set_stream_handler(ECHO, |mut stream| async move {
+        // Read a chunk, write it back: no split halves (and their lock) on the hot path.
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            let n = stream.read(&mut buf).await?;
+            if n == 0 {
+                break;
             }
-            stream.close().await.map_err(|e| e.to_string())
+            stream.write_all(&buf[..n]).await?;
         }
-        ping::PROTOCOL => ping::serve(stream)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-        identify::PROTOCOL => {
-            let info = identify::Info {
-                public_key: me.public_key.clone(),
-                protocol_version: "/ipfs/0.1.0".into(),
-                agent_version: AGENT.into(),
-                listen_addrs: me.listen_addrs.clone(),
-                protocols: SERVED.iter().map(|p| p.to_string()).collect(),
-                observed_addr: remote_addr,
-            };
-            identify::send(stream, &info)
-                .await
-                .map_err(|e| e.to_string())
-        }
-        perf::PROTOCOL => perf::serve(stream)
-            .await
-            .map(drop)
-            .map_err(|e| e.to_string()),
-        other => Err(format!("negotiated unknown protocol {other}")),
-    }
-}
-
-/// Opens a stream and agrees on `protocol`.
-pub async fn open<M: StreamMuxer>(
-    muxer: &M,
-    protocol: &str,
-) -> Result<Negotiated<M::Stream>, String> {
-    let stream = muxer
-        .open()
-        .await
-        .map_err(|e| format!("open stream: {e}"))?;
-    let config = multistream::Config::default();
-    let (_, stream) =
-        multistream::dialer_select(stream, [protocol], multistream::Version::V1, &config)
-            .await
-            .map_err(|e| format!("negotiate {protocol}: {e}"))?;
-    Ok(stream)
+        stream.shutdown().await?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    host.set_stream_handler(perf::PROTOCOL, |stream| async move {
+        perf::serve(stream.into_futures()).await?;
+        Ok(())
+    })
+    .map_err(|e| e.to_string())
 }
 
 /// Bytes of a deterministic pattern.
@@ -145,10 +126,13 @@ fn pattern(seed: u64, len: usize) -> Vec<u8> {
 }
 
 /// Sends `len` bytes on a new echo stream while reading the echo; checks every byte.
-pub async fn echo<M: StreamMuxer>(muxer: &M, len: usize, seed: u64) -> Result<(), String> {
-    let stream = open(muxer, ECHO).await?;
+pub async fn echo(host: &Host, peer: PeerId, len: usize, seed: u64) -> Result<(), String> {
+    let stream = host
+        .new_stream(peer, &[ECHO])
+        .await
+        .map_err(|e| format!("open echo stream: {e}"))?;
     let data = pattern(seed, len);
-    let (mut reader, mut writer) = stream.split();
+    let (mut reader, mut writer) = stream.into_futures().split();
     let write = async {
         for chunk in data.chunks(64 * 1024) {
             writer.write_all(chunk).await?;
@@ -177,37 +161,39 @@ pub async fn echo<M: StreamMuxer>(muxer: &M, len: usize, seed: u64) -> Result<()
 }
 
 /// Runs `count` echo streams of `len` bytes at once; returns the elapsed time.
-pub async fn echo_streams<M: StreamMuxer>(
-    muxer: &M,
+pub async fn echo_streams(
+    host: &Host,
+    peer: PeerId,
     count: usize,
     len: usize,
 ) -> Result<Duration, String> {
     let start = Instant::now();
-    let runs = (0..count).map(|i| echo(muxer, len, i as u64 + 1));
+    let runs = (0..count).map(|i| echo(host, peer, len, i as u64 + 1));
     futures::future::try_join_all(runs).await?;
     Ok(start.elapsed())
 }
 
-/// Pings `count` times on one stream; returns the average round-trip time.
-pub async fn ping_peer<M: StreamMuxer>(muxer: &M, count: u32) -> Result<Duration, String> {
-    let stream = open(muxer, ping::PROTOCOL).await?;
-    let mut pinger = ping::Pinger::new(stream);
+/// Pings `count` times (the host reuses one stream); returns the average round-trip time.
+pub async fn ping_peer(host: &Host, peer: PeerId, count: u32) -> Result<Duration, String> {
     let mut total = Duration::ZERO;
     for _ in 0..count {
-        total += pinger.ping().await.map_err(|e| format!("ping: {e}"))?;
+        total += host.ping(peer).await.map_err(|e| e.to_string())?;
     }
-    let _ = pinger.close().await;
     Ok(total / count.max(1))
 }
 
 /// Runs `/perf/1.0.0` once.
-pub async fn perf_peer<M: StreamMuxer>(
-    muxer: &M,
+pub async fn perf_peer(
+    host: &Host,
+    peer: PeerId,
     upload: u64,
     download: u64,
 ) -> Result<perf::PerfResult, String> {
-    let stream = open(muxer, perf::PROTOCOL).await?;
-    perf::run(stream, upload, download)
+    let stream = host
+        .new_stream(peer, &[perf::PROTOCOL])
+        .await
+        .map_err(|e| format!("open perf stream: {e}"))?;
+    perf::run(stream.into_futures(), upload, download)
         .await
         .map_err(|e| format!("perf: {e}"))
 }

@@ -113,7 +113,10 @@ fn seeded_keys_give_the_same_peer_id_for_every_key_type() {
         let b = listen("plaintext", "yamux", &["--key", key, "--seed", "5"]);
         let id = |l: &Listener| l.addr.rsplit('/').next().unwrap().to_string();
         assert_eq!(id(&a), id(&b), "{key}");
-        let (ok, line) = dial(&a, "plaintext", "yamux", &["--key", key]);
+        // There is one RSA test key, so an RSA dialer would be the listener itself (which a
+        // host refuses to dial): an RSA listener is dialed with an Ed25519 key.
+        let dialer_key = if key == "rsa" { "ed25519" } else { key };
+        let (ok, line) = dial(&a, "plaintext", "yamux", &["--key", dialer_key]);
         assert!(ok, "{key}: {line}");
     }
 }

@@ -14,11 +14,18 @@
 //! # drop(listener);
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
+pub mod connection;
+pub mod duration;
 pub mod fault;
 pub mod memory;
+pub mod memory_muxed;
+pub mod or;
+pub mod peerstore;
 pub mod pipeline;
+pub mod service;
+pub mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 pub mod transport;
@@ -30,9 +37,18 @@ pub use libp2p_multistream as multistream;
 pub use libp2p_multistream::Negotiated;
 pub use multiaddr::{self, Multiaddr, Protocol};
 
+pub use connection::{Connection, ConnectionId, ConnectionInfo, Direction, IntoConnection};
 pub use fault::{Classify, Fault, FaultOf};
 pub use memory::{MemorySocket, MemoryTransport};
-pub use pipeline::{Authenticated, Builder, Multiplexed, TransportExt, UpgradeConfig};
+pub use memory_muxed::{MemoryMuxer, MuxedMemoryTransport};
+pub use or::Or;
+pub use peerstore::Peerstore;
+pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt, UpgradeConfig};
+pub use service::{
+    AcceptError, CloseCause, DialAttempt, DialError, Event, Events, HostContext, IdentifyInfo,
+    Incoming, NewStreamError, RefusedReason, Service, ServiceContext,
+};
+pub use stream::{BoxedStream, FuturesStream, Stream};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};
 pub use upgrade::{
     EitherError, EitherMuxer, MuxerError, MuxerUpgrade, Role, SecurityUpgrade, Socket, StreamMuxer,

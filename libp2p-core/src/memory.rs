@@ -113,6 +113,10 @@ impl Transport for MemoryTransport {
     type Pending = MemorySocket;
     type Listener = MemoryListener;
 
+    fn can_dial(&self, addr: &Multiaddr) -> bool {
+        memory_port(addr).is_ok()
+    }
+
     fn dial(
         &self,
         addr: Multiaddr,

@@ -9,15 +9,17 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use futures::FutureExt;
+use futures::{FutureExt, Stream};
 use libp2p_identity::PeerId;
 use libp2p_multistream::{self as multistream, Negotiated};
 use multiaddr::Multiaddr;
 use tracing::Instrument;
 
-use crate::transport::{split_peer_id, Stage, Transport, TransportError};
+use crate::connection::{Connection, ConnectionInfo, Direction};
+use crate::transport::{split_peer_id, ListenerEvent, Stage, Transport, TransportError};
 use crate::upgrade::{MuxerUpgrade, Role, SecurityUpgrade, Socket};
 
 /// Settings of the upgrade pipeline.
@@ -53,6 +55,11 @@ pub trait TransportExt: Transport + Sized {
             transport: self,
             config: UpgradeConfig::default(),
         }
+    }
+
+    /// This transport, and `other` for the addresses this one cannot take.
+    fn or<B: Transport>(self, other: B) -> crate::Or<Self, B> {
+        crate::Or::new(self, other)
     }
 }
 
@@ -138,13 +145,15 @@ where
         Multiplexed { inner: self, muxer }
     }
 
-    /// Runs security negotiation and the handshake on an established socket.
+    /// Runs security negotiation and the handshake on an established socket; returns the
+    /// remote, the secured socket and the protocol agreed.
     fn secure(
         &self,
         socket: T::Output,
         role: Role,
         expected: Option<PeerId>,
-    ) -> impl Future<Output = Result<(PeerId, S::Output), TransportError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(PeerId, S::Output, String), TransportError>> + Send + 'static
+    {
         let security = self.security.clone();
         let config = self.config.clone();
         async move {
@@ -168,7 +177,7 @@ where
                 }
             }
             tracing::debug!(%peer, "remote authenticated");
-            Ok((peer, secured))
+            Ok((peer, secured, protocol))
         }
     }
 }
@@ -208,6 +217,10 @@ where
     type Pending = T::Pending;
     type Listener = T::Listener;
 
+    fn can_dial(&self, addr: &Multiaddr) -> bool {
+        self.transport.can_dial(addr)
+    }
+
     fn dial(
         &self,
         addr: Multiaddr,
@@ -220,7 +233,8 @@ where
             self.config.timeout,
             async move {
                 let socket = dial.await?;
-                this.secure(socket, Role::Dialer, expected).await
+                let (peer, secured, _) = this.secure(socket, Role::Dialer, expected).await?;
+                Ok((peer, secured))
             }
             .instrument(span),
         )
@@ -240,15 +254,17 @@ where
             self.config.timeout,
             async move {
                 let socket = accept.await?;
-                this.secure(socket, Role::Listener, None).await
+                let (peer, secured, _) = this.secure(socket, Role::Listener, None).await?;
+                Ok((peer, secured))
             }
             .instrument(tracing::debug_span!("accept")),
         )
     }
 }
 
-/// A transport whose connections are authenticated, encrypted and multiplexed: its output is
-/// `(remote peer id, muxed connection)`. The muxer's driver is spawned on the tokio runtime.
+/// A transport whose connections are authenticated, encrypted and multiplexed: its output is a
+/// [`Connection`] (remote peer id, muxed connection, what it was built from). The muxer's
+/// driver is spawned on the tokio runtime.
 #[derive(Debug, Clone)]
 pub struct Multiplexed<T, S, M> {
     inner: Authenticated<T, S>,
@@ -266,7 +282,7 @@ where
         &self,
         secured: S::Output,
         role: Role,
-    ) -> impl Future<Output = Result<M::Muxer, TransportError>> + Send + 'static {
+    ) -> impl Future<Output = Result<(M::Muxer, String), TransportError>> + Send + 'static {
         let muxer = self.muxer.clone();
         let config = self.inner.config.clone();
         async move {
@@ -286,7 +302,7 @@ where
                     tracing::debug!(error = %e, "muxed connection ended with an error");
                 }
             });
-            Ok(muxer)
+            Ok((muxer, protocol))
         }
     }
 }
@@ -298,49 +314,122 @@ where
     S: SecurityUpgrade<Negotiated<T::Output>>,
     M: MuxerUpgrade<Negotiated<S::Output>>,
 {
-    type Output = (PeerId, M::Muxer);
-    type Pending = T::Pending;
-    type Listener = T::Listener;
+    type Output = Connection<M::Muxer>;
+    type Pending = Inbound<T::Pending>;
+    type Listener = WithAddrs<T::Listener>;
+
+    fn can_dial(&self, addr: &Multiaddr) -> bool {
+        self.inner.transport.can_dial(addr)
+    }
 
     fn dial(
         &self,
         addr: Multiaddr,
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
         let (raw_addr, expected) = split_peer_id(&addr);
-        let dial = self.inner.transport.dial(raw_addr);
+        let dial = self.inner.transport.dial(raw_addr.clone());
         let this = self.clone();
         let span = tracing::debug_span!("dial", %addr);
         bounded(
             self.inner.config.timeout,
             async move {
                 let socket = dial.await?;
-                let (peer, secured) = this.inner.secure(socket, Role::Dialer, expected).await?;
-                let muxer = this.multiplex(secured, Role::Dialer).await?;
-                Ok((peer, muxer))
+                let local_addr = T::local_addr_of(&socket);
+                let (peer, secured, security) =
+                    this.inner.secure(socket, Role::Dialer, expected).await?;
+                let (muxer, muxer_name) = this.multiplex(secured, Role::Dialer).await?;
+                let info = ConnectionInfo::new(
+                    security,
+                    muxer_name,
+                    local_addr,
+                    raw_addr,
+                    Direction::Outbound,
+                );
+                Ok(Connection { peer, muxer, info })
             }
             .instrument(span),
         )
     }
 
     fn listen(&self, addr: Multiaddr) -> Result<Self::Listener, TransportError> {
-        self.inner.transport.listen(addr)
+        Ok(WithAddrs(self.inner.transport.listen(addr)?))
     }
 
     fn accept(
         &self,
         pending: Self::Pending,
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
+        let Inbound {
+            pending,
+            local_addr,
+            remote_addr,
+        } = pending;
         let accept = self.inner.transport.accept(pending);
         let this = self.clone();
         bounded(
             self.inner.config.timeout,
             async move {
                 let socket = accept.await?;
-                let (peer, secured) = this.inner.secure(socket, Role::Listener, None).await?;
-                let muxer = this.multiplex(secured, Role::Listener).await?;
-                Ok((peer, muxer))
+                let (peer, secured, security) =
+                    this.inner.secure(socket, Role::Listener, None).await?;
+                let (muxer, muxer_name) = this.multiplex(secured, Role::Listener).await?;
+                let info = ConnectionInfo::new(
+                    security,
+                    muxer_name,
+                    Some(local_addr),
+                    remote_addr,
+                    Direction::Inbound,
+                );
+                Ok(Connection { peer, muxer, info })
             }
             .instrument(tracing::debug_span!("accept")),
         )
+    }
+}
+
+/// An inbound connection of the upgrade pipeline, not yet upgraded: the raw transport's
+/// pending connection with the addresses its listener reported, which the finished
+/// connection's [`ConnectionInfo`] carries.
+#[derive(Debug)]
+pub struct Inbound<P> {
+    /// The raw transport's pending connection.
+    pub pending: P,
+    /// Our address of the connection.
+    pub local_addr: Multiaddr,
+    /// The remote's address of the connection.
+    pub remote_addr: Multiaddr,
+}
+
+/// A raw listener whose inbound connections keep their addresses ([`Inbound`]).
+#[derive(Debug)]
+pub struct WithAddrs<L>(L);
+
+impl<L, P> Stream for WithAddrs<L>
+where
+    L: Stream<Item = ListenerEvent<P>> + Unpin,
+{
+    type Item = ListenerEvent<Inbound<P>>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.0).poll_next(cx).map(|event| {
+            event.map(|event| match event {
+                ListenerEvent::Incoming {
+                    pending,
+                    local_addr,
+                    remote_addr,
+                } => ListenerEvent::Incoming {
+                    pending: Inbound {
+                        pending,
+                        local_addr: local_addr.clone(),
+                        remote_addr: remote_addr.clone(),
+                    },
+                    local_addr,
+                    remote_addr,
+                },
+                ListenerEvent::NewAddress(a) => ListenerEvent::NewAddress(a),
+                ListenerEvent::AddressExpired(a) => ListenerEvent::AddressExpired(a),
+                ListenerEvent::Error(e) => ListenerEvent::Error(e),
+            })
+        })
     }
 }

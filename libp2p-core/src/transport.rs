@@ -144,6 +144,18 @@ pub trait Transport: Clone + Send + Sync + 'static {
     /// The stream of a listener's events. Dropping it stops listening.
     type Listener: Stream<Item = ListenerEvent<Self::Pending>> + Send + Unpin + 'static;
 
+    /// Whether this transport can dial `addr` (its kind of address: `/ip4/../tcp/..` for TCP,
+    /// `/memory/..` for memory), without dialing. A trailing `/p2p/<id>` does not change the
+    /// answer. Combinators and the host pick a transport by it.
+    fn can_dial(&self, addr: &Multiaddr) -> bool;
+
+    /// Our own address of a connection this transport produced, when it has one (the local
+    /// socket address of a TCP dial). Upgraded transports pass it on in their connection info.
+    fn local_addr_of(output: &Self::Output) -> Option<Multiaddr> {
+        let _ = output;
+        None
+    }
+
     /// Connect to `addr`. A trailing `/p2p/<id>` is accepted; an upgraded transport checks
     /// that the remote authenticates as that peer.
     fn dial(

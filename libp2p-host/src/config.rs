@@ -1,33 +1,55 @@
 //! The host's settings: listening addresses, limits and timeouts. Derives serde so that it
-//! can come from a TOML or JSON file.
+//! can come from a TOML or JSON file (durations as seconds, `20` or `0.5`).
 
 use std::time::Duration;
 
+use libp2p_core::duration::secs;
 use libp2p_core::Multiaddr;
 use serde::{Deserialize, Serialize};
 
 /// Settings of a [`Host`](crate::Host). Every field has a default (see [`Default`]), so a
-/// config file need only name what it changes.
+/// config file need only name what it changes; in code, start from `HostConfig::default()`
+/// and set fields. Whichever builder method builds the host, all of it applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
 pub struct HostConfig {
     /// Addresses to listen on when the host starts. Default none (a dial-only host).
     pub listen_addrs: Vec<Multiaddr>,
-    /// Most connections open at once, inbound and outbound together; an inbound connection
-    /// beyond it is closed at once, a dial beyond it fails. Default 256: plenty for an
-    /// application node, and a bound on what a flood of inbound connections costs.
+    /// Most connections established at once, inbound and outbound together; an inbound
+    /// connection beyond it is closed at once, a dial beyond it fails. Default 256: plenty for
+    /// an application node, and a bound on what a flood of inbound connections costs.
     pub max_connections: usize,
-    /// Most inbound streams open at once on one connection; further ones are reset. Default
-    /// 256, the muxers' own default stream limit.
+    /// Most connections to one peer. Default 8: one is the rule, a few happen when both sides
+    /// dial at once or a peer reconnects before the old connection is noticed dead.
+    pub max_connections_per_peer: usize,
+    /// Most inbound connections still in their upgrade (security and muxer handshakes) at
+    /// once; further ones are closed at once. Default 128: a silent peer holds its slot for
+    /// the handshake timeout at most, and well-behaved handshakes take milliseconds.
+    pub max_pending_incoming: usize,
+    /// Most inbound streams open at once on one connection (being negotiated, queued for an
+    /// `accept` or held by the application); further ones are reset. Default 256, the muxers'
+    /// own default stream limit.
     pub max_inbound_streams_per_connection: usize,
-    /// Bound on a connection's whole upgrade (security and muxer), in milliseconds. Default
-    /// 20,000: an RSA handshake across the world fits; a silent peer is dropped soon.
-    pub handshake_timeout_ms: u64,
-    /// Bound on agreeing the protocol of one stream, in milliseconds. Default 10,000.
-    pub negotiation_timeout_ms: u64,
+    /// Inbound streams waiting in each protocol's `accept` queue; a stream that finds the
+    /// queue full is reset and reported. Default 64: an application that takes streams as
+    /// they come never fills it, and a stalled one costs at most this many.
+    pub accept_queue: usize,
+    /// Bound on a connection's whole upgrade (security and muxer). Default 20 s: an RSA
+    /// handshake across the world fits; a silent peer is dropped soon.
+    #[serde(with = "secs")]
+    pub handshake_timeout: Duration,
+    /// Bound on agreeing the protocol of one stream, and on each identify and ping exchange.
+    /// Default 10 s.
+    #[serde(with = "secs")]
+    pub negotiation_timeout: Duration,
     /// How long an address learned from identify (or given to `connect`) stays in the
-    /// peerstore, in seconds. Default 3,600.
-    pub address_ttl_secs: u64,
+    /// peerstore. Default 1 h.
+    #[serde(with = "secs")]
+    pub address_ttl: Duration,
+    /// Events buffered for each subscriber before the slowest one misses some (it is told
+    /// how many). Default 1,024.
+    pub event_buffer: usize,
     /// Serve and run identify (`/ipfs/id/1.0.0` and push). Default on: go-libp2p waits for it
     /// before opening streams, py-libp2p runs it on every connection.
     pub identify: bool,
@@ -37,6 +59,9 @@ pub struct HostConfig {
     pub protocol_version: String,
     /// The agent string sent in identify. Default `libp2p-modular/<version>`.
     pub agent_version: String,
+    /// Limits of [`Host::request`](crate::Host::request) and
+    /// [`Host::serve_requests`](crate::Host::serve_requests).
+    pub request_response: crate::request_response::RequestResponseConfig,
 }
 
 impl Default for HostConfig {
@@ -44,32 +69,20 @@ impl Default for HostConfig {
         HostConfig {
             listen_addrs: Vec::new(),
             max_connections: 256,
+            max_connections_per_peer: 8,
+            max_pending_incoming: 128,
             max_inbound_streams_per_connection: 256,
-            handshake_timeout_ms: 20_000,
-            negotiation_timeout_ms: 10_000,
-            address_ttl_secs: 3_600,
+            accept_queue: 64,
+            handshake_timeout: Duration::from_secs(20),
+            negotiation_timeout: Duration::from_secs(10),
+            address_ttl: Duration::from_secs(3_600),
+            event_buffer: 1024,
             identify: true,
             ping: true,
             protocol_version: "/ipfs/0.1.0".into(),
             agent_version: concat!("libp2p-modular/", env!("CARGO_PKG_VERSION")).into(),
+            request_response: Default::default(),
         }
-    }
-}
-
-impl HostConfig {
-    /// The handshake timeout as a `Duration`.
-    pub fn handshake_timeout(&self) -> Duration {
-        Duration::from_millis(self.handshake_timeout_ms)
-    }
-
-    /// The negotiation timeout as a `Duration`.
-    pub fn negotiation_timeout(&self) -> Duration {
-        Duration::from_millis(self.negotiation_timeout_ms)
-    }
-
-    /// The address time-to-live as a `Duration`.
-    pub fn address_ttl(&self) -> Duration {
-        Duration::from_secs(self.address_ttl_secs)
     }
 }
 
@@ -82,14 +95,18 @@ mod tests {
         let config = HostConfig {
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()],
             max_connections: 10,
+            negotiation_timeout: Duration::from_millis(1500),
             ..HostConfig::default()
         };
         let json = serde_json::to_string(&config).unwrap();
         let back: HostConfig = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
-        let partial: HostConfig = serde_json::from_str(r#"{"max_connections": 3}"#).unwrap();
+        let partial: HostConfig =
+            serde_json::from_str(r#"{"max_connections": 3, "handshake_timeout": 0.25}"#).unwrap();
         assert_eq!(partial.max_connections, 3);
-        assert_eq!(partial.negotiation_timeout_ms, 10_000);
+        assert_eq!(partial.handshake_timeout, Duration::from_millis(250));
+        assert_eq!(partial.negotiation_timeout, Duration::from_secs(10));
         assert!(serde_json::from_str::<HostConfig>(r#"{"max_conections": 3}"#).is_err());
+        assert!(serde_json::from_str::<HostConfig>(r#"{"handshake_timeout": -1}"#).is_err());
     }
 }

@@ -1,6 +1,6 @@
-//! Type erasure: the host keeps any `Transport<Output = (PeerId, impl StreamMuxer)>` behind
-//! trait objects, so that `Host` has no type parameters. The cost is one allocation per
-//! connection and per stream and a virtual call per read or write; nothing per frame.
+//! Type erasure: the host keeps any transport whose output is a [`Connection`] behind trait
+//! objects, so that `Host` has no type parameters. The cost is one allocation per connection
+//! and per stream and a virtual call per read or write; nothing per frame.
 
 use std::sync::Arc;
 
@@ -8,14 +8,12 @@ use futures::future::BoxFuture;
 use futures::stream::BoxStream;
 use futures::{FutureExt, StreamExt, TryFutureExt};
 use libp2p_core::{
-    ListenerEvent, Multiaddr, MuxerError, PeerId, Socket, StreamMuxer, Transport, TransportError,
+    BoxedStream, Connection, IntoConnection, ListenerEvent, Multiaddr, MuxerError, StreamMuxer,
+    Transport, TransportError,
 };
 
-/// A stream of any muxer.
-pub type BoxedStream = Box<dyn Socket>;
-
 /// An established connection's muxer, type-erased.
-pub trait DynMuxer: Send + Sync {
+pub(crate) trait DynMuxer: Send + Sync {
     /// Opens an outbound stream.
     fn open(&self) -> BoxFuture<'static, Result<BoxedStream, MuxerError>>;
     /// Waits for the next inbound stream.
@@ -46,36 +44,45 @@ impl<M: StreamMuxer> DynMuxer for M {
 }
 
 /// A connection as the host keeps it.
-pub type Connected = (PeerId, Arc<dyn DynMuxer>);
+pub(crate) type Connected = Connection<Arc<dyn DynMuxer>>;
 /// The upgrade of an inbound connection, still to run.
-pub type PendingUpgrade = BoxFuture<'static, Result<Connected, TransportError>>;
+pub(crate) type PendingUpgrade = BoxFuture<'static, Result<Connected, TransportError>>;
+/// A listener's events, with each inbound connection's upgrade as a future.
+pub(crate) type DynListener = BoxStream<'static, ListenerEvent<PendingUpgrade>>;
+
+fn erase<C: IntoConnection>(output: C) -> Connected {
+    let c = output.into_connection();
+    Connection {
+        peer: c.peer,
+        muxer: Arc::new(c.muxer) as Arc<dyn DynMuxer>,
+        info: c.info,
+    }
+}
 
 /// A transport, type-erased.
-pub trait DynTransport: Send + Sync {
+pub(crate) trait DynTransport: Send + Sync {
+    /// Whether it can dial `addr`.
+    fn can_dial(&self, addr: &Multiaddr) -> bool;
     /// Dials `addr`.
     fn dial(&self, addr: Multiaddr) -> BoxFuture<'static, Result<Connected, TransportError>>;
     /// Listens on `addr`; inbound connections come with their upgrade as a future.
-    fn listen(
-        &self,
-        addr: Multiaddr,
-    ) -> Result<BoxStream<'static, ListenerEvent<PendingUpgrade>>, TransportError>;
+    fn listen(&self, addr: Multiaddr) -> Result<DynListener, TransportError>;
 }
 
-impl<T, M> DynTransport for T
+impl<T> DynTransport for T
 where
-    T: Transport<Output = (PeerId, M)>,
-    M: StreamMuxer,
+    T: Transport,
+    T::Output: IntoConnection,
 {
-    fn dial(&self, addr: Multiaddr) -> BoxFuture<'static, Result<Connected, TransportError>> {
-        Transport::dial(self, addr)
-            .map_ok(|(peer, muxer)| (peer, Arc::new(muxer) as Arc<dyn DynMuxer>))
-            .boxed()
+    fn can_dial(&self, addr: &Multiaddr) -> bool {
+        Transport::can_dial(self, addr)
     }
 
-    fn listen(
-        &self,
-        addr: Multiaddr,
-    ) -> Result<BoxStream<'static, ListenerEvent<PendingUpgrade>>, TransportError> {
+    fn dial(&self, addr: Multiaddr) -> BoxFuture<'static, Result<Connected, TransportError>> {
+        Transport::dial(self, addr).map_ok(erase).boxed()
+    }
+
+    fn listen(&self, addr: Multiaddr) -> Result<DynListener, TransportError> {
         let listener = Transport::listen(self, addr)?;
         let transport = self.clone();
         Ok(listener
@@ -85,10 +92,7 @@ where
                     local_addr,
                     remote_addr,
                 } => ListenerEvent::Incoming {
-                    pending: transport
-                        .accept(pending)
-                        .map_ok(|(peer, muxer)| (peer, Arc::new(muxer) as Arc<dyn DynMuxer>))
-                        .boxed(),
+                    pending: transport.accept(pending).map_ok(erase).boxed(),
                     local_addr,
                     remote_addr,
                 },

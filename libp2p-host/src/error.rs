@@ -1,76 +1,82 @@
-//! The host's errors.
+//! The host's own errors: listening and ping (dial and stream errors are core's, shared with
+//! services).
 
-use libp2p_core::{Multiaddr, PeerId};
+use std::sync::Arc;
+use std::time::Duration;
 
-/// What can go wrong in a host operation.
+use libp2p_core::{Classify, Fault, Multiaddr, NewStreamError, PeerId, TransportError};
+
+/// Why listening on an address failed.
 #[derive(Debug, Clone, thiserror::Error)]
-pub enum HostError {
-    /// No address of the peer worked (or none is known). Each attempt is listed.
-    #[error("cannot reach {peer}: {}", describe(attempts))]
-    Unreachable {
-        /// The peer.
-        peer: PeerId,
-        /// Each address tried and why it failed.
-        attempts: Vec<(Multiaddr, String)>,
-    },
-    /// The peer is connected but has no handler for any of the protocols offered.
-    #[error("{peer} supports none of the protocols {offered:?}")]
-    ProtocolsNotSupported {
-        /// The peer.
-        peer: PeerId,
-        /// What we offered.
-        offered: Vec<String>,
-    },
-    /// Agreeing on a stream's protocol failed for another reason (bad message, timeout).
-    #[error("negotiating a stream with {peer} failed: {reason}")]
-    Negotiation {
-        /// The peer.
-        peer: PeerId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// The connection failed while opening a stream.
-    #[error("connection to {peer} failed: {reason}")]
-    Connection {
-        /// The peer.
-        peer: PeerId,
-        /// What went wrong.
-        reason: String,
-    },
-    /// Listening on an address failed.
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen {
+#[non_exhaustive]
+pub enum ListenError {
+    /// No transport of the host can listen on this address.
+    #[error("no transport can listen on {addr}")]
+    UnsupportedAddress {
         /// The address.
         addr: Multiaddr,
-        /// What went wrong.
-        reason: String,
     },
-    /// The connection limit is reached.
-    #[error("connection limit of {0} reached")]
-    ConnectionLimit(usize),
-    /// Dialing ourselves.
-    #[error("cannot dial ourselves")]
-    DialSelf,
-    /// A ping failed.
-    #[error("ping of {peer} failed: {reason}")]
-    Ping {
-        /// The peer.
-        peer: PeerId,
-        /// What went wrong.
-        reason: String,
+    /// The transport refused (address in use, permissions, ...).
+    #[error("cannot listen on {addr}: {source}")]
+    Transport {
+        /// The address.
+        addr: Multiaddr,
+        /// Why.
+        #[source]
+        source: Arc<TransportError>,
+    },
+    /// The listener ended before it reported an address.
+    #[error("the listener on {addr} ended before reporting an address")]
+    Ended {
+        /// The address.
+        addr: Multiaddr,
     },
     /// The host is closed.
     #[error("the host is closed")]
     Closed,
 }
 
-fn describe(attempts: &[(Multiaddr, String)]) -> String {
-    if attempts.is_empty() {
-        return "no known address".into();
+impl Classify for ListenError {
+    fn fault(&self) -> Fault {
+        match self {
+            ListenError::Transport { source, .. } => source.fault(),
+            _ => Fault::Local,
+        }
     }
-    attempts
-        .iter()
-        .map(|(addr, why)| format!("{addr}: {why}"))
-        .collect::<Vec<_>>()
-        .join("; ")
+}
+
+/// Why a ping failed.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum PingError {
+    /// No stream could be opened (no connection, ping not supported, ...).
+    #[error(transparent)]
+    Stream(#[from] NewStreamError),
+    /// The stream failed, or the answer was not our payload.
+    #[error("ping of {peer} failed: {source}")]
+    Protocol {
+        /// The peer.
+        peer: PeerId,
+        /// What went wrong.
+        #[source]
+        source: Arc<crate::ping::PingError>,
+    },
+    /// No answer within the bound.
+    #[error("ping of {peer}: no answer within {after:?}")]
+    Timeout {
+        /// The peer.
+        peer: PeerId,
+        /// The bound (the negotiation timeout).
+        after: Duration,
+    },
+}
+
+impl Classify for PingError {
+    fn fault(&self) -> Fault {
+        match self {
+            PingError::Stream(e) => e.fault(),
+            PingError::Protocol { source, .. } => source.fault(),
+            PingError::Timeout { .. } => Fault::Timeout,
+        }
+    }
 }

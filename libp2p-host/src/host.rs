@@ -1,5 +1,6 @@
-//! The [`Host`]: connections, handlers, peerstore and limits, driving the steps of the core
-//! pipeline. It does no protocol work of its own.
+//! The [`Host`]: connection pool, dispatch of inbound streams, peerstore and limits, driving
+//! the steps of the core pipeline. It does no protocol work of its own: identify and ping are
+//! services like any other.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -10,132 +11,101 @@ use std::time::Duration;
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use libp2p_core::multistream::{self, NegotiationError, ProtocolSet};
-use libp2p_core::{Keypair, ListenerEvent, Multiaddr, PeerId, Protocol, Transport};
+use libp2p_core::{
+    split_peer_id, AcceptError, CloseCause, ConnectionId, ConnectionInfo, DialAttempt, DialError,
+    Event, Events, IdentifyInfo, Incoming, IntoConnection, Keypair, ListenerEvent, Multiaddr,
+    MuxerError, NewStreamError, PeerId, Peerstore, Protocol, RefusedReason, Service,
+    ServiceContext, Stream, Transport,
+};
 use tokio::sync::broadcast;
+use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
 use crate::config::HostConfig;
-use crate::erased::{BoxedStream, DynMuxer, DynTransport};
-use crate::error::HostError;
-use crate::peerstore::Peerstore;
-use crate::stream::Stream;
+use crate::erased::{Connected, DynListener, DynMuxer, DynTransport};
+use crate::error::{ListenError, PingError};
 use crate::{identify, ping};
 
-/// What a handler returns; any error is logged with the stream's protocol and peer.
+/// What a handler returns; any error is logged (at debug) with the stream's protocol and peer.
 pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
-type HandlerFn = Arc<dyn Fn(Stream) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
+/// One protocol we accept: its queue to the `Incoming` that consumes it.
 #[derive(Clone)]
-struct HandlerEntry {
+struct Registration {
+    id: u64,
     /// The name registered (and listed in identify and `ls`).
     name: String,
     /// A predicate matching more names than `name`, if any.
     predicate: Option<Predicate>,
-    handler: HandlerFn,
+    queue: mpsc::Sender<Stream>,
 }
 
-/// A snapshot of the handler table (copy on write, so negotiation never holds a lock).
+/// A snapshot of the protocol table (copy on write, so negotiation never holds a lock).
 #[derive(Clone, Default)]
-struct Handlers(Arc<Vec<HandlerEntry>>);
+struct Table(Arc<Vec<Registration>>);
 
-impl Handlers {
-    fn find(&self, protocol: &str) -> Option<&HandlerEntry> {
-        self.0.iter().find(|h| h.name == protocol).or_else(|| {
+impl Table {
+    fn find(&self, protocol: &str) -> Option<&Registration> {
+        self.0.iter().find(|r| r.name == protocol).or_else(|| {
             self.0
                 .iter()
-                .find(|h| h.predicate.as_ref().is_some_and(|p| p(protocol)))
+                .find(|r| r.predicate.as_ref().is_some_and(|p| p(protocol)))
         })
     }
 }
 
-impl ProtocolSet for Handlers {
+impl ProtocolSet for Table {
     fn matches(&self, proposed: &str) -> bool {
         self.find(proposed).is_some()
     }
     fn list(&self) -> Vec<String> {
-        self.0.iter().map(|h| h.name.clone()).collect()
+        self.0.iter().map(|r| r.name.clone()).collect()
     }
 }
 
-/// Which side opened a connection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Direction {
-    /// We dialed.
-    Outbound,
-    /// The remote dialed us.
-    Inbound,
-}
-
-/// What happens to the host's connections and peers.
-#[derive(Debug, Clone)]
-pub enum HostEvent {
-    /// A connection is up (after security and muxer).
-    Connected {
-        /// The remote peer.
-        peer: PeerId,
-        /// The remote address.
-        addr: Multiaddr,
-        /// Who dialed.
-        direction: Direction,
-    },
-    /// A connection closed.
-    Disconnected {
-        /// The remote peer.
-        peer: PeerId,
-        /// The remote address.
-        addr: Multiaddr,
-    },
-    /// Identify told us about a peer (the peerstore has been updated).
-    Identified {
-        /// The peer.
-        peer: PeerId,
-        /// Its agent string.
-        agent_version: String,
-        /// The protocols it speaks.
-        protocols: Vec<String>,
-    },
-}
-
 struct Conn {
-    id: u64,
+    id: ConnectionId,
     peer: PeerId,
-    addr: Multiaddr,
+    info: ConnectionInfo,
     muxer: Arc<dyn DynMuxer>,
-    /// The stream reused for repeated pings.
-    pinger: tokio::sync::Mutex<Option<ping::Pinger<multistream::Negotiated<BoxedStream>>>>,
+    /// Set when we close it, so that its end is reported as ours.
+    closing: AtomicBool,
+    /// Inbound streams open now (negotiating, queued or held).
+    inbound: Arc<AtomicUsize>,
     task: Mutex<Option<JoinHandle<()>>>,
 }
 
-type DialFuture = Shared<BoxFuture<'static, Result<Arc<Conn>, HostError>>>;
+type DialFuture = Shared<BoxFuture<'static, Result<Arc<Conn>, DialError>>>;
 
-struct Inner {
+/// A ping stream reused for repeated pings of one peer.
+type PingSlot = Arc<tokio::sync::Mutex<Option<ping::Pinger<libp2p_core::FuturesStream>>>>;
+
+pub(crate) struct Inner {
     key: Keypair,
     peer_id: PeerId,
     config: HostConfig,
-    transport: Arc<dyn DynTransport>,
-    handlers: RwLock<Handlers>,
+    transports: Vec<Arc<dyn DynTransport>>,
+    table: RwLock<Table>,
     conns: Mutex<HashMap<PeerId, Vec<Arc<Conn>>>>,
     dials: Mutex<HashMap<PeerId, (u64, DialFuture)>>,
-    peerstore: Peerstore,
+    peerstore: Arc<Peerstore>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
-    listeners: Mutex<Vec<JoinHandle<()>>>,
-    events: broadcast::Sender<HostEvent>,
+    /// Listener and service tasks, ended with the host.
+    tasks: Mutex<Vec<JoinHandle<()>>>,
+    events: broadcast::Sender<Event>,
+    pings: Mutex<HashMap<PeerId, PingSlot>>,
+    pending_incoming: AtomicUsize,
     closed: AtomicBool,
     next_id: AtomicU64,
 }
 
 impl Drop for Inner {
     fn drop(&mut self) {
-        for listener in self
-            .listeners
-            .get_mut()
-            .map(std::mem::take)
-            .unwrap_or_default()
-        {
-            listener.abort();
+        for task in self.tasks.get_mut().map(std::mem::take).unwrap_or_default() {
+            task.abort();
         }
         if let Ok(conns) = self.conns.get_mut() {
             for conn in conns.values().flatten() {
@@ -147,12 +117,28 @@ impl Drop for Inner {
     }
 }
 
-/// A libp2p node: listens, dials, and runs protocol handlers on streams.
+impl Inner {
+    fn emit(&self, event: Event) {
+        // No subscriber is fine; a slow one misses events rather than slowing us.
+        let _ = self.events.send(event);
+    }
+
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
+    }
+}
+
+/// A libp2p node: listens, dials, hands inbound streams to whoever accepts their protocol,
+/// and runs services beside.
 ///
 /// Cheap to clone (all clones are the same host). See the crate documentation for an example.
 #[derive(Clone)]
 pub struct Host {
-    inner: Arc<Inner>,
+    pub(crate) inner: Arc<Inner>,
 }
 
 impl std::fmt::Debug for Host {
@@ -163,10 +149,27 @@ impl std::fmt::Debug for Host {
     }
 }
 
-/// Builds a [`Host`].
+/// Builds a [`Host`]: its identity, configuration, transports and services.
 pub struct HostBuilder {
     key: Keypair,
     config: HostConfig,
+    transports: Vec<Arc<dyn DynTransport>>,
+    services: Vec<Box<dyn Service>>,
+    tcp: bool,
+    #[cfg(feature = "secio")]
+    secio: bool,
+    #[cfg(feature = "mplex")]
+    mplex: bool,
+}
+
+impl std::fmt::Debug for HostBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HostBuilder")
+            .field("config", &self.config)
+            .field("transports", &self.transports.len())
+            .field("services", &self.services.len())
+            .finish()
+    }
 }
 
 impl HostBuilder {
@@ -182,52 +185,144 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host on the default stack: TCP; security noise, then secio; muxers yamux,
-    /// then mplex.
-    /// The handshake timeout of the config bounds each connection's upgrade.
-    #[cfg(feature = "default-stack")]
-    pub async fn build(self) -> Result<Host, HostError> {
-        use libp2p_core::TransportExt;
-        let transport = libp2p_transport_tcp::TcpTransport::new()
-            .upgrade()
-            .timeout(self.config.handshake_timeout())
-            .authenticate((
-                libp2p_noise::Noise::new(self.key.clone()),
-                libp2p_secio::Secio::new(self.key.clone()),
-            ))
-            .multiplex((
-                libp2p_yamux::Yamux::default(),
-                libp2p_mplex::Mplex::default(),
-            ));
-        self.build_with_transport(transport).await
+    /// Adds a transport: any stack whose output is a secured, muxed connection (the TCP
+    /// pipeline, a QUIC transport, the memory transports, a combination made with `or`).
+    /// Transports are tried in the order added; an address goes to the first that can take
+    /// it. The handshake timeout of the config is the pipeline's own (`.timeout(...)`) for a
+    /// stack built by hand: give it the same value.
+    pub fn transport<T>(mut self, transport: T) -> Self
+    where
+        T: Transport,
+        T::Output: IntoConnection,
+    {
+        self.transports.push(Arc::new(transport));
+        self
     }
 
-    /// Builds the host on any transport whose output is an authenticated, multiplexed
-    /// connection: the memory transport for tests, one security and one muxer, or your own.
-    pub async fn build_with_transport<T, M>(self, transport: T) -> Result<Host, HostError>
+    /// Adds the default TCP stack (noise, then secio and mplex where enabled; yamux), beside
+    /// the transports given. `build` adds it by itself when no transport was given.
+    #[cfg(feature = "default-stack")]
+    pub fn with_tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+
+    /// Offers secio after noise on the default TCP stack. Off by default: multistream-select
+    /// is unauthenticated, so an active attacker could push both sides down to the weaker
+    /// protocol; turn it on only to reach peers that speak nothing else.
+    #[cfg(feature = "secio")]
+    pub fn with_secio(mut self) -> Self {
+        self.secio = true;
+        self
+    }
+
+    /// Offers mplex after yamux on the default TCP stack (for peers without yamux). mplex has
+    /// no flow control per stream: a stalled reader holds the connection's buffers.
+    #[cfg(feature = "mplex")]
+    pub fn with_mplex(mut self) -> Self {
+        self.mplex = true;
+        self
+    }
+
+    /// Adds a service (its protocols are accepted from the start, so the very first identify
+    /// lists them).
+    pub fn service(mut self, service: impl Service) -> Self {
+        self.services.push(Box::new(service));
+        self
+    }
+
+    /// Builds the host on the transports given, or on the default TCP stack (noise, yamux)
+    /// when none was given; starts identify, ping and the services; listens on the config's
+    /// addresses. Every listen address is known when it returns.
+    pub async fn build(mut self) -> Result<Host, ListenError> {
+        #[cfg(feature = "default-stack")]
+        if self.tcp || self.transports.is_empty() {
+            let tcp = self.default_tcp();
+            self.transports.push(tcp);
+        }
+        self.start().await
+    }
+
+    /// Builds the host on `transport` alone (the same as `.transport(transport).build()`).
+    pub async fn build_with_transport<T>(self, transport: T) -> Result<Host, ListenError>
     where
-        T: Transport<Output = (PeerId, M)>,
-        M: libp2p_core::StreamMuxer,
+        T: Transport,
+        T::Output: IntoConnection,
     {
-        let (events, _) = broadcast::channel(1024);
+        self.transport(transport).build().await
+    }
+
+    #[cfg(feature = "default-stack")]
+    fn default_tcp(&self) -> Arc<dyn DynTransport> {
+        use libp2p_core::TransportExt;
+        let secured = libp2p_transport_tcp::TcpTransport::new()
+            .upgrade()
+            .timeout(self.config.handshake_timeout);
+        let noise = libp2p_noise::Noise::new(self.key.clone());
+        let yamux = libp2p_yamux::Yamux::default();
+        #[cfg(feature = "secio")]
+        let secio = self
+            .secio
+            .then(|| libp2p_secio::Secio::new(self.key.clone()));
+        #[cfg(not(feature = "secio"))]
+        let secio: Option<()> = None;
+        #[cfg(feature = "mplex")]
+        let mplex = self.mplex.then(libp2p_mplex::Mplex::default);
+        #[cfg(not(feature = "mplex"))]
+        let mplex: Option<()> = None;
+        match (secio, mplex) {
+            #[cfg(all(feature = "secio", feature = "mplex"))]
+            (Some(secio), Some(mplex)) => Arc::new(
+                secured
+                    .authenticate((noise, secio))
+                    .multiplex((yamux, mplex)),
+            ),
+            #[cfg(feature = "secio")]
+            (Some(secio), None) => Arc::new(secured.authenticate((noise, secio)).multiplex(yamux)),
+            #[cfg(feature = "mplex")]
+            (None, Some(mplex)) => Arc::new(secured.authenticate(noise).multiplex((yamux, mplex))),
+            _ => Arc::new(secured.authenticate(noise).multiplex(yamux)),
+        }
+    }
+
+    async fn start(self) -> Result<Host, ListenError> {
+        let (events, _) = broadcast::channel(self.config.event_buffer.max(1));
         let peer_id = self.key.public().to_peer_id();
         let inner = Arc::new(Inner {
             peer_id,
             key: self.key,
             config: self.config.clone(),
-            transport: Arc::new(transport),
-            handlers: RwLock::default(),
+            transports: self.transports,
+            table: RwLock::default(),
             conns: Mutex::default(),
             dials: Mutex::default(),
-            peerstore: Peerstore::default(),
+            peerstore: Arc::default(),
             listen_addrs: RwLock::default(),
-            listeners: Mutex::default(),
+            tasks: Mutex::default(),
             events,
+            pings: Mutex::default(),
+            pending_incoming: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
         let host = Host { inner };
-        host.install_builtin_handlers();
+        let mut services = self.services;
+        if self.config.ping {
+            services.insert(0, Box::new(ping::PingService));
+        }
+        if self.config.identify {
+            services.insert(
+                0,
+                Box::new(identify::IdentifyService {
+                    protocol_version: self.config.protocol_version.clone(),
+                    agent_version: self.config.agent_version.clone(),
+                    timeout: self.config.negotiation_timeout,
+                }),
+            );
+        }
+        for service in services {
+            host.start_service(service)?;
+        }
         for addr in self.config.listen_addrs {
             host.listen_on(addr).await?;
         }
@@ -241,7 +336,35 @@ impl Host {
         HostBuilder {
             key,
             config: HostConfig::default(),
+            transports: Vec::new(),
+            services: Vec::new(),
+            tcp: false,
+            #[cfg(feature = "secio")]
+            secio: false,
+            #[cfg(feature = "mplex")]
+            mplex: false,
         }
+    }
+
+    fn start_service(&self, service: Box<dyn Service>) -> Result<(), ListenError> {
+        let name = service.name();
+        let mut inbound = Vec::new();
+        for protocol in service.protocols() {
+            match self.accept(&protocol) {
+                Ok(incoming) => inbound.push(incoming),
+                Err(AcceptError::Closed) => return Err(ListenError::Closed),
+                Err(e) => tracing::warn!(service = name, error = %e, "service protocol refused"),
+            }
+        }
+        let ctx = ServiceContext::new(
+            Arc::new(crate::context::HostRef::new(self)),
+            inbound,
+            self.events(),
+        );
+        let span = tracing::debug_span!("service", name);
+        let task = tokio::spawn(service.run(ctx).instrument(span));
+        self.inner.tasks.lock().expect("lock").push(task);
+        Ok(())
     }
 
     /// Our peer id.
@@ -254,9 +377,18 @@ impl Host {
         &self.inner.key
     }
 
-    /// The addresses we listen on (concrete ones: port 0 resolved).
+    /// The addresses we listen on (concrete ones: port 0 resolved, one per interface for an
+    /// unspecified IP).
     pub fn listen_addrs(&self) -> Vec<Multiaddr> {
         self.inner.listen_addrs.read().expect("lock").clone()
+    }
+
+    /// The addresses we listen on, each with `/p2p/<our id>`: what another host dials.
+    pub fn p2p_addrs(&self) -> Vec<Multiaddr> {
+        self.listen_addrs()
+            .into_iter()
+            .map(|a| a.with(Protocol::P2p(self.inner.peer_id)))
+            .collect()
     }
 
     /// The peerstore.
@@ -264,124 +396,218 @@ impl Host {
         &self.inner.peerstore
     }
 
+    pub(crate) fn peerstore_arc(&self) -> Arc<Peerstore> {
+        self.inner.peerstore.clone()
+    }
+
     /// The configuration the host runs with.
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
     }
 
-    /// A receiver of connection events. Each call gives a new receiver that sees the events
-    /// from then on; a receiver that falls more than 1,024 events behind loses the oldest.
-    pub fn events(&self) -> broadcast::Receiver<HostEvent> {
-        self.inner.events.subscribe()
+    /// A new subscription to the host's events, from now on (a `futures::Stream`). A
+    /// subscriber that falls more than `event_buffer` events behind is told how many it
+    /// missed ([`Event::Missed`]); the host never waits for it.
+    pub fn events(&self) -> Events {
+        Events::from_broadcast(self.inner.events.subscribe())
     }
 
-    /// Starts listening on `addr`; returns the first address it is reachable at.
-    pub async fn listen_on(&self, addr: Multiaddr) -> Result<Multiaddr, HostError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(HostError::Closed);
+    /// Starts listening on `addr` with the first transport that takes it; returns the first
+    /// address it is reachable at (all of them are in [`Host::listen_addrs`] by then).
+    pub async fn listen_on(&self, addr: Multiaddr) -> Result<Multiaddr, ListenError> {
+        if self.inner.is_closed() {
+            return Err(ListenError::Closed);
         }
-        let listen_err = |reason: String| HostError::Listen {
-            addr: addr.clone(),
-            reason,
-        };
-        let mut listener = self
-            .inner
-            .transport
-            .listen(addr.clone())
-            .map_err(|e| listen_err(e.to_string()))?;
+        let mut listener = None;
+        for transport in &self.inner.transports {
+            match transport.listen(addr.clone()) {
+                Ok(l) => {
+                    listener = Some(l);
+                    break;
+                }
+                Err(libp2p_core::TransportError::MultiaddrNotSupported(_)) => continue,
+                Err(e) => {
+                    return Err(ListenError::Transport {
+                        addr,
+                        source: Arc::new(e),
+                    })
+                }
+            }
+        }
+        let mut listener =
+            listener.ok_or_else(|| ListenError::UnsupportedAddress { addr: addr.clone() })?;
         let first = loop {
             match listener.next().await {
                 Some(ListenerEvent::NewAddress(a)) => break a,
-                Some(ListenerEvent::Error(e)) => return Err(listen_err(e.to_string())),
+                Some(ListenerEvent::Error(e)) => {
+                    return Err(ListenError::Transport {
+                        addr,
+                        source: Arc::new(e),
+                    })
+                }
                 Some(_) => continue,
-                None => return Err(listen_err("listener ended".into())),
+                None => return Err(ListenError::Ended { addr }),
             }
         };
-        tracing::info!(addr = %first, "listening");
-        self.inner
-            .listen_addrs
-            .write()
-            .expect("lock")
-            .push(first.clone());
+        self.add_listen_addr(first.clone());
+        // The other addresses of this listener (one per interface) are reported at once:
+        // take them now, so that every address is known when we return. Anything else that is
+        // already there is handled by the listener's task.
+        let mut early = Vec::new();
+        while let Some(Some(event)) = listener.next().now_or_never() {
+            match event {
+                ListenerEvent::NewAddress(a) => self.add_listen_addr(a),
+                other => {
+                    early.push(other);
+                    break;
+                }
+            }
+        }
         let weak = Arc::downgrade(&self.inner);
-        let task = tokio::spawn(run_listener(weak, listener));
-        self.inner.listeners.lock().expect("lock").push(task);
+        let task = tokio::spawn(run_listener(weak, early, listener));
+        self.inner.tasks.lock().expect("lock").push(task);
         Ok(first)
     }
 
-    /// Handles inbound streams for `protocol` with `handler`, one task per stream. A handler
-    /// that panics or stalls harms only its own stream. Replaces an earlier handler of the
-    /// same name.
-    pub fn set_stream_handler<F, Fut>(&self, protocol: impl Into<String>, handler: F)
+    fn add_listen_addr(&self, addr: Multiaddr) {
+        add_listen_addr(&self.inner, addr);
+    }
+
+    /// Accepts inbound streams of `protocol`: a `futures::Stream` of [`Stream`]s, fed through
+    /// a bounded queue (`accept_queue` in the config; a stream that finds it full is reset and
+    /// reported as [`Event::InboundStreamRefused`]). Replaces an earlier registration of the
+    /// same name, whose stream then ends. Dropping it stops accepting the protocol; connected
+    /// peers learn of both through identify push.
+    pub fn accept(&self, protocol: &str) -> Result<Incoming, AcceptError> {
+        self.register(protocol.to_string(), None)
+    }
+
+    /// Like [`Host::accept`], but takes every protocol `matches` accepts (every version of a
+    /// protocol, say). `name` is what identify lists.
+    pub fn accept_matching(
+        &self,
+        name: &str,
+        matches: impl Fn(&str) -> bool + Send + Sync + 'static,
+    ) -> Result<Incoming, AcceptError> {
+        self.register(name.to_string(), Some(Arc::new(matches)))
+    }
+
+    fn register(
+        &self,
+        name: String,
+        predicate: Option<Predicate>,
+    ) -> Result<Incoming, AcceptError> {
+        if !libp2p_core::service::is_valid_protocol(&name) {
+            return Err(AcceptError::InvalidProtocol(name));
+        }
+        if self.inner.is_closed() {
+            return Err(AcceptError::Closed);
+        }
+        let (queue, receiver) = mpsc::channel(self.inner.config.accept_queue.max(1));
+        let id = self.inner.next_id();
+        {
+            let mut table = self.inner.table.write().expect("lock");
+            let mut list: Vec<_> = table.0.iter().filter(|r| r.name != name).cloned().collect();
+            list.push(Registration {
+                id,
+                name: name.clone(),
+                predicate,
+                queue,
+            });
+            *table = Table(Arc::new(list));
+        }
+        self.protocols_changed();
+        let weak = Arc::downgrade(&self.inner);
+        let on_drop = Box::new(move || {
+            if let Some(inner) = weak.upgrade() {
+                if unregister(&inner, |r| r.id == id) {
+                    Host { inner }.protocols_changed();
+                }
+            }
+        });
+        Ok(Incoming::new(name, receiver, on_drop))
+    }
+
+    fn protocols_changed(&self) {
+        self.inner.emit(Event::ProtocolsChanged {
+            protocols: self.protocols(),
+        });
+    }
+
+    /// Handles inbound streams of `protocol` with `handler`, one task per stream: sugar over
+    /// [`Host::accept`]. A handler that fails, panics or stalls harms only its own stream.
+    /// Replaces an earlier handler of the same name.
+    pub fn set_stream_handler<F, Fut>(&self, protocol: &str, handler: F) -> Result<(), AcceptError>
     where
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.insert_handler(protocol.into(), None, handler);
-        self.push_identify();
+        let incoming = self.accept(protocol)?;
+        spawn_handler(incoming, handler);
+        Ok(())
     }
 
-    /// Like [`Host::set_stream_handler`], but the handler takes every protocol `matches`
-    /// accepts (for example every version of a protocol). `name` is what identify lists.
-    pub fn set_stream_handler_match<P, F, Fut>(
+    /// Like [`Host::set_stream_handler`], for every protocol `matches` accepts; `name` is
+    /// what identify lists.
+    pub fn set_stream_handler_matching<P, F, Fut>(
         &self,
-        name: impl Into<String>,
+        name: &str,
         matches: P,
         handler: F,
-    ) where
+    ) -> Result<(), AcceptError>
+    where
         P: Fn(&str) -> bool + Send + Sync + 'static,
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        self.insert_handler(name.into(), Some(Arc::new(matches)), handler);
-        self.push_identify();
+        let incoming = self.accept_matching(name, matches)?;
+        spawn_handler(incoming, handler);
+        Ok(())
     }
 
-    /// Stops handling `protocol`.
+    /// Stops accepting `protocol` (its handler or `accept` stream ends).
     pub fn remove_stream_handler(&self, protocol: &str) {
-        let mut handlers = self.inner.handlers.write().expect("lock");
-        let kept: Vec<_> = handlers
-            .0
-            .iter()
-            .filter(|h| h.name != protocol)
-            .cloned()
-            .collect();
-        *handlers = Handlers(Arc::new(kept));
-        drop(handlers);
-        self.push_identify();
+        if unregister(&self.inner, |r| r.name == protocol) {
+            self.protocols_changed();
+        }
     }
 
-    /// The protocols we handle.
+    /// The protocols we accept.
     pub fn protocols(&self) -> Vec<String> {
-        self.inner.handlers.read().expect("lock").list()
+        self.inner.table.read().expect("lock").list()
     }
 
-    fn insert_handler<F, Fut>(&self, name: String, predicate: Option<Predicate>, handler: F)
-    where
-        F: Fn(Stream) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = HandlerResult> + Send + 'static,
-    {
-        let handler: HandlerFn = Arc::new(move |stream| handler(stream).boxed());
-        let mut handlers = self.inner.handlers.write().expect("lock");
-        let mut list: Vec<_> = handlers
-            .0
-            .iter()
-            .filter(|h| h.name != name)
-            .cloned()
-            .collect();
-        list.push(HandlerEntry {
-            name,
-            predicate,
-            handler,
-        });
-        *handlers = Handlers(Arc::new(list));
+    /// Dials `addr` with the first transport that can: with `/p2p/<id>`, the remote must
+    /// prove to be that peer (and a live connection to it is reused); without, the peer is
+    /// whoever answers. Returns the peer reached.
+    pub async fn dial(&self, addr: Multiaddr) -> Result<PeerId, DialError> {
+        let (_, expected) = split_peer_id(&addr);
+        if let Some(peer) = expected {
+            if peer == self.inner.peer_id {
+                return Err(DialError::DialSelf);
+            }
+            if self.live_connection(&peer).is_some() {
+                return Ok(peer);
+            }
+        }
+        let result = dial_addr(&self.inner, addr, expected).await;
+        match result {
+            Ok(conn) => Ok(conn.peer),
+            Err(e) => {
+                self.inner.emit(Event::DialFailed {
+                    peer: expected,
+                    error: Arc::new(e.clone()),
+                });
+                Err(e)
+            }
+        }
     }
 
     /// Records `addrs` for `peer` and connects to it (reusing a live connection).
-    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), HostError> {
+    pub async fn connect(&self, peer: PeerId, addrs: Vec<Multiaddr>) -> Result<(), DialError> {
         self.inner
             .peerstore
-            .add_addrs(&peer, addrs, self.inner.config.address_ttl());
+            .add_addrs(&peer, addrs, self.inner.config.address_ttl);
         self.connection_to(peer).await.map(drop)
     }
 
@@ -400,43 +626,68 @@ impl Host {
             .collect()
     }
 
+    /// The live connections to `peer`, with what each was built from.
+    pub fn connections(&self, peer: &PeerId) -> Vec<(ConnectionId, ConnectionInfo)> {
+        let conns = self.inner.conns.lock().expect("lock");
+        conns
+            .get(peer)
+            .map(|list| {
+                list.iter()
+                    .filter(|c| !c.muxer.is_closed())
+                    .map(|c| (c.id, c.info.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Opens a stream to `peer` for the first of `protocols` it supports, dialing it (at the
     /// peerstore's addresses) if there is no live connection. Concurrent calls for the same
     /// peer share one dial.
-    pub async fn new_stream(&self, peer: PeerId, protocols: &[&str]) -> Result<Stream, HostError> {
+    pub async fn new_stream(
+        &self,
+        peer: PeerId,
+        protocols: &[&str],
+    ) -> Result<Stream, NewStreamError> {
         let conn = self.connection_to(peer).await?;
         let span = tracing::debug_span!("new_stream", %peer, ?protocols);
-        open_on(&conn, protocols, self.inner.config.negotiation_timeout())
+        open_on(&conn, protocols, self.inner.config.negotiation_timeout)
             .instrument(span)
             .await
     }
 
-    /// Pings `peer` once and returns the round-trip time. Repeated pings reuse one stream.
-    pub async fn ping(&self, peer: PeerId) -> Result<Duration, HostError> {
-        let conn = self.connection_to(peer).await?;
-        let mut slot = conn.pinger.lock().await;
+    /// Pings `peer` once and returns the round-trip time. Repeated pings reuse one stream;
+    /// each waits at most the negotiation timeout.
+    pub async fn ping(&self, peer: PeerId) -> Result<Duration, PingError> {
+        let slot = self
+            .inner
+            .pings
+            .lock()
+            .expect("lock")
+            .entry(peer)
+            .or_default()
+            .clone();
+        let mut slot = slot.lock().await;
+        let limit = self.inner.config.negotiation_timeout;
         if slot.is_none() {
-            let stream = open_on(
-                &conn,
-                &[ping::PROTOCOL],
-                self.inner.config.negotiation_timeout(),
-            )
-            .await?;
-            *slot = Some(ping::Pinger::new(stream.into_negotiated()));
+            let stream = self.new_stream(peer, &[ping::PROTOCOL]).await?;
+            *slot = Some(ping::Pinger::new(stream.into_futures()));
         }
         let pinger = slot.as_mut().expect("just set");
-        // A peer that stops answering must not hold this connection's ping slot forever.
-        let limit = self.inner.config.negotiation_timeout();
-        let reason = match tokio::time::timeout(limit, pinger.ping()).await {
+        // A peer that stops answering must not hold the ping slot forever.
+        let error = match tokio::time::timeout(limit, pinger.ping()).await {
             Ok(Ok(rtt)) => return Ok(rtt),
-            Ok(Err(e)) => e.to_string(),
-            Err(_) => format!("no answer within {limit:?}"),
+            Ok(Err(e)) => PingError::Protocol {
+                peer,
+                source: Arc::new(e),
+            },
+            Err(_) => PingError::Timeout { peer, after: limit },
         };
         *slot = None;
-        Err(HostError::Ping { peer, reason })
+        Err(error)
     }
 
-    /// Closes every connection to `peer`.
+    /// Closes every connection to `peer` (at once gone from the pool; each reports its close
+    /// as ours).
     pub async fn disconnect(&self, peer: PeerId) {
         let conns = self
             .inner
@@ -446,44 +697,48 @@ impl Host {
             .remove(&peer)
             .unwrap_or_default();
         for conn in conns {
+            conn.closing.store(true, Ordering::SeqCst);
             let _ = conn.muxer.close().await;
         }
     }
 
-    /// Closes the host gracefully: listeners stop, connections close (and with them the
-    /// handlers' streams), and further operations fail with [`HostError::Closed`].
+    /// Closes the host gracefully: listeners and services stop, connections close, every
+    /// `accept` stream ends. Later calls fail with a `Closed` error.
     pub async fn close(&self) {
-        self.inner.closed.store(true, Ordering::SeqCst);
-        for listener in std::mem::take(&mut *self.inner.listeners.lock().expect("lock")) {
-            listener.abort();
+        if self.inner.closed.swap(true, Ordering::SeqCst) {
+            return;
+        }
+        for task in std::mem::take(&mut *self.inner.tasks.lock().expect("lock")) {
+            task.abort();
+        }
+        *self.inner.table.write().expect("lock") = Table::default();
+        let conns: Vec<Arc<Conn>> = self
+            .inner
+            .conns
+            .lock()
+            .expect("lock")
+            .values()
+            .flatten()
+            .cloned()
+            .collect();
+        for conn in conns {
+            conn.closing.store(true, Ordering::SeqCst);
+            let _ = conn.muxer.close().await;
         }
         self.inner.listen_addrs.write().expect("lock").clear();
-        let all: Vec<Arc<Conn>> = {
-            let mut conns = self.inner.conns.lock().expect("lock");
-            conns.drain().flat_map(|(_, list)| list).collect()
-        };
-        for conn in all {
-            let _ = conn.muxer.close().await;
-            let task = conn.task.lock().expect("lock").take();
-            if let Some(task) = task {
-                let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
-            }
-        }
     }
 
     fn live_connection(&self, peer: &PeerId) -> Option<Arc<Conn>> {
-        let conns = self.inner.conns.lock().expect("lock");
-        conns
-            .get(peer)
-            .and_then(|list| list.iter().rev().find(|c| !c.muxer.is_closed()).cloned())
+        live_connection(&self.inner, peer)
     }
 
-    async fn connection_to(&self, peer: PeerId) -> Result<Arc<Conn>, HostError> {
-        if self.inner.closed.load(Ordering::SeqCst) {
-            return Err(HostError::Closed);
+    /// A live connection to `peer`, dialing one if needed (one dial per peer at a time).
+    async fn connection_to(&self, peer: PeerId) -> Result<Arc<Conn>, DialError> {
+        if self.inner.is_closed() {
+            return Err(DialError::Closed);
         }
         if peer == self.inner.peer_id {
-            return Err(HostError::DialSelf);
+            return Err(DialError::DialSelf);
         }
         if let Some(conn) = self.live_connection(&peer) {
             return Ok(conn);
@@ -493,7 +748,7 @@ impl Host {
             dials
                 .entry(peer)
                 .or_insert_with(|| {
-                    let id = self.inner.next_id.fetch_add(1, Ordering::Relaxed);
+                    let id = self.inner.next_id();
                     let fut = dial_peer(self.inner.clone(), peer).boxed().shared();
                     (id, fut)
                 })
@@ -503,99 +758,99 @@ impl Host {
         let mut dials = self.inner.dials.lock().expect("lock");
         if dials.get(&peer).is_some_and(|(current, _)| *current == id) {
             dials.remove(&peer);
+            drop(dials);
+            if let Err(e) = &result {
+                self.inner.emit(Event::DialFailed {
+                    peer: Some(peer),
+                    error: Arc::new(e.clone()),
+                });
+            }
         }
         result
     }
 
-    fn install_builtin_handlers(&self) {
-        if self.inner.config.ping {
-            self.insert_handler(ping::PROTOCOL.into(), None, |stream: Stream| async move {
-                ping::serve(stream).await?;
-                Ok(())
-            });
-        }
-        if self.inner.config.identify {
-            let weak = Arc::downgrade(&self.inner);
-            self.insert_handler(identify::PROTOCOL.into(), None, move |stream: Stream| {
-                let info = weak
-                    .upgrade()
-                    .map(|inner| local_info(&inner, Some(stream.remote_addr())));
-                async move {
-                    match info {
-                        Some(info) => identify::send(stream, &info).await?,
-                        None => return Err("host closed".into()),
-                    }
-                    Ok(())
-                }
-            });
-            let weak = Arc::downgrade(&self.inner);
-            let limit = self.inner.config.negotiation_timeout();
-            self.insert_handler(
-                identify::PUSH_PROTOCOL.into(),
-                None,
-                move |stream: Stream| {
-                    let weak = weak.clone();
-                    async move {
-                        let peer = stream.remote_peer();
-                        let info = receive_identify(stream, limit).await?;
-                        if let Some(inner) = weak.upgrade() {
-                            record_identify(&inner, peer, info);
-                        }
-                        Ok(())
-                    }
-                },
-            );
-        }
-    }
-
-    /// Tells connected peers that speak identify push about our new protocol list.
-    fn push_identify(&self) {
-        if !self.inner.config.identify {
-            return;
-        }
-        let conns: Vec<Arc<Conn>> = {
-            let conns = self.inner.conns.lock().expect("lock");
-            conns.values().flatten().cloned().collect()
-        };
-        for conn in conns {
-            let supports_push = self
-                .inner
-                .peerstore
-                .protocols(&conn.peer)
-                .iter()
-                .any(|p| p == identify::PUSH_PROTOCOL);
-            if !supports_push {
-                continue;
-            }
-            let info = local_info(&self.inner, Some(conn.addr.clone()));
-            let timeout = self.inner.config.negotiation_timeout();
-            tokio::spawn(async move {
-                if let Ok(stream) = open_on(&conn, &[identify::PUSH_PROTOCOL], timeout).await {
-                    let _ = identify::send(stream, &info).await;
-                }
-            });
-        }
+    pub(crate) fn report_identify(&self, peer: PeerId, info: IdentifyInfo) {
+        let store = &self.inner.peerstore;
+        store.set_public_key(&peer, info.public_key.clone());
+        store.add_addrs(
+            &peer,
+            info.listen_addrs.clone(),
+            self.inner.config.address_ttl,
+        );
+        store.set_protocols(&peer, info.protocols.clone());
+        store.set_agent_version(&peer, info.agent_version.clone());
+        tracing::debug!(%peer, agent = %info.agent_version, "identified");
+        self.inner.emit(Event::Identified {
+            peer,
+            info: Arc::new(info),
+        });
     }
 }
 
-/// Reads the remote's identify message, giving up after `limit`: a peer that never sends one
-/// must not hold the stream and its task for the life of the connection.
-async fn receive_identify(
-    stream: Stream,
-    limit: Duration,
-) -> Result<identify::Info, Box<dyn std::error::Error + Send + Sync>> {
-    match tokio::time::timeout(limit, identify::receive(stream)).await {
-        Ok(info) => Ok(info?),
-        Err(_) => Err(format!("no identify message within {limit:?}").into()),
+/// Runs `handler` on every stream of `incoming`, one task each.
+fn spawn_handler<F, Fut>(mut incoming: Incoming, handler: F)
+where
+    F: Fn(Stream) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = HandlerResult> + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(stream) = incoming.next().await {
+            let (peer, protocol) = (stream.remote_peer(), stream.protocol().to_string());
+            let fut = handler(stream);
+            tokio::spawn(async move {
+                if let Err(e) = fut.await {
+                    tracing::debug!(%peer, %protocol, error = %e, "handler failed");
+                }
+            });
+        }
+    });
+}
+
+/// Removes the registrations `matches` picks; whether any was there.
+fn unregister(inner: &Inner, matches: impl Fn(&Registration) -> bool) -> bool {
+    let mut table = inner.table.write().expect("lock");
+    let before = table.0.len();
+    let kept: Vec<_> = table.0.iter().filter(|r| !matches(r)).cloned().collect();
+    let changed = kept.len() != before;
+    *table = Table(Arc::new(kept));
+    changed
+}
+
+fn add_listen_addr(inner: &Inner, addr: Multiaddr) {
+    let added = {
+        let mut addrs = inner.listen_addrs.write().expect("lock");
+        if addrs.contains(&addr) {
+            false
+        } else {
+            addrs.push(addr.clone());
+            true
+        }
+    };
+    if added {
+        tracing::info!(%addr, "listening");
+        inner.emit(Event::ListenAddrAdded { addr });
     }
+}
+
+fn live_connection(inner: &Inner, peer: &PeerId) -> Option<Arc<Conn>> {
+    let conns = inner.conns.lock().expect("lock");
+    conns
+        .get(peer)?
+        .iter()
+        .find(|c| !c.muxer.is_closed())
+        .cloned()
 }
 
 /// Opens a stream on `conn` and agrees on one of `protocols`.
-async fn open_on(conn: &Conn, protocols: &[&str], timeout: Duration) -> Result<Stream, HostError> {
+async fn open_on(
+    conn: &Conn,
+    protocols: &[&str],
+    timeout: Duration,
+) -> Result<Stream, NewStreamError> {
     let peer = conn.peer;
-    let raw = conn.muxer.open().await.map_err(|e| HostError::Connection {
+    let raw = conn.muxer.open().await.map_err(|e| NewStreamError::Muxer {
         peer,
-        reason: e.to_string(),
+        source: Arc::new(e),
     })?;
     let config = multistream::Config::default();
     let select = multistream::dialer_select(
@@ -611,75 +866,92 @@ async fn open_on(conn: &Conn, protocols: &[&str], timeout: Duration) -> Result<S
                 io,
                 protocol.to_string(),
                 peer,
-                conn.addr.clone(),
+                conn.id,
+                conn.info.remote_addr.clone(),
             ))
         }
         Ok(Err(NegotiationError::ProtocolNotSupported { .. })) => {
-            Err(HostError::ProtocolsNotSupported {
+            Err(NewStreamError::ProtocolsNotSupported {
                 peer,
                 offered: protocols.iter().map(|p| p.to_string()).collect(),
             })
         }
-        Ok(Err(e)) => Err(HostError::Negotiation {
+        Ok(Err(e)) => Err(NewStreamError::Negotiation {
             peer,
-            reason: e.to_string(),
+            source: Arc::new(e),
         }),
-        Err(_) => Err(HostError::Negotiation {
+        Err(_) => Err(NewStreamError::Timeout {
             peer,
-            reason: format!("timed out after {timeout:?}"),
+            after: timeout,
         }),
     }
 }
 
-fn local_info(inner: &Inner, observed: Option<Multiaddr>) -> identify::Info {
-    identify::Info {
-        public_key: inner.key.public(),
-        protocol_version: inner.config.protocol_version.clone(),
-        agent_version: inner.config.agent_version.clone(),
-        listen_addrs: inner.listen_addrs.read().expect("lock").clone(),
-        protocols: inner.handlers.read().expect("lock").list(),
-        observed_addr: observed,
+/// Dials one address; `expected` is the peer it names, if any.
+async fn dial_addr(
+    inner: &Arc<Inner>,
+    addr: Multiaddr,
+    expected: Option<PeerId>,
+) -> Result<Arc<Conn>, DialError> {
+    if inner.is_closed() {
+        return Err(DialError::Closed);
+    }
+    if connection_count(inner) >= inner.config.max_connections {
+        return Err(DialError::ConnectionLimit {
+            limit: inner.config.max_connections,
+        });
+    }
+    let transport = inner
+        .transports
+        .iter()
+        .find(|t| t.can_dial(&addr))
+        .ok_or_else(|| DialError::UnsupportedAddress { addr: addr.clone() })?;
+    let span = tracing::debug_span!("dial", %addr);
+    match transport.dial(addr.clone()).instrument(span).await {
+        Ok(connected) => {
+            if connected.peer == inner.peer_id {
+                let muxer = connected.muxer.clone();
+                tokio::spawn(async move { muxer.close().await });
+                return Err(DialError::DialSelf);
+            }
+            add_connection(inner, connected)
+        }
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "dial failed");
+            Err(DialError::Failed {
+                peer: expected,
+                attempts: vec![DialAttempt {
+                    addr,
+                    error: Arc::new(e),
+                }],
+            })
+        }
     }
 }
 
-fn record_identify(inner: &Inner, peer: PeerId, info: identify::Info) {
-    if info.public_key.to_peer_id() != peer {
-        tracing::warn!(%peer, "identify carried another peer's key; ignored");
-        return;
-    }
-    let store = &inner.peerstore;
-    store.set_public_key(&peer, info.public_key);
-    store.add_addrs(&peer, info.listen_addrs, inner.config.address_ttl());
-    store.set_protocols(&peer, info.protocols.clone());
-    store.set_agent_version(&peer, info.agent_version.clone());
-    tracing::debug!(%peer, agent = %info.agent_version, "identified");
-    let _ = inner.events.send(HostEvent::Identified {
-        peer,
-        agent_version: info.agent_version,
-        protocols: info.protocols,
-    });
-}
-
-async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, HostError> {
+/// Dials `peer` at its known addresses, one after another, until one works.
+async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialError> {
     let addrs = inner.peerstore.addrs(&peer);
+    if addrs.is_empty() {
+        return Err(DialError::NoAddresses { peer });
+    }
     let mut attempts = Vec::new();
     for addr in addrs {
-        if connection_count(&inner) >= inner.config.max_connections {
-            return Err(HostError::ConnectionLimit(inner.config.max_connections));
-        }
-        let full = addr.clone().with(Protocol::P2p(peer));
-        let span = tracing::debug_span!("dial", %peer, %addr);
-        match inner.transport.dial(full).instrument(span).await {
-            Ok((remote, muxer)) => {
-                return add_connection(&inner, remote, muxer, addr, Direction::Outbound);
-            }
-            Err(e) => {
-                tracing::debug!(%peer, %addr, error = %e, "dial failed");
-                attempts.push((addr, e.to_string()));
-            }
+        let full = addr.with(Protocol::P2p(peer));
+        match dial_addr(&inner, full, Some(peer)).await {
+            Ok(conn) => return Ok(conn),
+            Err(DialError::Failed { attempts: a, .. }) => attempts.extend(a),
+            Err(DialError::UnsupportedAddress { .. }) => continue,
+            Err(e) => return Err(e),
         }
     }
-    Err(HostError::Unreachable { peer, attempts })
+    if attempts.is_empty() {
+        return Err(DialError::NoAddresses { peer });
+    }
+    Err(DialError::Failed {
+        peer: Some(peer),
+        attempts,
+    })
 }
 
 fn connection_count(inner: &Inner) -> usize {
@@ -692,173 +964,219 @@ fn connection_count(inner: &Inner) -> usize {
         .sum()
 }
 
-fn add_connection(
-    inner: &Arc<Inner>,
-    peer: PeerId,
-    muxer: Arc<dyn DynMuxer>,
-    addr: Multiaddr,
-    direction: Direction,
-) -> Result<Arc<Conn>, HostError> {
-    let limit = inner.config.max_connections;
+fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>, DialError> {
+    let Connected { peer, muxer, info } = connected;
     let conn = Arc::new(Conn {
-        id: inner.next_id.fetch_add(1, Ordering::Relaxed),
+        id: ConnectionId::new(inner.next_id()),
         peer,
-        addr: addr.clone(),
+        info,
         muxer,
-        pinger: tokio::sync::Mutex::new(None),
+        closing: AtomicBool::new(false),
+        inbound: Arc::new(AtomicUsize::new(0)),
         task: Mutex::new(None),
     });
-    {
+    let refused = {
         let mut conns = inner.conns.lock().expect("lock");
         let count: usize = conns.values().map(Vec::len).sum();
-        if count >= limit || inner.closed.load(Ordering::SeqCst) {
-            drop(conns);
-            let muxer = conn.muxer.clone();
-            tokio::spawn(async move {
-                let _ = muxer.close().await;
-            });
-            return Err(if inner.closed.load(Ordering::SeqCst) {
-                HostError::Closed
-            } else {
-                HostError::ConnectionLimit(limit)
-            });
+        let to_peer = conns.get(&peer).map_or(0, Vec::len);
+        if inner.is_closed() {
+            Some(DialError::Closed)
+        } else if count >= inner.config.max_connections
+            || to_peer >= inner.config.max_connections_per_peer
+        {
+            Some(DialError::ConnectionLimit {
+                limit: if count >= inner.config.max_connections {
+                    inner.config.max_connections
+                } else {
+                    inner.config.max_connections_per_peer
+                },
+            })
+        } else {
+            conns.entry(peer).or_default().push(conn.clone());
+            None
         }
-        conns.entry(peer).or_default().push(conn.clone());
+    };
+    if let Some(error) = refused {
+        let muxer = conn.muxer.clone();
+        tokio::spawn(async move {
+            let _ = muxer.close().await;
+        });
+        return Err(error);
     }
-    tracing::info!(%peer, %addr, ?direction, "connected");
-    let _ = inner.events.send(HostEvent::Connected {
+    let connections = inner
+        .conns
+        .lock()
+        .expect("lock")
+        .get(&peer)
+        .map_or(0, Vec::len);
+    tracing::info!(%peer, addr = %conn.info.remote_addr, direction = ?conn.info.direction,
+        security = %conn.info.security, muxer = %conn.info.muxer, "connected");
+    inner.emit(Event::ConnectionEstablished {
+        id: conn.id,
         peer,
-        addr,
-        direction,
+        info: conn.info.clone(),
+        connections,
     });
     let task = tokio::spawn(run_connection(Arc::downgrade(inner), conn.clone()));
     *conn.task.lock().expect("lock") = Some(task);
-    if inner.config.identify {
-        let timeout = inner.config.negotiation_timeout();
-        let weak = Arc::downgrade(inner);
-        let conn = conn.clone();
-        tokio::spawn(async move {
-            let stream = match open_on(&conn, &[identify::PROTOCOL], timeout).await {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::debug!(peer = %conn.peer, error = %e, "identify not answered");
-                    return;
-                }
-            };
-            match receive_identify(stream, timeout).await {
-                Ok(info) => {
-                    if let Some(inner) = weak.upgrade() {
-                        record_identify(&inner, conn.peer, info);
-                    }
-                }
-                Err(e) => tracing::debug!(peer = %conn.peer, error = %e, "identify failed"),
-            }
-        });
-    }
     Ok(conn)
 }
 
-/// Accepts the inbound streams of one connection until it closes.
-async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
-    let active = Arc::new(AtomicUsize::new(0));
-    while let Ok(raw) = conn.muxer.accept().await {
-        let Some(inner) = weak.upgrade() else { break };
-        let limit = inner.config.max_inbound_streams_per_connection;
-        if active.load(Ordering::SeqCst) >= limit {
-            tracing::debug!(peer = %conn.peer, limit, "inbound stream limit reached; reset");
-            drop(raw);
-            continue;
-        }
-        active.fetch_add(1, Ordering::SeqCst);
-        let guard = ActiveGuard(active.clone());
-        let handlers = inner.handlers.read().expect("lock").clone();
-        let timeout = inner.config.negotiation_timeout();
-        let peer = conn.peer;
-        let addr = conn.addr.clone();
-        drop(inner);
-        tokio::spawn(async move {
-            let _guard = guard;
-            handle_inbound(raw, handlers, peer, addr, timeout).await;
-        });
-    }
-    if let Some(inner) = weak.upgrade() {
-        let mut conns = inner.conns.lock().expect("lock");
-        if let Some(list) = conns.get_mut(&conn.peer) {
-            list.retain(|c| c.id != conn.id);
-            if list.is_empty() {
-                conns.remove(&conn.peer);
-            }
-        }
-        drop(conns);
-        tracing::info!(peer = %conn.peer, addr = %conn.addr, "disconnected");
-        let _ = inner.events.send(HostEvent::Disconnected {
-            peer: conn.peer,
-            addr: conn.addr.clone(),
-        });
-    }
-}
+/// Holds one inbound stream's place in its connection's count.
+struct InboundGuard(Arc<AtomicUsize>);
 
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
+impl Drop for InboundGuard {
     fn drop(&mut self) {
         self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
+/// Accepts the inbound streams of one connection until it closes.
+async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
+    let end = loop {
+        let raw = match conn.muxer.accept().await {
+            Ok(raw) => raw,
+            Err(e) => break e,
+        };
+        let Some(inner) = weak.upgrade() else {
+            return;
+        };
+        let limit = inner.config.max_inbound_streams_per_connection;
+        if conn.inbound.load(Ordering::SeqCst) >= limit {
+            tracing::debug!(peer = %conn.peer, limit, "inbound stream limit reached; reset");
+            drop(raw);
+            inner.emit(Event::InboundStreamRefused {
+                peer: conn.peer,
+                protocol: None,
+                reason: RefusedReason::StreamLimit { limit },
+            });
+            continue;
+        }
+        conn.inbound.fetch_add(1, Ordering::SeqCst);
+        let guard = InboundGuard(conn.inbound.clone());
+        let table = inner.table.read().expect("lock").clone();
+        let timeout = inner.config.negotiation_timeout;
+        let weak = weak.clone();
+        let (peer, id, addr) = (conn.peer, conn.id, conn.info.remote_addr.clone());
+        drop(inner);
+        tokio::spawn(async move {
+            handle_inbound(raw, table, weak, peer, id, addr, timeout, guard).await;
+        });
+    };
+    let Some(inner) = weak.upgrade() else { return };
+    let remaining = {
+        let mut conns = inner.conns.lock().expect("lock");
+        let mut remaining = 0;
+        if let Some(list) = conns.get_mut(&conn.peer) {
+            list.retain(|c| c.id != conn.id);
+            remaining = list.len();
+            if list.is_empty() {
+                conns.remove(&conn.peer);
+            }
+        }
+        remaining
+    };
+    if remaining == 0 {
+        inner.pings.lock().expect("lock").remove(&conn.peer);
+    }
+    let cause = if conn.closing.load(Ordering::SeqCst) || inner.is_closed() {
+        CloseCause::Local
+    } else {
+        match end {
+            MuxerError::Closed => CloseCause::Remote,
+            other => CloseCause::Error(Arc::new(other)),
+        }
+    };
+    tracing::info!(peer = %conn.peer, addr = %conn.info.remote_addr, ?cause, "disconnected");
+    inner.emit(Event::ConnectionClosed {
+        id: conn.id,
+        peer: conn.peer,
+        info: conn.info.clone(),
+        cause,
+        remaining,
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn handle_inbound(
-    raw: BoxedStream,
-    handlers: Handlers,
+    raw: libp2p_core::BoxedStream,
+    table: Table,
+    weak: Weak<Inner>,
     peer: PeerId,
+    id: ConnectionId,
     addr: Multiaddr,
     timeout: Duration,
+    guard: InboundGuard,
 ) {
     let config = multistream::Config::default();
-    let select = multistream::listener_select(raw, &handlers, &config);
+    let select = multistream::listener_select(raw, &table, &config);
+    let refuse = |reason: RefusedReason, protocol: Option<String>| {
+        if let Some(inner) = weak.upgrade() {
+            inner.emit(Event::InboundStreamRefused {
+                peer,
+                protocol,
+                reason,
+            });
+        }
+    };
     let (protocol, io) = match tokio::time::timeout(timeout, select).await {
         Ok(Ok(agreed)) => agreed,
         Ok(Err(e)) => {
             tracing::debug!(%peer, error = %e, "inbound negotiation failed");
+            let reason = match e {
+                NegotiationError::TooManyProposals(_) => RefusedReason::NotSupported,
+                NegotiationError::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    RefusedReason::NotSupported
+                }
+                other => RefusedReason::Negotiation(other.to_string()),
+            };
+            refuse(reason, None);
             return;
         }
         Err(_) => {
             tracing::debug!(%peer, "inbound negotiation timed out");
+            refuse(RefusedReason::Timeout, None);
             return;
         }
     };
-    let Some(entry) = handlers.find(&protocol) else {
+    let Some(registration) = table.find(&protocol) else {
         return;
     };
     tracing::debug!(%peer, %protocol, "inbound stream");
-    let handler = entry.handler.clone();
-    let stream = Stream::new(io, protocol.clone(), peer, addr);
-    if let Err(e) = handler(stream).await {
-        tracing::debug!(%peer, %protocol, error = %e, "handler failed");
+    let stream = Stream::new(io, protocol.clone(), peer, id, addr).with_guard(guard);
+    if let Err(e) = registration.queue.try_send(stream) {
+        let reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
+            tracing::debug!(%peer, %protocol, "accept queue full; stream reset");
+            RefusedReason::QueueFull {
+                capacity: weak.upgrade().map_or(0, |inner| inner.config.accept_queue),
+            }
+        } else {
+            RefusedReason::NotSupported
+        };
+        refuse(reason, Some(protocol));
     }
 }
 
 /// Runs a listener: records its addresses, upgrades inbound connections (each on its own
-/// task, under the pipeline's timeout) and adds them to the pool.
+/// task, under the pipeline's timeout, at most `max_pending_incoming` at once) and adds them
+/// to the pool.
 async fn run_listener(
     weak: Weak<Inner>,
-    mut listener: futures::stream::BoxStream<'static, ListenerEvent<crate::erased::PendingUpgrade>>,
+    early: Vec<ListenerEvent<crate::erased::PendingUpgrade>>,
+    listener: DynListener,
 ) {
-    while let Some(event) = listener.next().await {
+    let mut events = futures::stream::iter(early).chain(listener);
+    while let Some(event) = events.next().await {
         let Some(inner) = weak.upgrade() else { return };
         match event {
-            ListenerEvent::NewAddress(addr) => {
-                tracing::info!(%addr, "listening");
-                let mut addrs = inner.listen_addrs.write().expect("lock");
-                if !addrs.contains(&addr) {
-                    addrs.push(addr);
-                }
-            }
+            ListenerEvent::NewAddress(addr) => add_listen_addr(&inner, addr),
             ListenerEvent::AddressExpired(addr) => {
                 inner
                     .listen_addrs
                     .write()
                     .expect("lock")
                     .retain(|a| *a != addr);
+                inner.emit(Event::ListenAddrExpired { addr });
             }
             ListenerEvent::Incoming {
                 pending,
@@ -869,22 +1187,24 @@ async fn run_listener(
                     tracing::debug!(%remote_addr, "connection limit reached; inbound dropped");
                     continue;
                 }
+                let pending_now = inner.pending_incoming.fetch_add(1, Ordering::SeqCst);
+                if pending_now >= inner.config.max_pending_incoming {
+                    inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
+                    tracing::debug!(%remote_addr, "too many pending upgrades; inbound dropped");
+                    continue;
+                }
                 let weak = weak.clone();
                 let span = tracing::debug_span!("inbound", %remote_addr);
                 tokio::spawn(
                     async move {
-                        match pending.await {
-                            Ok((peer, muxer)) => {
-                                if let Some(inner) = weak.upgrade() {
-                                    if let Err(e) = add_connection(
-                                        &inner,
-                                        peer,
-                                        muxer,
-                                        remote_addr,
-                                        Direction::Inbound,
-                                    ) {
-                                        tracing::debug!(%peer, error = %e, "inbound refused");
-                                    }
+                        let result = pending.await;
+                        let Some(inner) = weak.upgrade() else { return };
+                        inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
+                        match result {
+                            Ok(connected) => {
+                                let peer = connected.peer;
+                                if let Err(e) = add_connection(&inner, connected) {
+                                    tracing::debug!(%peer, error = %e, "inbound refused");
                                 }
                             }
                             Err(e) => tracing::debug!(error = %e, "inbound upgrade failed"),

@@ -48,25 +48,12 @@ pub struct IdentifyMessage {
     pub signed_peer_record: Option<Vec<u8>>,
 }
 
-/// What a peer says about itself.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Info {
-    /// Its public key.
-    pub public_key: PublicKey,
-    /// Its protocol version string.
-    pub protocol_version: String,
-    /// Its agent (implementation) string.
-    pub agent_version: String,
-    /// Where it listens.
-    pub listen_addrs: Vec<Multiaddr>,
-    /// Which protocols it speaks.
-    pub protocols: Vec<String>,
-    /// Where it sees us.
-    pub observed_addr: Option<Multiaddr>,
-}
+/// What a peer says about itself (the type lives in core, where services see it).
+pub use libp2p_core::IdentifyInfo as Info;
 
 /// Errors of identify.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum IdentifyError {
     /// The stream failed.
     #[error("i/o error: {0}")]
@@ -84,20 +71,30 @@ pub enum IdentifyError {
     Malformed(String),
 }
 
-impl Info {
-    fn to_message(&self) -> IdentifyMessage {
-        IdentifyMessage {
-            public_key: Some(self.public_key.encode_protobuf()),
-            listen_addrs: self.listen_addrs.iter().map(|a| a.to_vec()).collect(),
-            protocols: self.protocols.clone(),
-            observed_addr: self.observed_addr.as_ref().map(|a| a.to_vec()),
-            protocol_version: Some(self.protocol_version.clone()),
-            agent_version: Some(self.agent_version.clone()),
-            signed_peer_record: None,
+impl libp2p_core::Classify for IdentifyError {
+    fn fault(&self) -> libp2p_core::Fault {
+        match self {
+            IdentifyError::Io(e) => libp2p_core::Fault::of_io(e),
+            _ => libp2p_core::Fault::Remote,
         }
     }
+}
 
-    fn from_message(message: IdentifyMessage) -> Result<Info, IdentifyError> {
+fn to_message(info: &Info) -> IdentifyMessage {
+    IdentifyMessage {
+        public_key: Some(info.public_key.encode_protobuf()),
+        listen_addrs: info.listen_addrs.iter().map(|a| a.to_vec()).collect(),
+        protocols: info.protocols.clone(),
+        observed_addr: info.observed_addr.as_ref().map(|a| a.to_vec()),
+        protocol_version: Some(info.protocol_version.clone()),
+        agent_version: Some(info.agent_version.clone()),
+        signed_peer_record: None,
+    }
+}
+
+impl IdentifyMessage {
+    fn into_info(self) -> Result<Info, IdentifyError> {
+        let message = self;
         let key = message
             .public_key
             .ok_or_else(|| IdentifyError::Malformed("no public key".into()))?;
@@ -125,7 +122,7 @@ impl Info {
 
 /// Sends `info` on `stream` and closes it (the responder's side, and the push sender's).
 pub async fn send<S: AsyncWrite + Unpin>(mut stream: S, info: &Info) -> io::Result<()> {
-    let body = info.to_message().encode_to_vec();
+    let body = to_message(info).encode_to_vec();
     let mut prefix = unsigned_varint::encode::usize_buffer();
     let prefix = unsigned_varint::encode::usize(body.len(), &mut prefix);
     let mut frame = Vec::with_capacity(prefix.len() + body.len());
@@ -185,7 +182,181 @@ pub async fn receive<S: AsyncRead + Unpin>(mut stream: S) -> Result<Info, Identi
     if count == 0 {
         return Err(IdentifyError::Malformed("empty answer".into()));
     }
-    Info::from_message(merged)
+    merged.into_info()
+}
+
+/// The identify service: answers `/ipfs/id/1.0.0`, identifies every new connection's peer,
+/// takes pushes on `/ipfs/id/push/1.0.0`, and pushes our new protocols and addresses to
+/// connected peers that accept pushes.
+pub(crate) struct IdentifyService {
+    pub(crate) protocol_version: String,
+    pub(crate) agent_version: String,
+    /// Bound on each exchange.
+    pub(crate) timeout: std::time::Duration,
+}
+
+impl IdentifyService {
+    fn local_info(&self, host: &dyn libp2p_core::HostContext, observed: Option<Multiaddr>) -> Info {
+        Info {
+            public_key: host.keypair().public(),
+            protocol_version: self.protocol_version.clone(),
+            agent_version: self.agent_version.clone(),
+            listen_addrs: host.listen_addrs(),
+            protocols: host.protocols(),
+            observed_addr: observed,
+        }
+    }
+}
+
+/// Runs `fut` for at most `limit`, as an identify error.
+async fn bounded<T>(
+    limit: std::time::Duration,
+    fut: impl std::future::Future<Output = Result<T, IdentifyError>>,
+) -> Result<T, IdentifyError> {
+    match tokio::time::timeout(limit, fut).await {
+        Ok(result) => result,
+        Err(_) => Err(IdentifyError::Io(io::ErrorKind::TimedOut.into())),
+    }
+}
+
+impl libp2p_core::Service for IdentifyService {
+    fn name(&self) -> &'static str {
+        "identify"
+    }
+
+    fn protocols(&self) -> Vec<String> {
+        vec![PROTOCOL.to_string(), PUSH_PROTOCOL.to_string()]
+    }
+
+    fn run(
+        self: Box<Self>,
+        ctx: libp2p_core::ServiceContext,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        use futures::StreamExt;
+        use libp2p_core::Event;
+        use std::sync::Arc;
+        let this = Arc::new(*self);
+        let libp2p_core::ServiceContext {
+            host,
+            mut inbound,
+            mut events,
+            ..
+        } = ctx;
+        Box::pin(async move {
+            let identify = |peer: libp2p_core::PeerId| {
+                let host = host.clone();
+                let limit = this.timeout;
+                tokio::spawn(async move {
+                    let result = bounded(limit, async {
+                        let stream = host
+                            .new_stream(peer, vec![PROTOCOL.to_string()])
+                            .await
+                            .map_err(|e| IdentifyError::Io(io::Error::other(e)))?;
+                        receive(stream.into_futures()).await
+                    })
+                    .await;
+                    match result {
+                        Ok(info) if info.public_key.to_peer_id() == peer => {
+                            host.report_identify(peer, info)
+                        }
+                        Ok(_) => tracing::debug!(%peer, "identify carried another peer's key"),
+                        Err(e) => tracing::debug!(%peer, error = %e, "identify failed"),
+                    }
+                });
+            };
+            let push_all = || {
+                for peer in host.connected_peers() {
+                    let accepts_push = host
+                        .peerstore()
+                        .protocols(&peer)
+                        .iter()
+                        .any(|p| p == PUSH_PROTOCOL);
+                    if !accepts_push {
+                        continue;
+                    }
+                    let host = host.clone();
+                    let this = this.clone();
+                    tokio::spawn(async move {
+                        let result = bounded(this.timeout, async {
+                            let stream = host
+                                .new_stream(peer, vec![PUSH_PROTOCOL.to_string()])
+                                .await
+                                .map_err(|e| IdentifyError::Io(io::Error::other(e)))?;
+                            let observed = Some(stream.remote_addr().clone());
+                            let info = this.local_info(host.as_ref(), observed);
+                            Ok(send(stream.into_futures(), &info).await?)
+                        })
+                        .await;
+                        if let Err(e) = result {
+                            tracing::debug!(%peer, error = %e, "identify push failed");
+                        }
+                    });
+                }
+            };
+            loop {
+                tokio::select! {
+                    stream = inbound.next() => {
+                        let Some(stream) = stream else { break };
+                        let peer = stream.remote_peer();
+                        let host = host.clone();
+                        let this = this.clone();
+                        tokio::spawn(async move {
+                            let result = if stream.protocol() == PUSH_PROTOCOL {
+                                bounded(this.timeout, receive(stream.into_futures()))
+                                    .await
+                                    .and_then(|info| {
+                                        if info.public_key.to_peer_id() == peer {
+                                            host.report_identify(peer, info);
+                                            Ok(())
+                                        } else {
+                                            Err(IdentifyError::Malformed(
+                                                "pushed another peer's key".into(),
+                                            ))
+                                        }
+                                    })
+                            } else {
+                                let observed = Some(stream.remote_addr().clone());
+                                let info = this.local_info(host.as_ref(), observed);
+                                bounded(this.timeout, async {
+                                    Ok(send(stream.into_futures(), &info).await?)
+                                })
+                                .await
+                            };
+                            if let Err(e) = result {
+                                tracing::debug!(%peer, error = %e, "inbound identify failed");
+                            }
+                        });
+                    }
+                    event = events.next() => {
+                        match event {
+                            None => break,
+                            Some(Event::ConnectionEstablished { peer, connections, .. }) => {
+                                // A peer's later connections reuse what its first told us.
+                                if connections == 1
+                                    || host.peerstore().agent_version(&peer).is_none()
+                                {
+                                    identify(peer);
+                                }
+                            }
+                            Some(Event::ProtocolsChanged { .. })
+                            | Some(Event::ListenAddrAdded { .. })
+                            | Some(Event::ListenAddrExpired { .. }) => push_all(),
+                            Some(Event::Missed { .. }) => {
+                                // Connections may have come while we were behind: identify
+                                // every connected peer we know nothing of yet.
+                                for peer in host.connected_peers() {
+                                    if host.peerstore().agent_version(&peer).is_none() {
+                                        identify(peer);
+                                    }
+                                }
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                }
+            }
+        })
+    }
 }
 
 #[cfg(test)]
@@ -216,7 +387,7 @@ mod tests {
     #[test]
     fn split_messages_are_merged() {
         let info = info();
-        let mut first = info.to_message();
+        let mut first = to_message(&info);
         first.protocols.clear();
         let second = IdentifyMessage {
             protocols: info.protocols.clone(),

@@ -1,29 +1,49 @@
 //! The host of the modular libp2p: what users touch.
 //!
-//! A [`Host`] listens, dials, keeps one connection per peer, and runs a handler per inbound
-//! stream for the protocol agreed on it. It serves identify and ping from the first moment of
-//! every connection, and learns about peers into its [`Peerstore`].
+//! A [`Host`] listens and dials on one or more transports, keeps a pool of connections, and
+//! hands each inbound stream to whoever accepts its protocol: a pull-style [`Host::accept`]
+//! stream, or a handler given to [`Host::set_stream_handler`]. Long-lived protocols run beside
+//! it as [`Service`]s; identify and ping are the first two, served from the first moment of
+//! every connection. What happens is told as [`Event`]s.
 //!
-//! ```no_run
-//! use futures::{AsyncBufReadExt, AsyncWriteExt, io::BufReader};
+//! Two hosts in one process, one talking to the other (a runnable example):
+//!
+//! ```
+//! use futures::StreamExt;
 //! use libp2p_host::{Host, Keypair};
+//! use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 //!
-//! # async fn run(peer_id: libp2p_host::PeerId, addr: libp2p_host::Multiaddr) -> Result<(), Box<dyn std::error::Error>> {
-//! let host = Host::builder(Keypair::generate_ed25519())
-//!     .listen_on("/ip4/0.0.0.0/tcp/0".parse()?)
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let b = Host::builder(Keypair::generate_ed25519())
+//!     .listen_on("/ip4/127.0.0.1/tcp/0".parse()?)
 //!     .build()
 //!     .await?;
-//! host.set_stream_handler("/chat/1.0.0", |mut stream| async move {
-//!     let mut line = String::new();
-//!     BufReader::new(&mut stream).read_line(&mut line).await?;
-//!     println!("{} says {line}", stream.remote_peer());
-//!     Ok(())
-//! });
-//! host.connect(peer_id, vec![addr]).await?;
-//! let mut stream = host.new_stream(peer_id, &["/chat/1.0.0"]).await?;
+//! let mut chats = b.accept("/chat/1.0.0")?;
+//!
+//! let a = Host::builder(Keypair::generate_ed25519()).build().await?;
+//! let peer = a.dial(b.p2p_addrs()[0].clone()).await?;
+//! let mut stream = a.new_stream(peer, &["/chat/1.0.0"]).await?;
 //! stream.write_all(b"hello\n").await?;
+//! stream.shutdown().await?;
+//!
+//! let inbound = chats.next().await.expect("a stream");
+//! assert_eq!(inbound.remote_peer(), a.peer_id());
+//! let mut line = String::new();
+//! BufReader::new(inbound).read_line(&mut line).await?;
+//! assert_eq!(line, "hello\n");
 //! # Ok(()) }
 //! ```
+//!
+//! A host needs a Tokio runtime (it spawns a task per connection). Its [`Stream`]s implement
+//! tokio's `AsyncRead` / `AsyncWrite`: import `tokio::io::{AsyncReadExt, AsyncWriteExt}` (or
+//! `AsyncBufReadExt` with a `BufReader`); `Stream::into_futures` gives the `futures` traits
+//! instead.
+//!
+//! The default stack of [`HostBuilder::build`] is TCP with noise and yamux. secio and mplex
+//! are cargo features (`secio`, `mplex`) and one builder call away
+//! ([`HostBuilder::with_secio`], [`HostBuilder::with_mplex`]); any other stack goes to
+//! [`HostBuilder::transport`], several side by side.
 //!
 //! The standard protocols are also usable on their own, over any stream on which they have
 //! been agreed: [`identify`], [`ping`], [`perf`].
@@ -31,28 +51,29 @@
 //! Throughput: every connection is driven by a task the host spawns. Code that moves a lot of
 //! data over a stream should run in a spawned task too, not directly in `Runtime::block_on`:
 //! from the blocking thread, every frame wakes the connection's task on another thread (a
-//! futex call each); measured on a 256 MiB transfer, that cost about a third of the
-//! throughput. For the same reason, when a process has fewer cores to itself than tokio has
-//! workers (both ends of a transfer on one 2-core machine, say), fewer workers can be faster:
-//! the stream's task and the connection's task then hand frames over on one thread. In
-//! `bench/run` (noise+yamux, 1 GiB each way), one worker per process gave about 1.1-1.3 GiB/s
-//! against 0.8-0.9 GiB/s with a worker per core.
+//! futex call each). For the same reason, when a process has fewer cores to itself than tokio
+//! has workers (both ends of a transfer on one small machine, say), fewer workers can be
+//! faster: the stream's task and the connection's task then hand frames over on one thread.
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 mod config;
+mod context;
 mod erased;
 mod error;
 mod host;
 pub mod identify;
-pub mod peerstore;
 pub mod perf;
 pub mod ping;
-mod stream;
+pub mod request_response;
 
 pub use config::HostConfig;
-pub use error::HostError;
-pub use host::{Direction, HandlerResult, Host, HostBuilder, HostEvent};
-pub use libp2p_core::{Keypair, Multiaddr, PeerId};
-pub use peerstore::Peerstore;
-pub use stream::Stream;
+pub use error::{ListenError, PingError};
+pub use host::{HandlerResult, Host, HostBuilder};
+pub use libp2p_core::{
+    self as core, split_peer_id, AcceptError, Classify, CloseCause, ConnectionId, ConnectionInfo,
+    DialAttempt, DialError, Direction, Event, Events, Fault, FuturesStream, HostContext,
+    IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId, Peerstore, Protocol,
+    PublicKey, RefusedReason, Service, ServiceContext, Stream,
+};
+pub use request_response::{InboundRequest, RequestError, RequestResponseConfig, Requests};

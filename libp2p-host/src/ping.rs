@@ -15,6 +15,7 @@ pub const PING_SIZE: usize = 32;
 
 /// Errors of a ping.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PingError {
     /// The stream failed or the remote closed it.
     #[error("i/o error: {0}")]
@@ -22,6 +23,15 @@ pub enum PingError {
     /// The remote answered with other bytes than we sent.
     #[error("the remote answered a ping with different bytes")]
     Mismatch,
+}
+
+impl libp2p_core::Classify for PingError {
+    fn fault(&self) -> libp2p_core::Fault {
+        match self {
+            PingError::Io(e) => libp2p_core::Fault::of_io(e),
+            PingError::Mismatch => libp2p_core::Fault::Remote,
+        }
+    }
 }
 
 /// Answers pings on `stream` until the remote closes it; returns how many were answered.
@@ -72,5 +82,60 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pinger<S> {
     /// Closes the stream (the listener sees EOF and stops serving it).
     pub async fn close(mut self) -> io::Result<()> {
         self.stream.close().await
+    }
+}
+
+/// The ping service: answers inbound pings (at most [`MAX_INBOUND_PER_PEER`] streams per peer
+/// at once, as py-libp2p allows two) on a task per stream.
+pub(crate) struct PingService;
+
+/// Inbound ping streams served at once per peer; more are reset. One is the rule (pings reuse
+/// a stream); a few allow for a peer's reconnects.
+pub const MAX_INBOUND_PER_PEER: usize = 4;
+
+impl libp2p_core::Service for PingService {
+    fn name(&self) -> &'static str {
+        "ping"
+    }
+
+    fn protocols(&self) -> Vec<String> {
+        vec![PROTOCOL.to_string()]
+    }
+
+    fn run(
+        self: Box<Self>,
+        mut ctx: libp2p_core::ServiceContext,
+    ) -> futures::future::BoxFuture<'static, ()> {
+        use futures::StreamExt;
+        use std::collections::HashMap;
+        use std::sync::{Arc, Mutex};
+        Box::pin(async move {
+            let active: Arc<Mutex<HashMap<libp2p_core::PeerId, usize>>> = Arc::default();
+            while let Some(stream) = ctx.inbound.next().await {
+                let peer = stream.remote_peer();
+                {
+                    let mut active = active.lock().expect("ping table");
+                    let count = active.entry(peer).or_default();
+                    if *count >= MAX_INBOUND_PER_PEER {
+                        tracing::debug!(%peer, "too many inbound ping streams; reset");
+                        continue;
+                    }
+                    *count += 1;
+                }
+                let active = active.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve(stream.into_futures()).await {
+                        tracing::debug!(%peer, error = %e, "ping stream failed");
+                    }
+                    let mut active = active.lock().expect("ping table");
+                    if let Some(count) = active.get_mut(&peer) {
+                        *count -= 1;
+                        if *count == 0 {
+                            active.remove(&peer);
+                        }
+                    }
+                });
+            }
+        })
     }
 }

@@ -5,9 +5,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::io::BufReader;
-use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p_core::{MemoryTransport, Multiaddr, TransportExt};
-use libp2p_host::{Host, HostConfig, HostError, HostEvent, Keypair};
+use libp2p_host::{
+    CloseCause, DialError, Event, Host, HostConfig, Keypair, NewStreamError, PingError,
+};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -16,6 +18,13 @@ use libp2p_transport_tcp::TcpTransport;
 use libp2p_yamux::Yamux;
 
 const CHAT: &str = "/chat/1.0.0";
+
+/// The default config, changed by `f`.
+fn config(f: impl FnOnce(&mut HostConfig)) -> HostConfig {
+    let mut config = HostConfig::default();
+    f(&mut config);
+    config
+}
 
 async fn memory_host(config: HostConfig) -> Host {
     let key = Keypair::generate_ed25519();
@@ -34,9 +43,8 @@ async fn memory_host(config: HostConfig) -> Host {
 /// B answers every chat line with "re: <line>".
 fn serve_chat(host: &Host) {
     host.set_stream_handler(CHAT, |stream| async move {
-        let (reader, mut writer) = stream.split();
+        let (reader, mut writer) = stream.into_futures().split();
         let mut lines = BufReader::new(reader).lines();
-        use futures::StreamExt;
         while let Some(line) = lines.next().await {
             writer
                 .write_all(format!("re: {}\n", line?).as_bytes())
@@ -45,7 +53,8 @@ fn serve_chat(host: &Host) {
         }
         writer.close().await?;
         Ok(())
-    });
+    })
+    .unwrap();
 }
 
 async fn chat(a: &Host, b: &Host) {
@@ -55,9 +64,8 @@ async fn chat(a: &Host, b: &Host) {
         .expect("new_stream");
     assert_eq!(stream.protocol(), CHAT);
     assert_eq!(stream.remote_peer(), b.peer_id());
-    let (reader, mut writer) = stream.split();
+    let (reader, mut writer) = stream.into_futures().split();
     let mut lines = BufReader::new(reader).lines();
-    use futures::StreamExt;
     for msg in ["hello", "second message", "bye"] {
         writer
             .write_all(format!("{msg}\n").as_bytes())
@@ -165,17 +173,14 @@ async fn errors_tell_unsupported_from_unreachable() {
     // Unknown peer, no address.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     match a.new_stream(stranger, &[CHAT]).await {
-        Err(HostError::Unreachable { peer, attempts }) => {
-            assert_eq!(peer, stranger);
-            assert!(attempts.is_empty());
-        }
-        other => panic!("expected Unreachable, got {other:?}"),
+        Err(NewStreamError::Dial(DialError::NoAddresses { peer })) => assert_eq!(peer, stranger),
+        other => panic!("expected NoAddresses, got {other:?}"),
     }
     // Known address where nobody listens.
     let dead: Multiaddr = "/memory/999999999".parse().unwrap();
     match a.connect(stranger, vec![dead]).await {
-        Err(HostError::Unreachable { attempts, .. }) => assert_eq!(attempts.len(), 1),
-        other => panic!("expected Unreachable, got {other:?}"),
+        Err(DialError::Failed { attempts, .. }) => assert_eq!(attempts.len(), 1),
+        other => panic!("expected Failed, got {other:?}"),
     }
     // Reachable, but no handler.
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
@@ -183,7 +188,7 @@ async fn errors_tell_unsupported_from_unreachable() {
         .new_stream(b.peer_id(), &["/nope/1.0.0", "/nope/2.0.0"])
         .await
     {
-        Err(HostError::ProtocolsNotSupported { offered, .. }) => assert_eq!(offered.len(), 2),
+        Err(NewStreamError::ProtocolsNotSupported { offered, .. }) => assert_eq!(offered.len(), 2),
         other => panic!("expected ProtocolsNotSupported, got {other:?}"),
     }
     // Removing a handler makes its protocol unsupported.
@@ -192,11 +197,11 @@ async fn errors_tell_unsupported_from_unreachable() {
     b.remove_stream_handler(CHAT);
     assert!(matches!(
         a.new_stream(b.peer_id(), &[CHAT]).await,
-        Err(HostError::ProtocolsNotSupported { .. })
+        Err(NewStreamError::ProtocolsNotSupported { .. })
     ));
     assert!(matches!(
         a.new_stream(a.peer_id(), &[CHAT]).await,
-        Err(HostError::DialSelf)
+        Err(NewStreamError::Dial(DialError::DialSelf))
     ));
 }
 
@@ -212,8 +217,8 @@ async fn concurrent_new_streams_share_one_dial() {
     let streams = futures::future::join_all(opens).await;
     assert!(streams.iter().all(|s| s.is_ok()));
     let mut connected = 0;
-    while let Ok(event) = events.try_recv() {
-        if matches!(event, HostEvent::Connected { .. }) {
+    while let Some(Some(event)) = events.next().now_or_never() {
+        if matches!(event, Event::ConnectionEstablished { .. }) {
             connected += 1;
         }
     }
@@ -226,10 +231,15 @@ async fn a_panicking_handler_harms_only_its_stream() {
     let b = memory_host(HostConfig::default()).await;
     b.set_stream_handler("/boom/1.0.0", |_stream| async move {
         panic!("handler bug");
-    });
+    })
+    .unwrap();
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
-    let mut boom = a.new_stream(b.peer_id(), &["/boom/1.0.0"]).await.unwrap();
+    let mut boom = a
+        .new_stream(b.peer_id(), &["/boom/1.0.0"])
+        .await
+        .unwrap()
+        .into_futures();
     let mut buf = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), boom.read_to_end(&mut buf))
         .await
@@ -240,17 +250,13 @@ async fn a_panicking_handler_harms_only_its_stream() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_fills_the_peerstore_and_push_updates_it() {
     let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig {
-        agent_version: "b-agent/1".into(),
-        ..HostConfig::default()
-    })
-    .await;
+    let b = memory_host(config(|c| c.agent_version = "b-agent/1".into())).await;
     serve_chat(&b);
     let mut events = a.events();
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     let identified = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(HostEvent::Identified { peer, .. }) = events.recv().await {
+            if let Some(Event::Identified { peer, .. }) = events.next().await {
                 break peer;
             }
         }
@@ -279,7 +285,8 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
     })
     .await
     .expect("B identified A");
-    b.set_stream_handler("/new/1.0.0", |_s| async move { Ok(()) });
+    b.set_stream_handler("/new/1.0.0", |_s| async move { Ok(()) })
+        .unwrap();
     tokio::time::timeout(Duration::from_secs(10), async {
         while !a
             .peerstore()
@@ -297,18 +304,24 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
 async fn predicate_handlers_match_versions() {
     let a = memory_host(HostConfig::default()).await;
     let b = memory_host(HostConfig::default()).await;
-    b.set_stream_handler_match(
+    b.set_stream_handler_matching(
         "/kv/1.0.0",
         |p| p.starts_with("/kv/1."),
-        |mut stream| async move {
+        |stream| async move {
             let name = stream.protocol().to_string();
+            let mut stream = stream.into_futures();
             stream.write_all(name.as_bytes()).await?;
             stream.close().await?;
             Ok(())
         },
-    );
+    )
+    .unwrap();
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
-    let mut s = a.new_stream(b.peer_id(), &["/kv/1.3.0"]).await.unwrap();
+    let mut s = a
+        .new_stream(b.peer_id(), &["/kv/1.3.0"])
+        .await
+        .unwrap()
+        .into_futures();
     let mut got = String::new();
     s.read_to_string(&mut got).await.unwrap();
     assert_eq!(got, "/kv/1.3.0");
@@ -317,28 +330,26 @@ async fn predicate_handlers_match_versions() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn limits_hold() {
-    let b = memory_host(HostConfig {
-        max_connections: 1,
-        max_inbound_streams_per_connection: 2,
-        ..HostConfig::default()
-    })
+    let b = memory_host(config(|c| {
+        c.max_connections = 1;
+        c.max_inbound_streams_per_connection = 2;
+    }))
     .await;
     let gate = Arc::new(tokio::sync::Notify::new());
     let started = Arc::new(AtomicUsize::new(0));
     let (g, s) = (gate.clone(), started.clone());
-    b.set_stream_handler("/hold/1.0.0", move |_stream| {
+    b.set_stream_handler("/hold/1.0.0", move |stream| {
         let (g, s) = (g.clone(), s.clone());
         async move {
+            // The stream counts against the limit while it is held.
+            let _held = stream;
             s.fetch_add(1, Ordering::SeqCst);
             g.notified().await;
             Ok(())
         }
-    });
-    let a = memory_host(HostConfig {
-        identify: false,
-        ..HostConfig::default()
     })
-    .await;
+    .unwrap();
+    let a = memory_host(config(|c| c.identify = false)).await;
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     let _s1 = a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.unwrap();
     let _s2 = a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.unwrap();
@@ -372,7 +383,15 @@ async fn close_stops_listeners_and_connections() {
     b.close().await;
     let gone = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
-            if let Ok(HostEvent::Disconnected { peer, .. }) = events.recv().await {
+            if let Some(Event::ConnectionClosed {
+                peer,
+                cause,
+                remaining,
+                ..
+            }) = events.next().await
+            {
+                assert!(matches!(cause, CloseCause::Remote), "{cause:?}");
+                assert_eq!(remaining, 0);
                 break peer;
             }
         }
@@ -387,7 +406,7 @@ async fn close_stops_listeners_and_connections() {
     );
     assert!(matches!(
         b.new_stream(a.peer_id(), &[CHAT]).await,
-        Err(HostError::Closed)
+        Err(NewStreamError::Dial(DialError::Closed))
     ));
 }
 
@@ -494,23 +513,23 @@ async fn a_restarted_peer_is_reached_again() {
 /// timeout instead of hanging, and the next ping opens a fresh stream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unanswered_ping_times_out() {
-    let config = HostConfig {
-        negotiation_timeout_ms: 300,
-        ..HostConfig::default()
-    };
-    let a = memory_host(config).await;
+    let a = memory_host(config(|c| {
+        c.negotiation_timeout = Duration::from_millis(300)
+    }))
+    .await;
     let b = memory_host(HostConfig::default()).await;
     b.set_stream_handler("/ipfs/ping/1.0.0", |stream| async move {
         let _held = stream;
         std::future::pending::<()>().await;
         Ok(())
-    });
+    })
+    .unwrap();
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     let result = tokio::time::timeout(Duration::from_secs(10), a.ping(b.peer_id()))
         .await
         .expect("ping returns in time");
     match result {
-        Err(HostError::Ping { reason, .. }) => assert!(reason.contains("no answer"), "{reason}"),
+        Err(PingError::Timeout { after, .. }) => assert_eq!(after, Duration::from_millis(300)),
         other => panic!("expected a ping timeout, got {other:?}"),
     }
 }

@@ -80,7 +80,8 @@ async fn pipeline_tcp_plaintext_mplex() {
     let serve = tokio::spawn(async move {
         while let Some(event) = futures::StreamExt::next(&mut listener).await {
             if let libp2p_core::ListenerEvent::Incoming { pending, .. } = event {
-                let (peer, muxer) = server.accept(pending).await.expect("accept");
+                let libp2p_core::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept");
                 while let Ok(stream) = muxer.accept().await {
                     tokio::spawn(serve_echo(stream));
                 }
@@ -90,7 +91,7 @@ async fn pipeline_tcp_plaintext_mplex() {
         panic!("listener ended");
     });
     let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
-    let (peer, muxer) = client.dial(target).await.expect("dial");
+    let libp2p_core::Connection { peer, muxer, .. } = client.dial(target).await.expect("dial");
     assert_eq!(peer, kb.public().to_peer_id());
     let data = pattern(3, 1 << 20);
     for _ in 0..3 {

@@ -43,7 +43,7 @@ async fn main() {
                 ListenerEvent::Incoming { pending, .. } => {
                     let accept = transport.accept(pending);
                     tokio::spawn(async move {
-                        let (peer, muxer) = match accept.await {
+                        let libp2p_core::Connection { peer, muxer, .. } = match accept.await {
                             Ok(c) => c,
                             Err(e) => return eprintln!("accept failed: {e}"),
                         };

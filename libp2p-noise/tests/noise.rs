@@ -195,7 +195,8 @@ where
     let serve = tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let ListenerEvent::Incoming { pending, .. } = event {
-                let (peer, muxer) = server.accept(pending).await.expect("accept");
+                let libp2p_core::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept");
                 assert_eq!(peer, id_a);
                 let stream = muxer.accept().await.expect("inbound stream");
                 return serve_echo(stream).await.expect("echo");
@@ -205,10 +206,11 @@ where
     });
 
     let target = addr.with(Protocol::P2p(id_b));
-    let (peer, muxer) = tokio::time::timeout(Duration::from_secs(20), client.dial(target))
-        .await
-        .expect("no hang")
-        .expect("dial");
+    let libp2p_core::Connection { peer, muxer, .. } =
+        tokio::time::timeout(Duration::from_secs(20), client.dial(target))
+            .await
+            .expect("no hang")
+            .expect("dial");
     assert_eq!(peer, id_b);
     let stream = muxer.open().await.expect("open a stream");
     tokio::time::timeout(

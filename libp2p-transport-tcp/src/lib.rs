@@ -223,6 +223,14 @@ impl Transport for TcpTransport {
     type Pending = TcpStream;
     type Listener = TcpListenStream;
 
+    fn can_dial(&self, addr: &Multiaddr) -> bool {
+        parse(addr).is_some()
+    }
+
+    fn local_addr_of(output: &Self::Output) -> Option<Multiaddr> {
+        output.get_ref().local_addr().ok().map(socket_to_multiaddr)
+    }
+
     fn dial(
         &self,
         addr: Multiaddr,

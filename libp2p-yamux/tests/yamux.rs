@@ -108,7 +108,8 @@ async fn pipeline_end_to_end() {
     let server_task = tokio::spawn(async move {
         loop {
             if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
-                let (peer, muxer) = server.accept(pending).await.expect("accept connection");
+                let libp2p_core::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept connection");
                 assert_eq!(peer, client_id);
                 // Serve echo on the first stream, then open one back.
                 let stream = muxer.accept().await.expect("accept stream");
@@ -123,7 +124,8 @@ async fn pipeline_end_to_end() {
         }
     });
     let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
-    let (peer, muxer) = within(20, client.dial(target)).await.expect("dial");
+    let libp2p_core::Connection { peer, muxer, .. } =
+        within(20, client.dial(target)).await.expect("dial");
     assert_eq!(peer, kb.public().to_peer_id());
     let stream = muxer.open().await.expect("open");
     within(20, echo_roundtrip(stream, &pattern(3, 200_000))).await;

@@ -3,22 +3,21 @@
 //! exchange a few messages; then A pings B and shows what identify taught its peerstore.
 //!
 //! It runs twice: first on the stack of the original design (TCP + secio + mplex, given to
-//! `build_with_transport`), then on the default stack of `Host::builder(key).build()`
-//! (TCP + [noise, secio] + [yamux, mplex], where noise and yamux get chosen). Every step is
-//! printed; the exit status is 0 only if everything worked within 30 seconds.
+//! `build_with_transport`), then on the default stack of `Host::builder(key).build()` (TCP +
+//! noise + yamux). Every step is printed, the security protocol and muxer as the hosts'
+//! connection events report them; the exit status is 0 only if everything worked within 30
+//! seconds.
 #![forbid(unsafe_code)]
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::io::BufReader;
 use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::{Multiaddr, Protocol, TransportExt};
-use libp2p_host::{Host, HostEvent, Keypair, PeerId};
+use libp2p_core::TransportExt;
+use libp2p_host::{ConnectionInfo, Event, Events, Host, Keypair, Multiaddr, PeerId};
 use libp2p_mplex::Mplex;
 use libp2p_secio::Secio;
 use libp2p_transport_tcp::TcpTransport;
-use tokio::sync::broadcast;
 
 type Error = Box<dyn std::error::Error + Send + Sync>;
 
@@ -27,9 +26,12 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() {
-    let agreed = Agreed::default();
-    agreed.install_tracing();
-    match tokio::time::timeout(TIMEOUT, run(&agreed)).await {
+    // RUST_LOG=debug shows the stack's own log on stderr.
+    tracing_subscriber::fmt()
+        .with_env_filter(examples::log_filter())
+        .with_writer(std::io::stderr)
+        .init();
+    match tokio::time::timeout(TIMEOUT, run()).await {
         Ok(Ok(())) => println!("\ndone: both stacks worked"),
         Ok(Err(e)) => {
             eprintln!("\nFAILED: {e}");
@@ -42,7 +44,7 @@ async fn main() {
     }
 }
 
-async fn run(agreed: &Agreed) -> Result<(), Error> {
+async fn run() -> Result<(), Error> {
     let key_a = Keypair::generate_ed25519();
     let key_b = Keypair::generate_ed25519();
     println!("host A is {}", key_a.public().to_peer_id());
@@ -64,28 +66,25 @@ async fn run(agreed: &Agreed) -> Result<(), Error> {
         .listen_on(loopback.clone())
         .build_with_transport(secio_mplex(&key_b))
         .await?;
-    agreed.clear();
-    conversation(&a, &b).await?;
-    agreed.expect("/secio/1.0.0", "/mplex/6.7.0")?;
+    conversation(&a, &b, ("/secio/1.0.0", "/mplex/6.7.0")).await?;
     a.close().await;
     b.close().await;
 
-    println!("\n=== stack 2: the default stack of build(): TCP + [noise, secio] + [yamux, mplex]");
+    println!("\n=== stack 2: the default stack of build(): TCP + noise + yamux");
     let a = Host::builder(key_a)
         .listen_on(loopback.clone())
         .build()
         .await?;
     let b = Host::builder(key_b).listen_on(loopback).build().await?;
-    agreed.clear();
-    conversation(&a, &b).await?;
-    agreed.expect("/noise", "/yamux/1.0.0")?;
+    conversation(&a, &b, ("/noise", "/yamux/1.0.0")).await?;
     a.close().await;
     b.close().await;
     Ok(())
 }
 
 /// One round of the story between two fresh hosts: A dials B, chats, pings, identifies.
-async fn conversation(a: &Host, b: &Host) -> Result<(), Error> {
+/// `expected` is the security protocol and muxer both sides must report.
+async fn conversation(a: &Host, b: &Host, expected: (&str, &str)) -> Result<(), Error> {
     let mut events_a = a.events();
     let mut events_b = b.events();
 
@@ -95,7 +94,7 @@ async fn conversation(a: &Host, b: &Host) -> Result<(), Error> {
             "[B] protocol {} agreed, the chat handler runs",
             stream.protocol()
         );
-        let (reader, mut writer) = stream.split();
+        let (reader, mut writer) = stream.into_futures().split();
         let mut lines = BufReader::new(reader).lines();
         while let Some(line) = lines.next().await {
             let line = line?;
@@ -108,43 +107,29 @@ async fn conversation(a: &Host, b: &Host) -> Result<(), Error> {
         println!("[B] A closed the chat");
         writer.close().await?;
         Ok(())
-    });
-    let b_addr = b
-        .listen_addrs()
-        .first()
-        .cloned()
-        .ok_or("B listens nowhere")?;
+    })?;
+    let b_addr: Multiaddr = b.p2p_addrs().first().cloned().ok_or("B listens nowhere")?;
     println!("[B] listening on {b_addr}");
 
     // A dials B by address and peer id.
-    println!(
-        "[A] dialing {}",
-        b_addr.clone().with(Protocol::P2p(b.peer_id()))
-    );
-    a.connect(b.peer_id(), vec![b_addr]).await?;
-    let connected = |e: &HostEvent| matches!(e, HostEvent::Connected { .. });
-    if let HostEvent::Connected {
-        addr, direction, ..
-    } = next_event(&mut events_a, connected).await?
-    {
-        println!("[A] connected to B at {addr} ({direction:?})");
-    }
-    if let HostEvent::Connected {
-        peer,
-        addr,
-        direction,
-    } = next_event(&mut events_b, connected).await?
-    {
-        println!(
-            "[B] connection from {} at {addr} ({direction:?})",
-            short(&peer)
-        );
+    println!("[A] dialing {b_addr}");
+    a.dial(b_addr).await?;
+    let connected = |e: &Event| matches!(e, Event::ConnectionEstablished { .. });
+    for (side, events) in [("A", &mut events_a), ("B", &mut events_b)] {
+        if let Event::ConnectionEstablished { peer, info, .. } =
+            next_event(events, connected).await?
+        {
+            report(side, &peer, &info);
+            if (info.security.as_str(), info.muxer.as_str()) != expected {
+                return Err(format!("{side} agreed on {info:?}, not {expected:?}").into());
+            }
+        }
     }
 
     // The chat.
     let stream = a.new_stream(b.peer_id(), &[CHAT]).await?;
     println!("[A] protocol {} agreed with B", stream.protocol());
-    let (reader, mut writer) = stream.split();
+    let (reader, mut writer) = stream.into_futures().split();
     let mut lines = BufReader::new(reader).lines();
     for message in ["hello B", "how is the weather on your side of the socket?"] {
         println!("[A] says:  {message}");
@@ -165,7 +150,7 @@ async fn conversation(a: &Host, b: &Host) -> Result<(), Error> {
     }
 
     // Identify runs by itself on every new connection; its result lands in the peerstore.
-    let identified = |e: &HostEvent| matches!(e, HostEvent::Identified { .. });
+    let identified = |e: &Event| matches!(e, Event::Identified { .. });
     next_event(&mut events_a, identified).await?;
     let store = a.peerstore();
     let peer = b.peer_id();
@@ -191,17 +176,26 @@ async fn conversation(a: &Host, b: &Host) -> Result<(), Error> {
     Ok(())
 }
 
+/// Prints a connection event's story.
+fn report(side: &str, peer: &PeerId, info: &ConnectionInfo) {
+    println!(
+        "[{side}] connected to {} at {} ({:?}): security {}, muxer {}",
+        short(peer),
+        info.remote_addr,
+        info.direction,
+        info.security,
+        info.muxer
+    );
+}
+
 /// The next event that `wanted` accepts, within 10 seconds.
-async fn next_event(
-    events: &mut broadcast::Receiver<HostEvent>,
-    wanted: impl Fn(&HostEvent) -> bool,
-) -> Result<HostEvent, Error> {
+async fn next_event(events: &mut Events, wanted: impl Fn(&Event) -> bool) -> Result<Event, Error> {
     let wait = async {
         loop {
-            match events.recv().await {
-                Ok(event) if wanted(&event) => return Ok(event),
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return Err("the host closed"),
+            match events.next().await {
+                Some(event) if wanted(&event) => return Ok(event),
+                Some(_) => continue,
+                None => return Err("the host closed"),
             }
         }
     };
@@ -214,79 +208,4 @@ async fn next_event(
 fn short(peer: &PeerId) -> String {
     let s = peer.to_string();
     format!("…{}", &s[s.len() - 6..])
-}
-
-/// The security protocol and muxer each side agreed on.
-///
-/// The host does not expose them, but the upgrade pipeline of libp2p-core logs them (at debug
-/// level, inside a `dial` or `accept` span): this tracing layer watches for those two events,
-/// prints them and remembers them, so that the demo shows (and checks) what was negotiated.
-#[derive(Clone, Default)]
-struct Agreed(Arc<Mutex<Vec<(&'static str, String)>>>);
-
-impl Agreed {
-    fn install_tracing(&self) {
-        use tracing_subscriber::prelude::*;
-        // RUST_LOG=debug shows the stack's own log on stderr as well.
-        let log = tracing_subscriber::fmt::layer()
-            .with_writer(std::io::stderr)
-            .with_filter(tracing_subscriber::EnvFilter::from_default_env());
-        tracing_subscriber::registry()
-            .with(log)
-            .with(self.clone())
-            .init();
-    }
-
-    fn clear(&self) {
-        self.0.lock().expect("lock").clear();
-    }
-
-    /// Checks that both sides agreed on `security` and `muxer`.
-    fn expect(&self, security: &str, muxer: &str) -> Result<(), Error> {
-        let seen = self.0.lock().expect("lock").clone();
-        for side in ["A", "B"] {
-            for wanted in [security, muxer] {
-                if !seen.iter().any(|(s, p)| *s == side && p == wanted) {
-                    return Err(format!("{side} did not agree on {wanted} (saw {seen:?})").into());
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-impl<S> tracing_subscriber::Layer<S> for Agreed
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-{
-    fn on_event(&self, event: &tracing::Event<'_>, ctx: tracing_subscriber::layer::Context<'_, S>) {
-        #[derive(Default)]
-        struct Fields {
-            message: String,
-            protocol: String,
-        }
-        impl tracing::field::Visit for Fields {
-            fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
-                match field.name() {
-                    "message" => self.message = format!("{value:?}"),
-                    "protocol" => self.protocol = format!("{value:?}"),
-                    _ => {}
-                }
-            }
-        }
-        let mut fields = Fields::default();
-        event.record(&mut fields);
-        let stage = match fields.message.as_str() {
-            "security protocol agreed" => "security",
-            "muxer agreed" => "muxer",
-            _ => return,
-        };
-        // A dials, B accepts.
-        let accepting = ctx
-            .event_scope(event)
-            .is_some_and(|mut scope| scope.any(|span| span.name() == "accept"));
-        let side = if accepting { "B" } else { "A" };
-        println!("[{side}] {stage} agreed: {}", fields.protocol);
-        self.0.lock().expect("lock").push((side, fields.protocol));
-    }
 }

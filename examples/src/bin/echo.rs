@@ -6,7 +6,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
-use libp2p_core::{split_peer_id, Multiaddr};
+use libp2p_host::Multiaddr;
 use libp2p_host::{Host, Keypair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -23,7 +23,7 @@ async fn main() {
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(examples::log_filter())
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -48,9 +48,9 @@ async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send 
         writer.shutdown().await?;
         println!("echoed {n} bytes to {peer}");
         Ok(())
-    });
-    for addr in host.listen_addrs() {
-        println!("listening on {addr}/p2p/{}", host.peer_id());
+    })?;
+    for addr in host.p2p_addrs() {
+        println!("listening on {addr}");
     }
     tokio::signal::ctrl_c().await?;
     host.close().await;
@@ -62,10 +62,8 @@ async fn dial(
     addr: Multiaddr,
     message: &str,
 ) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, peer) = split_peer_id(&addr);
-    let peer = peer.ok_or("the address to dial must end with /p2p/<peer id>")?;
     let host = Host::builder(Keypair::generate_ed25519()).build().await?;
-    host.connect(peer, vec![addr]).await?;
+    let peer = host.dial(addr).await?;
     let mut stream = host.new_stream(peer, &[ECHO]).await?;
     stream.write_all(message.as_bytes()).await?;
     stream.shutdown().await?; // our side is done; the reply can still come

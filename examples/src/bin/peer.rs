@@ -7,24 +7,33 @@
 //! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
+//!      [--request json|cbor]
+//! peer --listen ... --serve-requests
+//! ```
+//!
+//! `--serve-requests` and `--request` are a project extension (request-response, see the
+//! interop contract):
+//!
+//! ```text
 //! ```
 //!
 //! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
 //! short connections one after another, and N idle connections held open.
+//!
+//! It runs on the Host, like any application: the listener's echo and perf are stream
+//! handlers, identify and ping are the host's own services, so the interop matrix exercises
+//! the host's pool, dispatch and services against foreign peers.
 #![forbid(unsafe_code)]
 
 use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use examples::node::{self, Identity};
+use examples::node;
 use examples::{make_key, KeyType};
 use futures::StreamExt;
-use libp2p_core::{
-    Keypair, ListenerEvent, Multiaddr, Negotiated, Protocol, SecurityUpgrade, StreamMuxer,
-    Transport, TransportExt,
-};
+use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
+use libp2p_host::{split_peer_id, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -52,6 +61,8 @@ struct Args {
     perf: Option<(u64, u64)>,
     connections: Option<usize>,
     hold: Option<usize>,
+    serve_requests: bool,
+    request: Option<String>,
 }
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
@@ -65,6 +76,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut bytes, mut streams, mut ping) = (1024, 1, false);
     let (mut upload, mut download) = (None, None);
     let (mut connections, mut hold) = (None, None);
+    let (mut serve_requests, mut request) = (false, None);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
@@ -83,6 +95,8 @@ fn parse_args() -> Result<Args, String> {
             "--perf-download" => download = Some(number(value()?)?),
             "--connections" => connections = Some(number(value()?)? as usize),
             "--hold" => hold = Some(number(value()?)? as usize),
+            "--serve-requests" => serve_requests = true,
+            "--request" => request = Some(value()?),
             other => return Err(format!("unknown option {other}")),
         }
     }
@@ -103,6 +117,8 @@ fn parse_args() -> Result<Args, String> {
         perf,
         connections,
         hold,
+        serve_requests,
+        request,
     })
 }
 
@@ -155,177 +171,158 @@ fn main() {
 
 async fn run(args: Args) -> Result<String, String> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(examples::log_filter())
         .with_writer(std::io::stderr)
         .init();
     let key = make_key(args.key, args.seed)?;
-    match args.security.as_str() {
-        "plaintext" => with_security(Plaintext::new(key.clone()), key, args).await,
-        "secio" => with_security(Secio::new(key.clone()), key, args).await,
-        "noise" => with_security(Noise::new(key.clone()), key, args).await,
-        other => Err(format!("unsupported: security {other}")),
+    let host = match args.security.as_str() {
+        "plaintext" => with_security(Plaintext::new(key.clone()), key, &args).await?,
+        "secio" => with_security(Secio::new(key.clone()), key, &args).await?,
+        "noise" => with_security(Noise::new(key.clone()), key, &args).await?,
+        other => return Err(format!("unsupported: security {other}")),
+    };
+    node::serve(&host)?;
+    if args.serve_requests {
+        node::serve_requests(&host)?;
     }
+    run_host(host, args).await
 }
 
-async fn with_security<S>(security: S, key: Keypair, args: Args) -> Result<String, String>
+async fn with_security<S>(security: S, key: Keypair, args: &Args) -> Result<Host, String>
 where
     S: SecurityUpgrade<Negotiated<TcpSocket>>,
 {
     let secured = TcpTransport::new().upgrade().authenticate(security);
     match args.muxer.as_str() {
-        "mplex" => with_transport(secured.multiplex(Mplex::default()), key, args).await,
-        "yamux" => with_transport(secured.multiplex(Yamux::default()), key, args).await,
+        "mplex" => build(secured.multiplex(Mplex::default()), key).await,
+        "yamux" => build(secured.multiplex(Yamux::default()), key).await,
         other => Err(format!("unsupported: muxer {other}")),
     }
 }
 
-async fn with_transport<T, M>(transport: T, key: Keypair, args: Args) -> Result<String, String>
+/// The host of the `peer` program: exactly the stack asked for, limits high enough for the
+/// benchmarks (`--hold 10000` holds ten thousand connections from one peer).
+async fn build<T>(transport: T, key: Keypair) -> Result<Host, String>
 where
-    T: Transport<Output = (libp2p_core::PeerId, M)>,
-    M: StreamMuxer,
+    T: Transport,
+    T::Output: IntoConnection,
 {
-    let peer_id = key.public().to_peer_id();
+    let mut config = HostConfig::default();
+    config.max_connections = 20_000;
+    config.max_connections_per_peer = 20_000;
+    config.max_pending_incoming = 1_024;
+    config.max_inbound_streams_per_connection = 1_024;
+    config.accept_queue = 1_024;
+    config.agent_version = node::AGENT.into();
+    Host::builder(key)
+        .config(config)
+        .build_with_transport(transport)
+        .await
+        .map_err(|e| e.to_string())
+}
+
+async fn run_host(host: Host, args: Args) -> Result<String, String> {
     match &args.mode {
         Mode::Listen(addr) => {
-            let mut listener = transport.listen(addr.clone()).map_err(|e| e.to_string())?;
-            let mut addrs = Vec::new();
-            let mut announced = false;
-            let mut me = Arc::new(Identity {
-                public_key: key.public(),
-                listen_addrs: Vec::new(),
-            });
-            while let Some(event) = listener.next().await {
-                match event {
-                    ListenerEvent::NewAddress(a) => {
-                        if !announced {
-                            println!("LISTEN {}", a.clone().with(Protocol::P2p(peer_id)));
-                            let _ = std::io::stdout().flush();
-                            announced = true;
-                        }
-                        addrs.push(a);
-                        me = Arc::new(Identity {
-                            public_key: key.public(),
-                            listen_addrs: addrs.clone(),
-                        });
-                    }
-                    ListenerEvent::Incoming {
-                        pending,
-                        remote_addr,
-                        ..
-                    } => {
-                        let accept = transport.accept(pending);
-                        let me = me.clone();
-                        tokio::spawn(async move {
-                            match accept.await {
-                                Ok((peer, muxer)) => {
-                                    tracing::info!(%peer, %remote_addr, "connection");
-                                    node::serve_connection(muxer, me, Some(remote_addr)).await
-                                }
-                                Err(e) => tracing::warn!(error = %e, "inbound upgrade failed"),
-                            }
-                        });
-                    }
-                    ListenerEvent::AddressExpired(_) => {}
-                    ListenerEvent::Error(e) => tracing::warn!(error = %e, "listener"),
-                }
-            }
+            let first = host
+                .listen_on(addr.clone())
+                .await
+                .map_err(|e| e.to_string())?;
+            println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
+            let _ = std::io::stdout().flush();
+            std::future::pending::<()>().await;
             Err("listener ended".into())
         }
         Mode::Dial(addr) if args.connections.is_some() => {
             let count = args.connections.unwrap_or(0);
-            let me = Arc::new(Identity {
-                public_key: key.public(),
-                listen_addrs: Vec::new(),
-            });
+            // Without `/p2p/<id>` every dial is a new connection (with it, the host would
+            // reuse the live one); the peer is checked here instead.
+            let (raw, expected) = split_peer_id(addr);
             let start = Instant::now();
             for i in 0..count {
-                let (_, muxer) = transport
-                    .dial(addr.clone())
+                let peer = dial_checked(&host, &raw, expected)
                     .await
                     .map_err(|e| format!("dial {i}: {e}"))?;
-                tokio::spawn(node::serve_connection(
-                    muxer.clone(),
-                    me.clone(),
-                    Some(addr.clone()),
-                ));
-                node::echo(&muxer, 1, i as u64 + 1)
+                node::echo(&host, peer, 1, i as u64 + 1)
                     .await
                     .map_err(|e| format!("connection {i}: {e}"))?;
-                let _ = muxer.close().await;
+                host.disconnect(peer).await;
             }
             let secs = start.elapsed().as_secs_f64().max(1e-9);
             Ok(format!("CONN OK {:.1}", count as f64 / secs))
         }
         Mode::Dial(addr) if args.hold.is_some() => {
             let count = args.hold.unwrap_or(0);
-            let me = Arc::new(Identity {
-                public_key: key.public(),
-                listen_addrs: Vec::new(),
-            });
-            // Dials one after another by default (`PEER_HOLD_PARALLEL=K` runs K at once); keep
-            // every muxer (and its driver) alive.
+            let (raw, expected) = split_peer_id(addr);
+            // Dials one after another by default (`PEER_HOLD_PARALLEL=K` runs K at once).
             let at_once = std::env::var("PEER_HOLD_PARALLEL")
                 .ok()
                 .and_then(|v| v.parse::<usize>().ok())
                 .unwrap_or(1)
                 .max(1);
-            let mut held = Vec::with_capacity(count);
             let mut dials = futures::stream::iter((0..count).map(|i| {
-                let dial = transport.dial(addr.clone());
-                async move { dial.await.map_err(|e| format!("dial {i}: {e}")) }
+                let (host, raw) = (host.clone(), raw.clone());
+                async move {
+                    dial_checked(&host, &raw, expected)
+                        .await
+                        .map_err(|e| format!("dial {i}: {e}"))
+                }
             }))
             .buffer_unordered(at_once);
+            let mut held = 0;
             while let Some(result) = dials.next().await {
-                let (_, muxer) = result?;
-                tokio::spawn(node::serve_connection(
-                    muxer.clone(),
-                    me.clone(),
-                    Some(addr.clone()),
-                ));
-                held.push(muxer);
+                result?;
+                held += 1;
             }
-            println!("HOLD OK {}", held.len());
+            println!("HOLD OK {held}");
             let _ = std::io::stdout().flush();
             HELD.store(true, Ordering::SeqCst);
             std::future::pending::<()>().await;
-            drop(held);
             Err("hold ended".into())
         }
         Mode::Dial(addr) => {
-            let (peer, muxer) = transport
+            let peer = host
                 .dial(addr.clone())
                 .await
                 .map_err(|e| format!("dial: {e}"))?;
-            // Serve the remote's streams too (identify, ping) while we test.
-            let me = Arc::new(Identity {
-                public_key: key.public(),
-                listen_addrs: Vec::new(),
-            });
-            tokio::spawn(node::serve_connection(
-                muxer.clone(),
-                me,
-                Some(addr.clone()),
-            ));
-            let line = if args.ping {
-                let rtt = node::ping_peer(&muxer, 5).await?;
+            let line = if let Some(codec) = &args.request {
+                let rtt = node::request_peer(&host, peer, codec).await?;
+                format!("REQUEST OK 5 {:.3}", rtt.as_secs_f64() * 1000.0)
+            } else if args.ping {
+                let rtt = node::ping_peer(&host, peer, 5).await?;
                 format!("PING OK {:.3}", rtt.as_secs_f64() * 1000.0)
             } else if let Some((up, down)) = args.perf {
-                let result = node::perf_peer(&muxer, up, down).await?;
+                let result = node::perf_peer(&host, peer, up, down).await?;
                 format!(
                     "PERF upload {:.2} download {:.2}",
                     result.upload_mib_s(),
                     result.download_mib_s()
                 )
             } else {
-                let elapsed = node::echo_streams(&muxer, args.streams, args.bytes).await?;
+                let elapsed = node::echo_streams(&host, peer, args.streams, args.bytes).await?;
                 format!(
                     "OK {peer} {} {:.6}",
                     args.bytes * args.streams,
                     elapsed.as_secs_f64()
                 )
             };
-            let _ = muxer.close().await;
+            host.close().await;
             Ok(line)
         }
+    }
+}
+
+/// Dials `addr` as a new connection and checks that the remote is `expected` (when given).
+async fn dial_checked(
+    host: &Host,
+    addr: &Multiaddr,
+    expected: Option<PeerId>,
+) -> Result<PeerId, String> {
+    let peer = host.dial(addr.clone()).await.map_err(|e| e.to_string())?;
+    match expected {
+        Some(expected) if expected != peer => {
+            Err(format!("dialed {expected}, but the remote is {peer}"))
+        }
+        _ => Ok(peer),
     }
 }

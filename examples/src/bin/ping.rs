@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use libp2p_core::{split_peer_id, Multiaddr};
+use libp2p_host::Multiaddr;
 use libp2p_host::{Host, Keypair};
 
 const USAGE: &str = "usage: ping --listen ADDR | ping --dial ADDR/p2p/ID [--count N]";
@@ -23,7 +23,7 @@ async fn main() {
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_env_filter(examples::log_filter())
         .with_writer(std::io::stderr)
         .init();
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -43,8 +43,8 @@ async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send 
         .listen_on(addr)
         .build()
         .await?;
-    for addr in host.listen_addrs() {
-        println!("listening on {addr}/p2p/{}", host.peer_id());
+    for addr in host.p2p_addrs() {
+        println!("listening on {addr}");
     }
     tokio::signal::ctrl_c().await?;
     host.close().await;
@@ -53,10 +53,8 @@ async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send 
 
 /// Pings the peer at `addr` `count` times, a second apart, and prints each round trip.
 async fn dial(addr: Multiaddr, count: u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let (addr, peer) = split_peer_id(&addr);
-    let peer = peer.ok_or("the address to dial must end with /p2p/<peer id>")?;
     let host = Host::builder(Keypair::generate_ed25519()).build().await?;
-    host.connect(peer, vec![addr]).await?;
+    let peer = host.dial(addr).await?;
     for seq in 1..=count {
         if seq > 1 {
             tokio::time::sleep(Duration::from_secs(1)).await;

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use libp2p_core::{Multiaddr, PeerId, PublicKey};
+use crate::{Multiaddr, PeerId, PublicKey};
 
 /// Most addresses kept per peer; the ones expiring first are dropped beyond it, so that a
 /// peer announcing thousands of addresses cannot grow our memory.
@@ -44,7 +44,7 @@ impl Peerstore {
         let expiry = Instant::now() + ttl;
         self.with(peer, |record| {
             for addr in addrs {
-                let (addr, _) = libp2p_core::split_peer_id(&addr);
+                let (addr, _) = crate::split_peer_id(&addr);
                 let entry = record.addrs.entry(addr).or_insert(expiry);
                 *entry = (*entry).max(expiry);
             }
@@ -135,7 +135,7 @@ impl Peerstore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use libp2p_core::Keypair;
+    use crate::Keypair;
 
     #[test]
     fn addresses_expire_and_are_bounded() {
