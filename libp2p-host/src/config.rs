@@ -35,8 +35,10 @@ pub struct HostConfig {
     /// queue full is reset and reported. Default 64: an application that takes streams as
     /// they come never fills it, and a stalled one costs at most this many.
     pub accept_queue: usize,
-    /// Bound on a connection's whole upgrade (security and muxer). Default 20 s: an RSA
-    /// handshake across the world fits; a silent peer is dropped soon.
+    /// Bound on a connection's whole upgrade (security and muxer), for every transport of
+    /// the host (the default stack's pipeline gets it; a stack given to `transport` keeps its
+    /// own bound too, and the shorter one wins). Default 20 s: an RSA handshake across the
+    /// world fits; a silent peer is dropped soon.
     #[serde(with = "secs")]
     pub handshake_timeout: Duration,
     /// Bound on agreeing the protocol of one stream, and on each identify and ping exchange.

@@ -907,7 +907,11 @@ async fn dial_addr(
         .find(|t| t.can_dial(&addr))
         .ok_or_else(|| DialError::UnsupportedAddress { addr: addr.clone() })?;
     let span = tracing::debug_span!("dial", %addr);
-    match transport.dial(addr.clone()).instrument(span).await {
+    // The host's handshake timeout bounds every stack, also one built by hand with its own.
+    let limit = inner.config.handshake_timeout;
+    let dial = tokio::time::timeout(limit, transport.dial(addr.clone()).instrument(span))
+        .map(move |r| r.unwrap_or(Err(libp2p_core::TransportError::Timeout(limit))));
+    match dial.await {
         Ok(connected) => {
             if connected.peer == inner.peer_id {
                 let muxer = connected.muxer.clone();
@@ -1195,9 +1199,12 @@ async fn run_listener(
                 }
                 let weak = weak.clone();
                 let span = tracing::debug_span!("inbound", %remote_addr);
+                let limit = inner.config.handshake_timeout;
                 tokio::spawn(
                     async move {
-                        let result = pending.await;
+                        let result = tokio::time::timeout(limit, pending)
+                            .await
+                            .unwrap_or(Err(libp2p_core::TransportError::Timeout(limit)));
                         let Some(inner) = weak.upgrade() else { return };
                         inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
                         match result {

@@ -467,3 +467,138 @@ async fn errors_carry_their_fault() {
         libp2p_host::AcceptError::InvalidProtocol(_)
     ));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_handshake_timeout_applies_to_a_stack_given_by_hand() {
+    let key = Keypair::generate_ed25519();
+    // The stack's own bound is long; the host's config is short, and wins.
+    let transport = libp2p_transport_tcp::TcpTransport::new()
+        .upgrade()
+        .timeout(Duration::from_secs(60))
+        .authenticate(libp2p_noise::Noise::new(key.clone()))
+        .multiplex(libp2p_yamux::Yamux::default());
+    let b = Host::builder(key)
+        .config(config(|c| c.handshake_timeout = Duration::from_millis(300)))
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .build_with_transport(transport)
+        .await
+        .unwrap();
+    let port = match b.listen_addrs()[0].iter().nth(1) {
+        Some(Protocol::Tcp(port)) => port,
+        other => panic!("{other:?}"),
+    };
+    let mut silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let mut buf = [0u8; 256];
+    let closed = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match silent.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => continue,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "B held a silent connection past its timeout"
+    );
+}
+
+#[derive(Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Question {
+    message: String,
+    n: u64,
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_response_with_bytes_json_and_cbor_and_its_limits() {
+    let a = tcp_host(config(|c| c.request_response.max_response_size = 64)).await;
+    let b = tcp_host(HostConfig::default()).await;
+    let mut requests = b.serve_requests("/q/1.0.0").unwrap();
+    tokio::spawn(async move {
+        while let Some(request) = requests.next().await {
+            tokio::spawn(async move {
+                let data = request.data().to_vec();
+                let _ = match data.first() {
+                    Some(b'{') => {
+                        let q: Question = request.json().unwrap();
+                        let answer = Question {
+                            message: q.message.to_uppercase(),
+                            n: q.n + 1,
+                        };
+                        request.respond_json(&answer).await
+                    }
+                    Some(b'b') => request.respond(&[b'x'; 100]).await,
+                    Some(b's') => {
+                        // Never answers (holds the request).
+                        tokio::time::sleep(Duration::from_secs(30)).await;
+                        Ok(())
+                    }
+                    _ => match request.cbor::<Question>() {
+                        Ok(q) => {
+                            let answer = Question {
+                                message: q.message.to_uppercase(),
+                                n: q.n + 1,
+                            };
+                            request.respond_cbor(&answer).await
+                        }
+                        Err(_) => request.respond(b"echo").await,
+                    },
+                };
+            });
+        }
+    });
+    let peer = a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
+    let q = Question {
+        message: "hi".into(),
+        n: 1,
+    };
+    let json: Question = a.request_json(peer, "/q/1.0.0", &q).await.unwrap();
+    assert_eq!(
+        json,
+        Question {
+            message: "HI".into(),
+            n: 2
+        }
+    );
+    let cbor: Question = a.request_cbor(peer, "/q/1.0.0", &q).await.unwrap();
+    assert_eq!(
+        cbor,
+        Question {
+            message: "HI".into(),
+            n: 2
+        }
+    );
+    // A response over A's cap of 64 bytes: the remote's fault.
+    let big = a.request(peer, "/q/1.0.0", b"big").await.unwrap_err();
+    assert!(
+        matches!(big, libp2p_host::RequestError::TooLarge { max: 64, .. }),
+        "{big:?}"
+    );
+    assert_eq!(big.fault(), Fault::Remote);
+    // An unknown protocol is the stream's error.
+    let none = a.request(peer, "/nope/1.0.0", b"x").await.unwrap_err();
+    assert_eq!(none.fault(), Fault::Incompatible);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_without_answer_times_out() {
+    let a = tcp_host(config(|c| {
+        c.request_response.request_timeout = Duration::from_millis(300)
+    }))
+    .await;
+    let b = tcp_host(HostConfig::default()).await;
+    let mut requests = b.serve_requests("/q/1.0.0").unwrap();
+    let held = tokio::spawn(async move {
+        let mut kept = Vec::new();
+        while let Some(request) = requests.next().await {
+            kept.push(request);
+        }
+    });
+    let peer = a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
+    let err = a.request(peer, "/q/1.0.0", b"s").await.unwrap_err();
+    assert_eq!(err.fault(), Fault::Timeout, "{err}");
+    held.abort();
+}
