@@ -97,8 +97,9 @@ pub struct Mdns {
 }
 
 impl Mdns {
-    /// A new state machine for `local`, with a fresh random peer name. The first query is due
-    /// at `now`.
+    /// A new state machine for `local`, with a fresh random peer name. Each link gets a query
+    /// when it is added; the next round is due `initial_query_interval` after `now`, and each
+    /// later gap doubles up to `query_interval`.
     pub fn new(config: Config, local: PeerId, now: Instant) -> Result<Self, EncodeError> {
         Self::with_peer_name(config, local, proto::random_peer_name(), now)
     }
@@ -112,8 +113,9 @@ impl Mdns {
     ) -> Result<Self, EncodeError> {
         let names = Names::new(&peer_name)?;
         let query_packet = proto::encode_query()?;
+        let next_query = now + config_initial(&config);
         Ok(Mdns {
-            query_step: config.initial_query_interval,
+            query_step: (config.initial_query_interval * 2).min(config.query_interval),
             config,
             local,
             peer_name,
@@ -121,7 +123,7 @@ impl Mdns {
             query_packet,
             listen_addrs: Vec::new(),
             links: HashMap::new(),
-            next_query: now,
+            next_query,
             peers: HashMap::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -485,6 +487,10 @@ impl Mdns {
     pub fn instance_name(&self) -> &Name {
         &self.names.instance
     }
+}
+
+fn config_initial(config: &Config) -> Duration {
+    config.initial_query_interval.min(config.query_interval)
 }
 
 fn first_ip(addr: &Multiaddr) -> Option<IpAddr> {
