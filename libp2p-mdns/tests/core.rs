@@ -78,8 +78,18 @@ fn additional_txt(msg: &Message, name: &Name) -> Vec<String> {
 #[test]
 fn two_cores_discover_each_other() {
     let now = Instant::now();
-    let (mut a, a_id) = node(Config::default(), now, &["/ip4/0.0.0.0/tcp/4001"], "10.0.0.1");
-    let (mut b, b_id) = node(Config::default(), now, &["/ip4/10.0.0.2/tcp/4002"], "10.0.0.2");
+    let (mut a, a_id) = node(
+        Config::default(),
+        now,
+        &["/ip4/0.0.0.0/tcp/4001"],
+        "10.0.0.1",
+    );
+    let (mut b, b_id) = node(
+        Config::default(),
+        now,
+        &["/ip4/10.0.0.2/tcp/4002"],
+        "10.0.0.2",
+    );
     // Each sends its query on add_link; multicast reaches both, including the sender.
     let mut out = transmits(&mut a);
     out.extend(transmits(&mut b));
@@ -135,7 +145,9 @@ fn peers_expire_after_their_ttl() {
     assert!(deadline <= now + ttl);
     b.handle_timeout(now + ttl - Duration::from_secs(1));
     assert!(
-        !events(&mut b).iter().any(|e| matches!(e, Event::Expired { .. })),
+        !events(&mut b)
+            .iter()
+            .any(|e| matches!(e, Event::Expired { .. })),
         "not yet"
     );
     b.handle_timeout(now + ttl);
@@ -298,7 +310,11 @@ fn reads_rust_libp2p_answers() {
     let now = Instant::now();
     let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
     let id = peer();
-    let p = rust_libp2p_style(id, &["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"], 360);
+    let p = rust_libp2p_style(
+        id,
+        &["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"],
+        360,
+    );
     deliver(&mut b, now, &[p]);
     assert_eq!(
         events(&mut b),
@@ -324,7 +340,10 @@ fn reads_zeroconf_answers() {
         events(&mut b),
         vec![Event::Discovered {
             peer: id,
-            addrs: vec![ma("/ip4/10.0.0.5/tcp/4001"), ma("/ip6/2001:db8::5/tcp/4001")]
+            addrs: vec![
+                ma("/ip4/10.0.0.5/tcp/4001"),
+                ma("/ip6/2001:db8::5/tcp/4001")
+            ]
         }]
     );
     // Its goodbye (TTL 0) withdraws the addresses at once.
@@ -358,7 +377,14 @@ fn junk_packets_are_refused_with_typed_errors() {
     let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
     let mut refuse = |bytes: &[u8], len: usize| {
         let e = b.handle_packet(now, LINK, from(), bytes, len).unwrap_err();
-        assert_eq!(e.fault(), if matches!(e, DecodeError::UnsupportedOpCode { .. }) { Fault::Incompatible } else { Fault::Remote });
+        assert_eq!(
+            e.fault(),
+            if matches!(e, DecodeError::UnsupportedOpCode { .. }) {
+                Fault::Incompatible
+            } else {
+                Fault::Remote
+            }
+        );
         e
     };
     // Too short for a header.
@@ -370,17 +396,26 @@ fn junk_packets_are_refused_with_typed_errors() {
     let many = [0, 0, 0x84, 0, 0, 0, 0x10, 0, 0, 0, 0, 0];
     assert!(matches!(
         refuse(&many, 12),
-        DecodeError::TooManyRecords { count: 4096, max: 256 }
+        DecodeError::TooManyRecords {
+            count: 4096,
+            max: 256
+        }
     ));
     // Over the size limit (as the driver reports a datagram its buffer cut).
     let big = vec![0u8; 9000];
     assert!(matches!(
         refuse(&big, 9001),
-        DecodeError::PacketTooLarge { len: 9001, max: 9000 }
+        DecodeError::PacketTooLarge {
+            len: 9001,
+            max: 9000
+        }
     ));
     // A DNS UPDATE.
     let mut update = Message::new(0, MessageType::Query, OpCode::Update);
-    update.add_query(Query::query(Name::from_ascii("x.local.").unwrap(), RecordType::SOA));
+    update.add_query(Query::query(
+        Name::from_ascii("x.local.").unwrap(),
+        RecordType::SOA,
+    ));
     let update = update.to_vec().unwrap();
     assert!(matches!(
         refuse(&update, update.len()),
@@ -401,7 +436,11 @@ fn bad_entries_are_skipped_and_named() {
     let service = Name::from_ascii(proto::SERVICE_NAME).unwrap();
     let name = Name::from_ascii("junk._p2p._udp.local.").unwrap();
     let mut msg = Message::response(0, OpCode::Query);
-    msg.add_answer(Record::from_rdata(service, 60, RData::PTR(PTR(name.clone()))));
+    msg.add_answer(Record::from_rdata(
+        service,
+        60,
+        RData::PTR(PTR(name.clone())),
+    ));
     msg.add_additional(Record::from_rdata(
         name,
         60,
@@ -418,7 +457,10 @@ fn bad_entries_are_skipped_and_named() {
         panic!("not a response")
     };
     assert_eq!(r.rejected_count, 3);
-    assert!(matches!(r.rejected[0], RecordError::InvalidMultiaddr { .. }));
+    assert!(matches!(
+        r.rejected[0],
+        RecordError::InvalidMultiaddr { .. }
+    ));
     assert!(matches!(r.rejected[1], RecordError::MissingPeerId { .. }));
     assert_eq!(
         r.rejected[2],
@@ -447,7 +489,10 @@ fn answers_are_rate_limited_per_link() {
     let due = now + Duration::from_secs(1);
     assert!(a.poll_timeout().unwrap() <= due);
     a.handle_timeout(due - Duration::from_millis(1));
-    assert!(transmits(&mut a).iter().all(|p| is_query(p)), "no answer yet");
+    assert!(
+        transmits(&mut a).iter().all(|p| is_query(p)),
+        "no answer yet"
+    );
     a.handle_timeout(due);
     let out = transmits(&mut a);
     assert_eq!(out.iter().filter(|p| !is_query(p)).count(), 1);
@@ -511,14 +556,11 @@ fn meta_query_and_direct_questions_are_answered() {
     deliver(&mut a, now, &[q.to_vec().unwrap()]);
     let out = transmits(&mut a);
     let service = Name::from_ascii(proto::SERVICE_NAME).unwrap();
-    let meta = out
-        .iter()
-        .map(|p| Message::from_vec(p).unwrap())
-        .any(|m| {
-            m.answers
-                .iter()
-                .any(|r| matches!(&r.data, RData::PTR(PTR(t)) if *t == service))
-        });
+    let meta = out.iter().map(|p| Message::from_vec(p).unwrap()).any(|m| {
+        m.answers
+            .iter()
+            .any(|r| matches!(&r.data, RData::PTR(PTR(t)) if *t == service))
+    });
     assert!(meta, "meta query answered with the service name");
     // A TXT question for our instance name, as a DNS-SD resolver asks.
     let later = now + Duration::from_secs(2);
@@ -540,17 +582,27 @@ fn meta_query_and_direct_questions_are_answered() {
 #[test]
 fn tables_are_capped() {
     let now = Instant::now();
-    let config = Config::default().with_max_peers(2).with_max_addrs_per_peer(2);
+    let config = Config::default()
+        .with_max_peers(2)
+        .with_max_addrs_per_peer(2);
     let (mut b, _) = node(config, now, &[], "10.0.0.2");
     let first = peer();
     let p = rust_libp2p_style(
         first,
-        &["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/tcp/2", "/ip4/10.0.0.3/tcp/3"],
+        &[
+            "/ip4/10.0.0.3/tcp/1",
+            "/ip4/10.0.0.3/tcp/2",
+            "/ip4/10.0.0.3/tcp/3",
+        ],
         60,
     );
     deliver(&mut b, now, &[p]);
     for _ in 0..3 {
-        deliver(&mut b, now, &[rust_libp2p_style(peer(), &["/ip4/10.0.0.4/tcp/1"], 60)]);
+        deliver(
+            &mut b,
+            now,
+            &[rust_libp2p_style(peer(), &["/ip4/10.0.0.4/tcp/1"], 60)],
+        );
     }
     assert_eq!(b.peers().count(), 2);
     let (_, addrs) = b.peers().find(|(p, _)| *p == first).unwrap();
@@ -564,7 +616,14 @@ fn large_answers_are_split_under_the_packet_limit() {
     let id = peer();
     let names = proto::Names::new(&proto::random_peer_name()).unwrap();
     let addrs: Vec<Multiaddr> = (0..100)
-        .map(|i| ma(&format!("/ip4/10.0.{}.{}/tcp/{}", i / 250, i % 250 + 1, 4000 + i)))
+        .map(|i| {
+            ma(&format!(
+                "/ip4/10.0.{}.{}/tcp/{}",
+                i / 250,
+                i % 250 + 1,
+                4000 + i
+            ))
+        })
         .collect();
     let ips: Vec<IpAddr> = vec!["10.0.0.1".parse().unwrap()];
     let ann = proto::Announcement {
@@ -597,7 +656,10 @@ fn loopback_is_not_announced_and_p2p_suffixes_are_dropped() {
         ma(&format!("/ip4/10.0.0.1/tcp/2/p2p/{me}")),
         ma("/ip6/::/tcp/3"),
     ]);
-    a.add_link(LINK, vec!["fe80::1".parse().unwrap(), "2001:db8::1".parse().unwrap()]);
+    a.add_link(
+        LINK,
+        vec!["fe80::1".parse().unwrap(), "2001:db8::1".parse().unwrap()],
+    );
     let q = transmits(&mut a);
     deliver(&mut a, now, &q);
     let out = transmits(&mut a);
