@@ -20,7 +20,7 @@ use crate::Config;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LinkId(pub u32);
 
-/// A packet to multicast on a link (to 224.0.0.251:5353 or [ff02::fb]:5353, by its family).
+/// A packet to multicast on a link (to `224.0.0.251:5353` or `[ff02::fb]:5353`, by its family).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Transmit {
     /// The link to send on.
@@ -241,20 +241,16 @@ impl Mdns {
         let mut wants_peers = false;
         let mut wants_meta = false;
         for (name, ty) in &q.questions {
-            let any = *ty == RecordType::ANY;
-            if *name == names.service && (*ty == RecordType::PTR || any) {
-                wants_peers = true;
-            } else if *name == names.instance
-                && matches!(ty, RecordType::SRV | RecordType::TXT | RecordType::ANY)
-            {
-                wants_peers = true;
-            } else if *name == names.host
-                && matches!(ty, RecordType::A | RecordType::AAAA | RecordType::ANY)
-            {
-                wants_peers = true;
-            } else if *name == names.meta && (*ty == RecordType::PTR || any) {
-                wants_meta = true;
-            }
+            let ty = *ty;
+            let any = ty == RecordType::ANY;
+            // Our PTR, our SRV/TXT (asked for by DNS-SD resolvers that ignore the additional
+            // section), or our host's addresses: all answered with the full answer.
+            let ours = (*name == names.service && (ty == RecordType::PTR || any))
+                || (*name == names.instance
+                    && (matches!(ty, RecordType::SRV | RecordType::TXT) || any))
+                || (*name == names.host && (matches!(ty, RecordType::A | RecordType::AAAA) || any));
+            wants_peers |= ours;
+            wants_meta |= *name == names.meta && (ty == RecordType::PTR || any);
         }
         // Known-answer suppression: the asker already holds our PTR with at least half its TTL.
         let half_ttl = (self.config.ttl.as_secs() / 2) as u32;

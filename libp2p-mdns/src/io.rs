@@ -1,4 +1,4 @@
-//! The tokio driver: one IPv4 (224.0.0.251:5353) and one IPv6 ([ff02::fb]:5353) multicast
+//! The tokio driver: one IPv4 (`224.0.0.251:5353`) and one IPv6 (`[ff02::fb]:5353`) multicast
 //! socket per interface that can multicast (loopback skipped), the [`Mdns`] core between them.
 //!
 //! Each socket is bound to the mDNS port with `SO_REUSEADDR`/`SO_REUSEPORT` (other responders,
