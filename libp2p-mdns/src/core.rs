@@ -163,8 +163,10 @@ impl Mdns {
         self.listen_addrs.dedup();
     }
 
-    /// A new link with the IP addresses of its interface (of the link's family). A query goes
-    /// out on it at once.
+    /// A new link with the IP addresses of its interface, of both families: they are the A and
+    /// AAAA records of our answers on it, and replace unspecified IPs in our listen addresses.
+    /// Give the IPv4 and the IPv6 link of one interface the same list, so that both answer
+    /// alike. A query goes out on the link at once.
     pub fn add_link(&mut self, id: LinkId, ips: Vec<IpAddr>) {
         self.links.insert(
             id,

@@ -229,7 +229,11 @@ impl Driver {
     fn scan_interfaces(&mut self) -> Result<(), StartError> {
         let ifaces = if_addrs::get_if_addrs().map_err(StartError::Interfaces)?;
         let enable_ipv6 = self.core.config().enable_ipv6;
+        // Links by family, each given every address of its interface (both families): the
+        // answers on the IPv4 and the IPv6 link of one interface must carry the same addresses,
+        // or DNS-SD caches (which flush a TXT record on each new copy) flap between the two.
         let mut wanted: HashMap<LinkKey, Vec<IpAddr>> = HashMap::new();
+        let mut iface_ips: HashMap<String, Vec<IpAddr>> = HashMap::new();
         for iface in ifaces {
             if iface.is_loopback() || iface.oper_status == if_addrs::IfOperStatus::Down {
                 continue;
@@ -240,6 +244,7 @@ impl Driver {
                 }
             }
             let ip = iface.ip();
+            iface_ips.entry(iface.name.clone()).or_default().push(ip);
             if ip.is_ipv6() && !enable_ipv6 {
                 continue;
             }
@@ -249,7 +254,10 @@ impl Driver {
                 index,
                 ipv6: ip.is_ipv6(),
             };
-            wanted.entry(key).or_default().push(ip);
+            wanted.entry(key).or_default();
+        }
+        for (key, ips) in wanted.iter_mut() {
+            *ips = iface_ips.get(&key.interface).cloned().unwrap_or_default();
         }
         let gone: Vec<LinkKey> = self
             .links
