@@ -20,8 +20,9 @@ done
 # The ignored test `netns_node` is our node (see tests/netns.rs); cargo prints its binary.
 EXE=$(cargo test -p libp2p-mdns --test netns --no-run --message-format=json 2>/dev/null \
   | sed -n 's/.*"executable":"\([^"]*\)".*/\1/p' | tail -1)
-MDNS_NETNS_PORT=4001 timeout 15 ip netns exec "$A" "$EXE" --ignored --exact netns_node \
-  --nocapture >"$OUT/ours" 2>&1 &
+# Our node stops (and says goodbye) when its stdin closes, after 4 s; zeroconf runs for 6 s.
+sleep 4 | MDNS_NETNS_PORT=4001 timeout 15 ip netns exec "$A" "$EXE" --ignored --exact \
+  netns_node --nocapture >"$OUT/ours" 2>&1 &
 sleep 0.5
 timeout 15 ip netns exec "$B" "$PYTHON" libp2p-mdns/interop/zeroconf_peer.py \
   "$PY_PEER" 10.77.0.2 fd00:77::2 4003 6 >"$OUT/zc" 2>&1 || true
@@ -34,5 +35,8 @@ done
 for want in '/ip4/10.77.0.1/tcp/4001/p2p/' '/ip6/fd00:77::1/tcp/4001/p2p/'; do
   grep '^ZC-FOUND' "$OUT/zc" | grep -qF "$want" || { echo "FAIL: zeroconf did not see: $want"; fail=1; }
 done
+# Our goodbye (TTL 0) must make zeroconf remove us.
+ours_name=$(grep '^ZC-FOUND' "$OUT/zc" | head -1 | cut -d' ' -f2)
+grep -qF "ZC-REMOVED $ours_name" "$OUT/zc" || { echo "FAIL: zeroconf did not see our goodbye"; fail=1; }
 [ $fail = 0 ] && echo "OK: ours and zeroconf see each other"
 exit $fail

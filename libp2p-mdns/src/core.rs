@@ -392,6 +392,32 @@ impl Mdns {
         }
     }
 
+    /// Queues our goodbye on every link: the answer with TTL 0, which makes peers drop our
+    /// addresses at once instead of when their TTL runs out (RFC 6762 §10.1). Call it before
+    /// closing the sockets; it ignores the answer rate limit, as it is sent once.
+    pub fn goodbye(&mut self) {
+        let ids: Vec<LinkId> = self.links.keys().copied().collect();
+        for id in ids {
+            let ips = self.links[&id].ips.clone();
+            let addrs = self.addrs_for(&ips);
+            let ann = Announcement {
+                peer_id: self.local,
+                names: &self.names,
+                addrs: &addrs,
+                ips: &ips,
+                ttl: Duration::ZERO,
+            };
+            match proto::encode_response(&ann, self.config.max_packet_size) {
+                Ok(packets) => {
+                    for p in packets {
+                        self.push_transmit(id, p);
+                    }
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot encode mDNS goodbye"),
+            }
+        }
+    }
+
     /// Our addresses as announced on a link with these IPs: unspecified IPs replaced by the
     /// link's own address of that family (an IPv6 link-local address is not usable without its
     /// zone, so it is not substituted).

@@ -168,7 +168,8 @@ impl Driver {
         self.core.peer_name()
     }
 
-    /// Runs until the [`Handle`] (all its clones) is dropped.
+    /// Runs until the [`Handle`] (all its clones) is dropped, then multicasts our goodbye
+    /// (TTL 0) so that peers forget us at once.
     pub async fn run(mut self) -> Result<(), StartError> {
         self.scan_interfaces()?;
         let scan_every = self.core.config().interface_scan_interval;
@@ -202,6 +203,8 @@ impl Driver {
                 }
             }
         }
+        self.core.goodbye();
+        self.flush().await;
         for (_, link) in self.links.drain() {
             link.reader.abort();
         }

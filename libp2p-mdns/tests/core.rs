@@ -671,3 +671,28 @@ fn loopback_is_not_announced_and_p2p_suffixes_are_dropped() {
         vec![ma("/ip4/10.0.0.1/tcp/2"), ma("/ip6/2001:db8::1/tcp/3")]
     );
 }
+
+#[test]
+fn goodbye_withdraws_our_addresses_at_once() {
+    let now = Instant::now();
+    let (mut a, a_id) = node(Config::default(), now, &["/ip4/10.0.0.1/tcp/1"], "10.0.0.1");
+    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
+    let q = transmits(&mut b);
+    deliver(&mut a, now, &q);
+    let answer = transmits(&mut a);
+    transmits(&mut a);
+    deliver(&mut b, now, &answer);
+    assert!(matches!(&events(&mut b)[..], [Event::Discovered { .. }]));
+    a.goodbye();
+    let bye = transmits(&mut a);
+    assert_eq!(bye.len(), 1);
+    deliver(&mut b, now + Duration::from_secs(1), &bye);
+    assert_eq!(
+        events(&mut b),
+        vec![Event::Expired {
+            peer: a_id,
+            addrs: vec![ma("/ip4/10.0.0.1/tcp/1")]
+        }]
+    );
+    assert_eq!(b.peers().count(), 0);
+}

@@ -100,6 +100,7 @@ fn start_node(ns: &str, port: u16) -> Node {
             "--test-threads=1",
         ])
         .env("MDNS_NETNS_PORT", port.to_string())
+        .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -121,6 +122,7 @@ fn start_node(ns: &str, port: u16) -> Node {
 struct Report {
     me: Option<String>,
     found: Vec<(String, String)>,
+    expired: Vec<(String, String)>,
 }
 
 fn read(node: &Node, report: &mut Report) {
@@ -135,6 +137,9 @@ fn read(node: &Node, report: &mut Report) {
             (Some("MDNS-FOUND"), Some(peer), Some(addr)) => {
                 report.found.push((peer.to_owned(), addr.to_owned()))
             }
+            (Some("MDNS-EXPIRED"), Some(peer), Some(addr)) => {
+                report.expired.push((peer.to_owned(), addr.to_owned()))
+            }
             _ => {}
         }
     }
@@ -143,6 +148,11 @@ fn read(node: &Node, report: &mut Report) {
 fn knows(report: &Report, peer: &Option<String>, addr: &str) -> bool {
     peer.as_ref()
         .is_some_and(|p| report.found.iter().any(|(q, a)| q == p && a == addr))
+}
+
+fn lost(report: &Report, peer: &Option<String>, addr: &str) -> bool {
+    peer.as_ref()
+        .is_some_and(|p| report.expired.iter().any(|(q, a)| q == p && a == addr))
 }
 
 #[test]
@@ -190,6 +200,28 @@ fn two_namespaces_discover_each_other() {
             .all(|(_, a)| !a.starts_with("/ip4/127.") && !a.starts_with("/ip6/::1/")));
     }
     eprintln!("discovered each other in {:?}", start.elapsed());
+    // A stops cleanly (its stdin closes): its goodbye makes B drop its addresses at once,
+    // long before their TTL of minutes.
+    let mut a = a;
+    drop(a.child.stdin.take());
+    let stop = Instant::now();
+    loop {
+        read(&b, &mut rb);
+        if lost(&rb, &ra.me, "/ip4/10.77.0.1/tcp/4001")
+            && lost(&rb, &ra.me, "/ip6/fd00:77::1/tcp/4001")
+        {
+            break;
+        }
+        assert!(
+            stop.elapsed() < DEADLINE,
+            "b did not see a's goodbye: expired {:?}",
+            rb.expired
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    eprintln!("goodbye seen after {:?}", stop.elapsed());
+    let status = a.child.wait().unwrap();
+    assert!(status.success(), "node a exited with {status}");
     drop((a, b));
     drop(ns);
 }
@@ -218,17 +250,39 @@ fn netns_node() {
         let (handle, mut events) =
             libp2p_mdns::spawn(libp2p_mdns::Config::default(), me, listen).unwrap();
         println!("MDNS-ME {me}");
-        // The parent kills us once both sides have reported; this bound is for a lost parent.
+        // Stop when the parent closes our stdin (or kills us); the bound is for a lost parent.
+        let (stop_tx, mut stop_rx) = tokio::sync::oneshot::channel::<()>();
+        std::thread::spawn(move || {
+            let mut sink = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut std::io::stdin(), &mut sink);
+            let _ = stop_tx.send(());
+        });
+        let print = |ev: libp2p_mdns::Event| match ev {
+            libp2p_mdns::Event::Discovered { peer, addrs } => {
+                addrs.iter().for_each(|a| println!("MDNS-FOUND {peer} {a}"))
+            }
+            libp2p_mdns::Event::Expired { peer, addrs } => addrs
+                .iter()
+                .for_each(|a| println!("MDNS-EXPIRED {peer} {a}")),
+        };
         let _ = tokio::time::timeout(DEADLINE, async {
-            while let Some(ev) = events.next().await {
-                if let libp2p_mdns::Event::Discovered { peer, addrs } = ev {
-                    for a in addrs {
-                        println!("MDNS-FOUND {peer} {a}");
-                    }
+            loop {
+                tokio::select! {
+                    ev = events.next() => match ev {
+                        Some(ev) => print(ev),
+                        None => return,
+                    },
+                    _ = &mut stop_rx => return,
                 }
             }
         })
         .await;
+        // Dropping the handle stops the driver, which sends its goodbye and then closes the
+        // event stream.
         drop(handle);
+        let _ = tokio::time::timeout(Duration::from_secs(5), async {
+            while events.next().await.is_some() {}
+        })
+        .await;
     });
 }
