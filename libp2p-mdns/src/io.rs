@@ -30,9 +30,17 @@ use crate::Config;
 /// kernel's socket buffer absorbs (or drops) the rest.
 const RECEIVED_QUEUE: usize = 64;
 
+/// Commands from the [`Handle`] not yet taken by the driver; a caller beyond it waits.
+const COMMAND_QUEUE: usize = 16;
+
+/// How long a socket's reader pauses after a receive error, so that a persistent error costs
+/// ten wake-ups a second rather than a busy loop.
+const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+
 /// Commands from the [`Handle`].
 enum Command {
     SetListenAddrs(Vec<Multiaddr>),
+    Discovered(tokio::sync::oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
 }
 
 /// The application's side of a running driver. Dropping it stops the driver.
@@ -45,6 +53,7 @@ impl std::fmt::Debug for Command {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Command::SetListenAddrs(a) => f.debug_tuple("SetListenAddrs").field(a).finish(),
+            Command::Discovered(_) => f.write_str("Discovered"),
         }
     }
 }
@@ -57,6 +66,14 @@ impl Handle {
             .send(Command::SetListenAddrs(addrs))
             .await
             .is_ok()
+    }
+
+    /// The peers discovered so far and not expired, with their addresses; `None` if the
+    /// driver has stopped.
+    pub async fn discovered(&self) -> Option<Vec<(PeerId, Vec<Multiaddr>)>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Discovered(tx)).await.ok()?;
+        rx.await.ok()
     }
 }
 
@@ -136,7 +153,7 @@ impl Driver {
         local: PeerId,
         listen_addrs: Vec<Multiaddr>,
     ) -> Result<(Driver, Handle, Events), StartError> {
-        let (cmd_tx, cmd_rx) = mpsc::channel(16);
+        let (cmd_tx, cmd_rx) = mpsc::channel(COMMAND_QUEUE);
         let (ev_tx, ev_rx) = mpsc::channel(config.event_channel_capacity.max(1));
         let (rx_tx, rx_rx) = mpsc::channel(RECEIVED_QUEUE);
         let mut core = Mdns::new(config, local, Instant::now())?;
@@ -185,6 +202,9 @@ impl Driver {
             tokio::select! {
                 cmd = self.commands.recv() => match cmd {
                     Some(Command::SetListenAddrs(addrs)) => self.core.set_listen_addrs(addrs),
+                    Some(Command::Discovered(reply)) => {
+                        let _ = reply.send(self.core.peers().collect());
+                    }
                     None => break,
                 },
                 Some(r) = self.received_rx.recv() => {
@@ -354,7 +374,7 @@ async fn read_loop(
             Err(e) => {
                 tracing::debug!(error = %e, "mDNS receive failed");
                 // Errors such as ICMP-induced ones are transient; do not spin on a hard one.
-                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                tokio::time::sleep(RECEIVE_ERROR_PAUSE).await;
             }
         }
     }

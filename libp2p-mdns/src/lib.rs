@@ -31,6 +31,22 @@
 //! # Ok(())
 //! # }
 //! ```
+//!
+//! # Behaviour on the wire
+//!
+//! - A query (`_p2p._udp.local PTR`) goes out on each link when it comes up, then after
+//!   [`Config::initial_query_interval`], doubling up to [`Config::query_interval`].
+//! - Queries for our PTR, our SRV/TXT, our host's A/AAAA, or the DNS-SD meta query are
+//!   answered by multicast from port 5353, at most once per [`Config::min_answer_interval`]
+//!   per link (later queries in the window share one delayed answer), unless the query lists
+//!   our PTR as a known answer. We answer only by multicast: rust-libp2p asks from an
+//!   ephemeral port that it never reads, so RFC 6762 §6.7 unicast replies would reach nobody.
+//! - Discovered addresses live for the TTL of their records (capped by [`Config::max_ttl`]);
+//!   [`Event::Expired`] says when they are gone, so a peerstore that adds on
+//!   [`Event::Discovered`] and removes on [`Event::Expired`] needs no timer of its own. A TTL
+//!   of 0 (a goodbye) expires them at once; we send ours when the driver stops.
+//! - Loopback interfaces are skipped, loopback addresses never announced, and an unspecified
+//!   listen address (`/ip4/0.0.0.0/...`) is announced as each interface's own addresses.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

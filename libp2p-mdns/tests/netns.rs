@@ -123,6 +123,7 @@ struct Report {
     me: Option<String>,
     found: Vec<(String, String)>,
     expired: Vec<(String, String)>,
+    table: Option<String>,
 }
 
 fn read(node: &Node, report: &mut Report) {
@@ -137,6 +138,7 @@ fn read(node: &Node, report: &mut Report) {
             (Some("MDNS-FOUND"), Some(peer), Some(addr)) => {
                 report.found.push((peer.to_owned(), addr.to_owned()))
             }
+            (Some("MDNS-TABLE"), Some(table), None) => report.table = Some(table.to_owned()),
             (Some("MDNS-EXPIRED"), Some(peer), Some(addr)) => {
                 report.expired.push((peer.to_owned(), addr.to_owned()))
             }
@@ -222,6 +224,10 @@ fn two_namespaces_discover_each_other() {
     eprintln!("goodbye seen after {:?}", stop.elapsed());
     let status = a.child.wait().unwrap();
     assert!(status.success(), "node a exited with {status}");
+    std::thread::sleep(Duration::from_millis(100));
+    read(&a, &mut ra);
+    // Its table, as the handle reported it before stopping: b, with its two addresses.
+    assert_eq!(ra.table, Some(format!("{}=2", rb.me.clone().unwrap())));
     drop((a, b));
     drop(ns);
 }
@@ -277,6 +283,12 @@ fn netns_node() {
             }
         })
         .await;
+        let table = handle.discovered().await.expect("driver still running");
+        let table: Vec<String> = table
+            .iter()
+            .map(|(p, addrs)| format!("{p}={}", addrs.len()))
+            .collect();
+        println!("MDNS-TABLE {}", table.join(","));
         // Dropping the handle stops the driver, which sends its goodbye and then closes the
         // event stream.
         drop(handle);
