@@ -308,13 +308,23 @@ impl Mdns {
             return;
         }
         let expiry = now + ttl;
+        // A loopback or unspecified address from another host is no way to reach it (it would
+        // dial ourselves); the spec's open issue leans the same way.
+        let usable: Vec<Multiaddr> = rec
+            .addrs
+            .into_iter()
+            .filter(|a| !matches!(first_ip(a), Some(ip) if ip.is_loopback() || ip.is_unspecified()))
+            .collect();
+        if usable.is_empty() {
+            return;
+        }
         if !self.peers.contains_key(&rec.peer_id) && self.peers.len() >= self.config.max_peers {
             self.stats.peers_ignored += 1;
             return;
         }
         let known = self.peers.entry(rec.peer_id).or_default();
         let mut new = Vec::new();
-        for addr in rec.addrs {
+        for addr in usable {
             if let Some(e) = known.get_mut(&addr) {
                 *e = (*e).max(expiry);
             } else if known.len() >= self.config.max_addrs_per_peer {

@@ -45,8 +45,9 @@
 //!   [`Event::Expired`] says when they are gone, so a peerstore that adds on
 //!   [`Event::Discovered`] and removes on [`Event::Expired`] needs no timer of its own. A TTL
 //!   of 0 (a goodbye) expires them at once; we send ours when the driver stops.
-//! - Loopback interfaces are skipped, loopback addresses never announced, and an unspecified
-//!   listen address (`/ip4/0.0.0.0/...`) is announced as each interface's own addresses.
+//! - Loopback interfaces are skipped, loopback addresses never announced (and dropped when
+//!   received, with unspecified ones), and an unspecified listen address (`/ip4/0.0.0.0/...`)
+//!   is announced as each interface's own addresses.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 

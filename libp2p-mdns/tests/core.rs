@@ -696,3 +696,33 @@ fn goodbye_withdraws_our_addresses_at_once() {
     );
     assert_eq!(b.peers().count(), 0);
 }
+
+#[test]
+fn loopback_and_unspecified_addresses_received_are_dropped() {
+    let now = Instant::now();
+    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
+    let id = peer();
+    let p = rust_libp2p_style(
+        id,
+        &[
+            "/ip4/127.0.0.1/tcp/1",
+            "/ip6/::1/tcp/1",
+            "/ip4/0.0.0.0/tcp/1",
+            "/ip4/10.0.0.3/tcp/1",
+        ],
+        60,
+    );
+    deliver(&mut b, now, &[p]);
+    assert_eq!(
+        events(&mut b),
+        vec![Event::Discovered {
+            peer: id,
+            addrs: vec![ma("/ip4/10.0.0.3/tcp/1")]
+        }]
+    );
+    // A peer with nothing usable is not a peer at all.
+    let p = rust_libp2p_style(peer(), &["/ip4/127.0.0.1/tcp/1"], 60);
+    deliver(&mut b, now, &[p]);
+    assert!(events(&mut b).is_empty());
+    assert_eq!(b.peers().count(), 1);
+}
