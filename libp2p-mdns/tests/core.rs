@@ -174,6 +174,11 @@ fn our_answer_reads_in_both_styles() {
     deliver(&mut a, now, &q);
     let answers = transmits(&mut a);
     assert_eq!(answers.len(), 1);
+    eprintln!(
+        "our answer with {} addresses: {} bytes",
+        addrs.len(),
+        answers[0].len()
+    );
     let msg = Message::from_vec(&answers[0]).unwrap();
     assert_eq!(msg.metadata.message_type, MessageType::Response);
     assert!(
@@ -725,4 +730,64 @@ fn loopback_and_unspecified_addresses_received_are_dropped() {
     deliver(&mut b, now, &[p]);
     assert!(events(&mut b).is_empty());
     assert_eq!(b.peers().count(), 1);
+}
+
+/// Every truncation and many byte flips of real packets of both styles: the core must refuse
+/// or accept each one without panicking, and never learn a peer from a refused packet.
+#[test]
+fn mutated_packets_never_panic() {
+    let now = Instant::now();
+    let (mut a, _) = node(Config::default(), now, &["/ip4/10.0.0.1/tcp/1"], "10.0.0.1");
+    let q = transmits(&mut a);
+    deliver(&mut a, now, &q);
+    let ours = transmits(&mut a).remove(0);
+    let id = peer();
+    let samples = [
+        ours,
+        q[0].clone(),
+        rust_libp2p_style(id, &["/ip4/10.0.0.3/tcp/1"], 60),
+        zeroconf_style(
+            id,
+            &["/ip4/10.0.0.5/tcp/4001", "/ip6/2001:db8::5/tcp/4001"],
+            4500,
+        ),
+    ];
+    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
+    let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = move || {
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        (seed >> 33) as usize
+    };
+    let (mut refused, mut accepted) = (0, 0);
+    for sample in &samples {
+        for cut in 0..sample.len() {
+            let peers_before = b.peers().count();
+            match b.handle_packet(now, LINK, from(), &sample[..cut], cut) {
+                Ok(()) => accepted += 1,
+                Err(e) => {
+                    refused += 1;
+                    assert_eq!(e.fault(), Fault::Remote);
+                    assert_eq!(b.peers().count(), peers_before);
+                }
+            }
+        }
+        for _ in 0..2000 {
+            let mut m = sample.clone();
+            for _ in 0..1 + next() % 4 {
+                let i = next() % m.len();
+                m[i] = next() as u8;
+            }
+            match b.handle_packet(now, LINK, from(), &m, m.len()) {
+                Ok(()) => accepted += 1,
+                Err(_) => refused += 1,
+            }
+        }
+    }
+    assert!(
+        refused > 0 && accepted > 0,
+        "refused {refused}, accepted {accepted}"
+    );
+    assert!(b.peers().count() <= Config::default().max_peers);
 }
