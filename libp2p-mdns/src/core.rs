@@ -73,7 +73,11 @@ pub struct Stats {
 struct Link {
     ips: Vec<IpAddr>,
     last_answer: Option<Instant>,
+    /// When the pending answer goes out (the rate limit may hold it back).
     answer_due: Option<Instant>,
+    /// The pending answer includes our peer records.
+    peers_due: bool,
+    /// The pending answer includes the meta-query answer.
     meta_due: bool,
 }
 
@@ -174,6 +178,7 @@ impl Mdns {
                 ips,
                 last_answer: None,
                 answer_due: None,
+                peers_due: false,
                 meta_due: false,
             },
         );
@@ -266,16 +271,13 @@ impl Mdns {
         let Some(l) = self.links.get_mut(&link) else {
             return;
         };
-        if wants_peers && l.answer_due.is_none() {
-            let earliest = l.last_answer.map_or(now, |t| (t + min).max(now));
-            l.answer_due = Some(earliest);
+        if !(wants_peers || wants_meta) {
+            return;
         }
-        if wants_meta {
-            l.meta_due = true;
-            if l.answer_due.is_none() {
-                let earliest = l.last_answer.map_or(now, |t| (t + min).max(now));
-                l.answer_due = Some(earliest);
-            }
+        l.peers_due |= wants_peers;
+        l.meta_due |= wants_meta;
+        if l.answer_due.is_none() {
+            l.answer_due = Some(l.last_answer.map_or(now, |t| (t + min).max(now)));
         }
         // An answer due now goes out without waiting for the next timeout.
         self.send_due_answers(now);
@@ -375,12 +377,16 @@ impl Mdns {
             link.answer_due = None;
             link.last_answer = Some(now);
             let meta = std::mem::take(&mut link.meta_due);
+            let peers = std::mem::take(&mut link.peers_due);
             let ips = link.ips.clone();
             if meta {
                 match proto::encode_meta_response(&self.names, self.config.ttl) {
                     Ok(p) => self.push_transmit(id, p),
                     Err(e) => tracing::warn!(error = %e, "cannot encode mDNS meta answer"),
                 }
+            }
+            if !peers {
+                continue;
             }
             let addrs = self.addrs_for(&ips);
             let ann = Announcement {

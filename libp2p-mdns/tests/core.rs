@@ -560,6 +560,7 @@ fn meta_query_and_direct_questions_are_answered() {
     ));
     deliver(&mut a, now, &[q.to_vec().unwrap()]);
     let out = transmits(&mut a);
+    assert_eq!(out.len(), 1, "the meta answer only");
     let service = Name::from_ascii(proto::SERVICE_NAME).unwrap();
     let meta = out.iter().map(|p| Message::from_vec(p).unwrap()).any(|m| {
         m.answers
