@@ -677,6 +677,12 @@ impl<S: RecordStore> Kad<S> {
         self.next_query += 1;
         let lookup = new_lookup(&self.table, &self.config, &self.local, target);
         let seeded = !self.table.is_empty();
+        // What our own store already holds was found without a hop.
+        let found_at_hop = match &kind {
+            Kind::GetProviders { found, .. } if !found.is_empty() => Some(0),
+            Kind::GetValue { found, .. } if *found > 0 => Some(0),
+            _ => None,
+        };
         self.queries.insert(
             id,
             Query {
@@ -690,7 +696,7 @@ impl<S: RecordStore> Kad<S> {
                     successes: 0,
                     failures: 0,
                     hops: 0,
-                    found_at_hop: None,
+                    found_at_hop,
                     started: now,
                     finished: now,
                 },

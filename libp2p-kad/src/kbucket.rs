@@ -281,13 +281,12 @@ impl RoutingTable {
 
     /// The `n` entries closest to `target`, closest first, leaving out `exclude`.
     pub fn closest(&self, target: &Key, n: usize, exclude: Option<&PeerId>) -> Vec<&Entry> {
-        let mut all: Vec<(Distance, &Entry)> = self
-            .buckets
-            .iter()
-            .flat_map(|b| b.entries.iter())
-            .filter(|e| Some(&e.peer) != exclude)
-            .map(|e| (e.key.distance(target), e))
-            .collect();
+        let mut all: Vec<(Distance, &Entry)> = Vec::with_capacity(self.len);
+        for e in self.buckets.iter().flat_map(|b| b.entries.iter()) {
+            if exclude.is_none_or(|x| *x != e.peer) {
+                all.push((e.key.distance(target), e));
+            }
+        }
         if all.len() > n {
             all.select_nth_unstable_by_key(n, |(d, _)| *d);
             all.truncate(n);
