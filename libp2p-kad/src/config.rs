@@ -152,7 +152,10 @@ impl Config {
         self.parallelism.max(1)
     }
 
-    pub(crate) fn peer_limits(&self) -> crate::proto::PeerLimits {
+    /// The bounds for turning received messages into typed requests and responses, from
+    /// [`max_peers_per_message`](Config::max_peers_per_message) and
+    /// [`max_addrs_per_peer`](Config::max_addrs_per_peer).
+    pub fn peer_limits(&self) -> crate::proto::PeerLimits {
         crate::proto::PeerLimits {
             max_peers: self.max_peers_per_message,
             max_addrs: self.max_addrs_per_peer,
