@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::config::{Config, Mode};
 use crate::error::{
     AddProviderError, BootstrapError, DecodeError, FindNodeError, GetProvidersError, GetValueError,
-    InboundError, PutValueError, StartError,
+    InboundError, PutValueError, RecordRejected, StartError,
 };
 use crate::kbucket::{InsertOutcome, RoutingTable};
 use crate::key::Key;
@@ -400,6 +400,21 @@ impl<S: RecordStore> Kad<S> {
             }
             Request::PutValue { record } => {
                 self.validator.validate(&record.key, &record.value)?;
+                // A record of our own (which we republish) gives way only to a value the
+                // validator prefers; a stranger's record is simply replaced.
+                let ours = self
+                    .store
+                    .get(&record.key, now)
+                    .filter(|r| r.publisher == Some(self.local));
+                if let Some(ours) = ours {
+                    if ours.value == record.value {
+                        return Ok(Some(Response::PutValue { record }.to_proto(&ours.key)));
+                    }
+                    let values = [ours.value.as_slice(), record.value.as_slice()];
+                    if self.validator.select(&record.key, &values) == 0 {
+                        return Err(RecordRejected::Outdated.into());
+                    }
+                }
                 self.store.put(
                     Record {
                         key: record.key.clone(),

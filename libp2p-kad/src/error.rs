@@ -60,6 +60,9 @@ pub enum RecordRejected {
     /// The record's key is not one this node accepts records for (e.g. an unknown namespace).
     #[error("no validator accepts this key")]
     UnknownKey,
+    /// We hold a record of our own under this key that the validator prefers.
+    #[error("a better record is stored under this key")]
+    Outdated,
 }
 
 impl Classify for RecordRejected {

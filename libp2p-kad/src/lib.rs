@@ -7,6 +7,29 @@
 //! [`Kad::poll_action`], what the application learns with [`Kad::poll_event`], and when to
 //! call [`Kad::handle_timeout`] with [`Kad::poll_timeout`]. The wire format is in [`proto`].
 //!
+//! # What a host service does with it
+//!
+//! - **Start**: [`Kad::new`]; [`Kad::set_listen_addrs`] with our listen addresses (again
+//!   when they change); in [`Mode::Server`] register a stream handler for [`PROTOCOL_NAME`]
+//!   and list it in identify, in [`Mode::Client`] do neither. Bootstrap peers go in with
+//!   [`Kad::add_peer`] (the first one schedules a bootstrap at once).
+//! - **Connection events**: identify results go to [`Kad::on_identify`] (whether the peer
+//!   lists `/ipfs/kad/1.0.0`, and its listen addresses); connections opened and closed to
+//!   [`Kad::on_connection`]; a peer that cannot be dialed at all to [`Kad::remove_peer`].
+//! - **Inbound stream**: read frames (length checked against [`Config::max_message_size`]
+//!   before reading the body: [`proto::decode_length`], then [`proto::decode_body`]), hand
+//!   each to [`Kad::handle_request`], write back the `Some` answer with
+//!   [`proto::encode_frame`]; on `Err`, reset the stream. Streams may carry several requests.
+//! - **Actions** ([`Kad::poll_action`] after every call): [`Action::SendRequest`]: open a
+//!   stream to the peer (dialing its addresses), write the frame, read one frame back if
+//!   asked, by the action's deadline; report with [`Kad::on_response`], [`Kad::on_sent`] or
+//!   [`Kad::on_request_failed`]. [`Action::CheckLiveness`]: ping the peer, report with
+//!   [`Kad::on_liveness`].
+//! - **Time**: call [`Kad::handle_timeout`] when [`Kad::poll_timeout`] says.
+//! - **Application**: [`Kad::find_node`], [`Kad::get_providers`], [`Kad::start_providing`],
+//!   [`Kad::get_value`], [`Kad::put_value`], [`Kad::bootstrap`] return a [`QueryId`]; the
+//!   result comes as [`Event::QueryFinished`] from [`Kad::poll_event`].
+//!
 //! ```
 //! use std::time::{Duration, Instant};
 //! use libp2p_core::PeerId;

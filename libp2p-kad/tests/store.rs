@@ -292,3 +292,42 @@ fn the_validation_hook_guards_puts_both_ways() {
         Err(StartError::Rejected(RecordRejected::UnknownKey))
     );
 }
+
+#[test]
+fn our_own_record_gives_way_only_to_a_better_one() {
+    let now = Instant::now();
+    let mut kad = Kad::new(PeerId::random(), Config::default(), now);
+    kad.put_value(b"/v/n".to_vec(), b"2".to_vec(), 1, now)
+        .unwrap();
+    let from = PeerId::random();
+    // The default validator keeps what it has.
+    let err = kad
+        .handle_request(&from, put_message(b"/v/n", b"1"), now)
+        .unwrap_err();
+    assert!(matches!(
+        err,
+        InboundError::Rejected(RecordRejected::Outdated)
+    ));
+    // The same value is fine (a peer storing it back to us).
+    assert!(kad
+        .handle_request(&from, put_message(b"/v/n", b"2"), now)
+        .is_ok());
+    // A validator that prefers the larger value lets a newer one in.
+    struct Larger;
+    impl libp2p_kad::RecordValidator for Larger {
+        fn validate(&self, _: &[u8], _: &[u8]) -> Result<(), RecordRejected> {
+            Ok(())
+        }
+        fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {
+            (0..values.len()).max_by_key(|&i| values[i]).unwrap_or(0)
+        }
+    }
+    kad.set_validator(Larger);
+    assert!(kad
+        .handle_request(&from, put_message(b"/v/n", b"1"), now)
+        .is_err());
+    assert!(kad
+        .handle_request(&from, put_message(b"/v/n", b"3"), now)
+        .is_ok());
+    assert_eq!(kad.store().get(b"/v/n", now).unwrap().value, b"3".to_vec());
+}
