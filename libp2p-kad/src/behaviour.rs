@@ -198,6 +198,9 @@ pub struct Kad<S = MemoryStore> {
     requests: HashMap<RequestId, Outstanding>,
     actions: VecDeque<Action>,
     events: VecDeque<Event>,
+    /// Query results waiting in `events`: they count against `max_queries` until polled, so
+    /// that an application that starts queries and never polls cannot grow the queue.
+    queued_results: usize,
     next_query: u64,
     next_request: u64,
     /// Counter of the refresh-target generator.
@@ -234,6 +237,7 @@ impl<S: RecordStore> Kad<S> {
             requests: HashMap::new(),
             actions: VecDeque::new(),
             events: VecDeque::new(),
+            queued_results: 0,
             next_query: 0,
             next_request: 0,
             random_counter: 0,
@@ -538,7 +542,11 @@ impl<S: RecordStore> Kad<S> {
 
     /// The next event for the application.
     pub fn poll_event(&mut self) -> Option<Event> {
-        self.events.pop_front()
+        let event = self.events.pop_front()?;
+        if matches!(event, Event::QueryFinished { .. }) {
+            self.queued_results -= 1;
+        }
+        Some(event)
     }
 
     // ---- operations -----------------------------------------------------------------------
@@ -678,7 +686,7 @@ impl<S: RecordStore> Kad<S> {
     // ---- internals ------------------------------------------------------------------------
 
     fn check_capacity(&self) -> Result<(), StartError> {
-        if self.queries.len() >= self.config.max_queries {
+        if self.queries.len() + self.queued_results >= self.config.max_queries {
             return Err(StartError::TooManyQueries {
                 max: self.config.max_queries,
             });
@@ -1024,6 +1032,7 @@ impl<S: RecordStore> Kad<S> {
             self.bootstrap_running = None;
         }
         q.stats.finished = now;
+        self.queued_results += 1;
         self.events.push_back(Event::QueryFinished {
             id,
             result,

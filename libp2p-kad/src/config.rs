@@ -51,10 +51,11 @@ pub struct Config {
     /// the table's memory per entry.
     pub max_addrs_per_peer: usize,
     /// Queries running at once (lookups started by the application, republishing and
-    /// bootstrap together); starting one more fails with
+    /// bootstrap together), counting finished ones whose result has not been taken with
+    /// [`Kad::poll_event`](crate::Kad::poll_event) yet; starting one more fails with
     /// [`StartError::TooManyQueries`](crate::StartError::TooManyQueries). Default 256, each
-    /// costing at most [`max_lookup_peers`](Config::max_lookup_peers) entries and `alpha`
-    /// requests in flight.
+    /// costing at most [`max_lookup_peers`](Config::max_lookup_peers) entries and
+    /// `max(alpha, k)` requests in flight.
     pub max_queries: usize,
     /// The candidates one lookup remembers; past it, the farthest not yet contacted are
     /// forgotten. Default 200: ten times `k`, far more than a lookup among the `k` closest

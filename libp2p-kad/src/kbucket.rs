@@ -43,7 +43,9 @@ struct Pending {
 struct Bucket {
     /// Least recently seen first.
     entries: Vec<Entry>,
-    pending: Option<Pending>,
+    /// Boxed: most buckets never have one, and 256 inline slots would cost every table
+    /// tens of KiB.
+    pending: Option<Box<Pending>>,
 }
 
 /// What [`RoutingTable::insert`] did.
@@ -180,11 +182,11 @@ impl RoutingTable {
             return InsertOutcome::Full;
         }
         let check = bucket.entries[0].peer;
-        bucket.pending = Some(Pending {
+        bucket.pending = Some(Box::new(Pending {
             entry,
             checking: check,
             deadline: check_deadline,
-        });
+        }));
         InsertOutcome::Pending { check }
     }
 
