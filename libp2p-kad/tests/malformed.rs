@@ -192,8 +192,10 @@ fn an_empty_table_has_nobody_to_ask() {
 #[test]
 fn queries_are_capped_until_their_results_are_taken() {
     let now = Instant::now();
-    let mut config = Config::default();
-    config.max_queries = 2;
+    let config = Config {
+        max_queries: 2,
+        ..Default::default()
+    };
     let mut kad = Kad::new(PeerId::random(), config, now);
     // With an empty table each query finishes at once, but its result waits to be polled.
     kad.find_node(&PeerId::random(), now).unwrap();
