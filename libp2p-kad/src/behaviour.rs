@@ -142,6 +142,11 @@ enum Kind {
         quorum: usize,
         best: Option<Vec<u8>>,
         found: usize,
+        /// The peers that answered with `best`.
+        holders: Vec<(PeerId, Vec<Multiaddr>)>,
+        /// The peers that answered with a worse value or none: they get `best` at the end
+        /// (the spec's entry correction). At most `k`.
+        stale: Vec<(PeerId, Vec<Multiaddr>)>,
     },
     PutValue {
         record: WireRecord,
@@ -592,6 +597,8 @@ impl<S: RecordStore> Kad<S> {
                 quorum: quorum.max(1),
                 best: local,
                 found,
+                holders: Vec::new(),
+                stale: Vec::new(),
             },
             now,
         )
@@ -884,6 +891,7 @@ impl<S: RecordStore> Kad<S> {
             return;
         };
         let seeded = q.seeded;
+        let mut corrections = None;
         let result = match &mut q.kind {
             Kind::FindNode => {
                 let closest = q.lookup.closest_succeeded(k);
@@ -908,12 +916,20 @@ impl<S: RecordStore> Kad<S> {
                 })
             }
             Kind::GetValue {
+                key,
                 quorum,
                 best,
                 found,
+                stale,
                 ..
             } => QueryResult::GetValue(if *found >= *quorum {
-                Ok(best.take().unwrap_or_default())
+                let value = best.take().unwrap_or_default();
+                let record = WireRecord {
+                    key: key.clone(),
+                    value: value.clone(),
+                };
+                corrections = Some((std::mem::take(stale), record));
+                Ok(value)
             } else if !seeded && best.is_none() {
                 Err(GetValueError::NoKnownPeers)
             } else if *found == 0 {
@@ -979,6 +995,16 @@ impl<S: RecordStore> Kad<S> {
             }
         };
         self.finish(id, result, now);
+        // Entry correction: fire and forget, outside the finished query (reports about
+        // these requests find no query and only refresh the routing table).
+        if let Some((stale, record)) = corrections {
+            for (peer, addrs) in stale {
+                let request = Request::PutValue {
+                    record: record.clone(),
+                };
+                self.send(id, peer, addrs, request, now);
+            }
+        }
     }
 
     /// Sends `request` to each of `targets`; the query finishes when all have reported.
@@ -1142,27 +1168,43 @@ impl<S: RecordStore> Kad<S> {
                 closer
             }
             Some(Response::GetValue { record, closer }) => {
-                if let (
-                    Kind::GetValue {
-                        key, best, found, ..
-                    },
-                    Some(r),
-                ) = (&mut q.kind, record)
+                if let Kind::GetValue {
+                    key,
+                    best,
+                    found,
+                    holders,
+                    stale,
+                    ..
+                } = &mut q.kind
                 {
-                    if r.key == *key && validator.validate(key, &r.value).is_ok() {
+                    let from = (out.peer, out.addrs.clone());
+                    let valid = record
+                        .filter(|r| r.key == *key && validator.validate(key, &r.value).is_ok());
+                    if valid.is_some() {
+                        // Every valid copy counts towards the quorum, the best one wins.
                         *found += 1;
-                        match best {
-                            None => *best = Some(r.value),
-                            Some(b) => {
-                                if validator.select(key, &[b, &r.value]) == 1 {
-                                    *best = Some(r.value);
-                                }
-                            }
-                        }
                         if q.stats.found_at_hop.is_none() {
                             q.stats.found_at_hop = Some(hop);
                         }
                     }
+                    match (valid, best.as_ref()) {
+                        (None, _) => stale.push(from),
+                        (Some(r), None) => {
+                            *best = Some(r.value);
+                            holders.push(from);
+                        }
+                        (Some(r), Some(b)) if r.value == *b => holders.push(from),
+                        (Some(r), Some(b)) => {
+                            if validator.select(key, &[b, &r.value]) == 1 {
+                                *best = Some(r.value);
+                                stale.append(holders);
+                                holders.push(from);
+                            } else {
+                                stale.push(from);
+                            }
+                        }
+                    }
+                    stale.truncate(self.config.replication_factor.max(1));
                 }
                 closer
             }

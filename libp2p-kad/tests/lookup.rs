@@ -187,3 +187,50 @@ fn records_are_put_and_got_with_a_quorum() {
         QueryResult::GetValue(Err(libp2p_kad::GetValueError::NotFound))
     ));
 }
+
+/// Prefers the larger value, as a sequence number would.
+struct Larger;
+
+impl libp2p_kad::RecordValidator for Larger {
+    fn validate(&self, _: &[u8], _: &[u8]) -> Result<(), libp2p_kad::RecordRejected> {
+        Ok(())
+    }
+    fn select(&self, _: &[u8], values: &[&[u8]]) -> usize {
+        (0..values.len()).max_by_key(|&i| values[i]).unwrap_or(0)
+    }
+}
+
+#[test]
+fn a_get_corrects_the_peers_with_an_old_value_or_none() {
+    let mut net = joined_network(100, 9);
+    for k in &mut net.nodes {
+        k.set_validator(Larger);
+    }
+    let key = b"/v/seq".to_vec();
+    let (result, _) = net.query(3, |k, now| {
+        k.put_value(key.clone(), b"v2".to_vec(), 20, now).unwrap()
+    });
+    assert_eq!(result, QueryResult::PutValue(Ok(20)));
+    let holders: Vec<usize> = (0..100)
+        .filter(|&i| i != 3 && net.nodes[i].store().get(&key, net.now).is_some())
+        .collect();
+    assert_eq!(holders.len(), 20);
+    // One holder goes back to an old value, another loses the record.
+    let (old, lost) = (holders[0], holders[1]);
+    let stale = libp2p_kad::Record {
+        key: key.clone(),
+        value: b"v1".to_vec(),
+        publisher: None,
+        expires: None,
+    };
+    use libp2p_kad::RecordStore;
+    net.nodes[old].store_mut().put(stale, None).unwrap();
+    net.nodes[lost].store_mut().remove(&key);
+    // A reader that asks everybody sees v2 win and puts it back on both.
+    let reader = (0..100).find(|i| !holders.contains(i) && *i != 3).unwrap();
+    let (result, _) = net.query(reader, |k, now| k.get_value(key.clone(), 19, now).unwrap());
+    assert_eq!(result, QueryResult::GetValue(Ok(b"v2".to_vec())));
+    let value = |net: &Net, i: usize| net.nodes[i].store().get(&key, net.now).map(|r| r.value);
+    assert_eq!(value(&net, old), Some(b"v2".to_vec()));
+    assert_eq!(value(&net, lost), Some(b"v2".to_vec()));
+}
