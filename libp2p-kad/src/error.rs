@@ -223,7 +223,8 @@ impl Classify for GetValueError {
     fn fault(&self) -> Fault {
         match self {
             GetValueError::NoKnownPeers => Fault::Local,
-            GetValueError::NotFound | GetValueError::QuorumFailed { .. } => Fault::Remote,
+            // Nobody broke a rule: the network did not hold (enough of) the record.
+            GetValueError::NotFound | GetValueError::QuorumFailed { .. } => Fault::Network,
             GetValueError::Timeout { .. } => Fault::Timeout,
         }
     }

@@ -207,3 +207,75 @@ fn queries_are_capped_until_their_results_are_taken() {
     assert!(kad.poll_event().is_some());
     assert!(kad.find_node(&PeerId::random(), now).is_ok());
 }
+
+/// xorshift64*, for reproducible junk.
+fn next(state: &mut u64) -> u64 {
+    *state ^= *state >> 12;
+    *state ^= *state << 25;
+    *state ^= *state >> 27;
+    state.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+#[test]
+fn mutated_messages_never_panic_and_never_touch_the_table() {
+    let now = Instant::now();
+    let mut kad = Kad::new(PeerId::random(), Config::default(), now);
+    let known = PeerId::random();
+    kad.add_peer(known, &[addr()], now);
+    let peer = ProtoPeer {
+        id: PeerId::random().to_bytes(),
+        addrs: vec![addr().to_vec()],
+        connection: 1,
+    };
+    let seeds: Vec<ProtoMessage> = [0, 1, 2, 3, 4, 5]
+        .into_iter()
+        .map(|ty| ProtoMessage {
+            r#type: ty,
+            key: b"some key".to_vec(),
+            record: Some(ProtoRecord {
+                key: b"some key".to_vec(),
+                value: b"value".to_vec(),
+                time_received: String::new(),
+            }),
+            closer_peers: vec![peer.clone()],
+            provider_peers: vec![peer.clone()],
+            cluster_level_raw: 0,
+        })
+        .collect();
+    let mut state = 0x9e37_79b9_7f4a_7c15u64;
+    let from = PeerId::random();
+    let (mut decoded, mut served) = (0, 0);
+    for round in 0..20_000 {
+        let mut frame = Vec::new();
+        proto::encode_frame(&seeds[round % seeds.len()], &mut frame);
+        // Flip up to four bytes past the length prefix, sometimes cut the tail.
+        for _ in 0..1 + next(&mut state) % 4 {
+            let at = 1 + (next(&mut state) as usize) % (frame.len() - 1);
+            frame[at] ^= 1 << (next(&mut state) % 8);
+        }
+        if next(&mut state) % 8 == 0 {
+            let len = 1 + (next(&mut state) as usize) % frame.len();
+            frame.truncate(len);
+        }
+        if let Ok(Some((msg, _))) = proto::decode_frame(&frame, 16 * 1024) {
+            decoded += 1;
+            if kad.handle_request(&from, msg.clone(), now).is_ok() {
+                served += 1;
+            }
+            for ty in [
+                MessageType::FindNode,
+                MessageType::GetValue,
+                MessageType::GetProviders,
+            ] {
+                let _ =
+                    proto::Response::from_proto(msg.clone(), ty, Config::default().peer_limits());
+            }
+        }
+    }
+    assert!(
+        decoded > 1000 && served > 100,
+        "{decoded} decoded, {served} served"
+    );
+    assert_eq!(kad.routing_table().len(), 1);
+    assert!(kad.routing_table().get(&known).is_some());
+}
