@@ -253,7 +253,7 @@ fn mutated_messages_never_panic_and_never_touch_the_table() {
             let at = 1 + (next(&mut state) as usize) % (frame.len() - 1);
             frame[at] ^= 1 << (next(&mut state) % 8);
         }
-        if next(&mut state) % 8 == 0 {
+        if next(&mut state).is_multiple_of(8) {
             let len = 1 + (next(&mut state) as usize) % frame.len();
             frame.truncate(len);
         }
