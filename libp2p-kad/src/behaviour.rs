@@ -935,6 +935,14 @@ impl<S: RecordStore> Kad<S> {
             } else if *found == 0 {
                 Err(GetValueError::NotFound)
             } else {
+                // Short of the quorum, the best value found still corrects the others.
+                if let Some(value) = best.as_ref() {
+                    let record = WireRecord {
+                        key: key.clone(),
+                        value: value.clone(),
+                    };
+                    corrections = Some((std::mem::take(stale), record));
+                }
                 Err(GetValueError::QuorumFailed {
                     best: best.take(),
                     found: *found,
@@ -1282,6 +1290,7 @@ fn new_lookup(table: &RoutingTable, config: &Config, local: &PeerId, target: Key
         config.max_lookup_peers,
         Some(*local),
     )
+    .with_max_addrs(config.max_addrs_per_peer)
 }
 
 /// A random-looking peer id whose key falls in bucket `bucket` of `local_key`, if one turns up

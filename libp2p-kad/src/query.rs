@@ -61,6 +61,7 @@ pub struct Lookup {
     k: usize,
     alpha: usize,
     max_candidates: usize,
+    max_addrs: usize,
     in_flight: usize,
     exclude: Option<PeerId>,
 }
@@ -83,6 +84,7 @@ impl Lookup {
             k: k.max(1),
             alpha: alpha.max(1),
             max_candidates: max_candidates.max(k.max(1)),
+            max_addrs: usize::MAX,
             in_flight: 0,
             exclude,
         };
@@ -90,6 +92,13 @@ impl Lookup {
             lookup.add(peer, addrs, 1);
         }
         lookup
+    }
+
+    /// Caps the addresses remembered per candidate (merged from several answers) at `max`;
+    /// unbounded by default.
+    pub fn with_max_addrs(mut self, max: usize) -> Lookup {
+        self.max_addrs = max.max(1);
+        self
     }
 
     /// The target's key.
@@ -111,6 +120,9 @@ impl Lookup {
             c.hop = c.hop.min(hop);
             if c.state == PeerState::NotContacted {
                 for a in addrs {
+                    if c.addrs.len() >= self.max_addrs {
+                        break;
+                    }
                     if !c.addrs.contains(&a) {
                         c.addrs.push(a);
                     }
@@ -137,7 +149,11 @@ impl Lookup {
             d,
             Candidate {
                 peer,
-                addrs,
+                addrs: {
+                    let mut addrs = addrs;
+                    addrs.truncate(self.max_addrs);
+                    addrs
+                },
                 state: PeerState::NotContacted,
                 hop,
             },

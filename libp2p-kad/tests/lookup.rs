@@ -211,11 +211,14 @@ fn a_get_corrects_the_peers_with_an_old_value_or_none() {
         k.put_value(key.clone(), b"v2".to_vec(), 20, now).unwrap()
     });
     assert_eq!(result, QueryResult::PutValue(Ok(20)));
-    let holders: Vec<usize> = (0..100)
+    let mut holders: Vec<usize> = (0..100)
         .filter(|&i| i != 3 && net.nodes[i].store().get(&key, net.now).is_some())
         .collect();
     assert_eq!(holders.len(), 20);
-    // One holder goes back to an old value, another loses the record.
+    // The two closest to the key (sure to be asked by any lookup of it): one goes back to an
+    // old value, the other loses the record.
+    let target = libp2p_kad::Key::new(key.clone());
+    holders.sort_by_key(|&i| libp2p_kad::Key::from_peer(&net.ids[i]).distance(&target));
     let (old, lost) = (holders[0], holders[1]);
     let stale = libp2p_kad::Record {
         key: key.clone(),
@@ -226,10 +229,17 @@ fn a_get_corrects_the_peers_with_an_old_value_or_none() {
     use libp2p_kad::RecordStore;
     net.nodes[old].store_mut().put(stale, None).unwrap();
     net.nodes[lost].store_mut().remove(&key);
-    // A reader that asks everybody sees v2 win and puts it back on both.
+    // A reader asks for more copies than there are, so that its lookup runs to the end;
+    // v2 wins and goes back to both.
     let reader = (0..100).find(|i| !holders.contains(i) && *i != 3).unwrap();
-    let (result, _) = net.query(reader, |k, now| k.get_value(key.clone(), 19, now).unwrap());
-    assert_eq!(result, QueryResult::GetValue(Ok(b"v2".to_vec())));
+    let (result, _) = net.query(reader, |k, now| k.get_value(key.clone(), 50, now).unwrap());
+    let QueryResult::GetValue(Err(libp2p_kad::GetValueError::QuorumFailed { best, found, .. })) =
+        result
+    else {
+        panic!("{result:?}")
+    };
+    assert_eq!(best, Some(b"v2".to_vec()));
+    assert!(found >= 19, "{found}");
     let value = |net: &Net, i: usize| net.nodes[i].store().get(&key, net.now).map(|r| r.value);
     assert_eq!(value(&net, old), Some(b"v2".to_vec()));
     assert_eq!(value(&net, lost), Some(b"v2".to_vec()));

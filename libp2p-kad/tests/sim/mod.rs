@@ -97,7 +97,13 @@ impl Net {
             max_message: config.max_message_size,
         };
         for i in 0..n {
-            let id = PeerId::random();
+            // Ids from the seeded generator (sha2-256 multihash form), so that a seed always
+            // gives the same network.
+            let mut bytes = vec![0x12, 0x20];
+            for _ in 0..4 {
+                bytes.extend_from_slice(&net.rng.next().to_le_bytes());
+            }
+            let id = PeerId::from_bytes(&bytes).expect("a sha2-256 multihash");
             let addr: Multiaddr = format!("/memory/{}", i + 1).parse().unwrap();
             let mut kad = Kad::new(id, config.clone(), now);
             kad.set_listen_addrs(vec![addr.clone()]);
