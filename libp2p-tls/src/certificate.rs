@@ -155,7 +155,10 @@ pub struct PeerCertificate {
 /// well-formed X.509 certificate, valid at `now`, with a good self-signature, no critical
 /// extension but ours, no unique identifiers, and exactly one libp2p extension whose
 /// identity key signed the certificate key. Returns the identity.
-pub fn verify_certificate(der: &[u8], now: SystemTime) -> Result<PeerCertificate, CertificateError> {
+pub fn verify_certificate(
+    der: &[u8],
+    now: SystemTime,
+) -> Result<PeerCertificate, CertificateError> {
     let now = match now.duration_since(UNIX_EPOCH) {
         Ok(d) => i64::try_from(d.as_secs()).unwrap_or(i64::MAX),
         Err(before) => -i64::try_from(before.duration().as_secs()).unwrap_or(i64::MAX),
@@ -209,7 +212,7 @@ pub(crate) fn peer_id_of_verified(der: &[u8]) -> Result<PeerId, CertificateError
 
 fn parse(der: &[u8]) -> Result<X509Certificate<'_>, CertificateError> {
     match X509Certificate::from_der(der) {
-        Ok((rest, cert)) if rest.is_empty() => Ok(cert),
+        Ok(([], cert)) => Ok(cert),
         _ => Err(CertificateError::Malformed),
     }
 }
@@ -308,9 +311,15 @@ mod tests {
     #[test]
     fn spec_vectors() {
         for (cert, peer) in [
-            (ED25519_CERT, "12D3KooWM6CgA9iBFZmcYAHA6A2qvbAxqfkmrYiRQuz3XEsk4Ksv"),
+            (
+                ED25519_CERT,
+                "12D3KooWM6CgA9iBFZmcYAHA6A2qvbAxqfkmrYiRQuz3XEsk4Ksv",
+            ),
             (ECDSA_CERT, "QmfXbAwNjJLXfesgztEHe8HwgVDCMMpZ9Eax1HYq6hn9uE"),
-            (SECP256K1_CERT, "16Uiu2HAkutTMoTzDw1tCvSRtu6YoixJwS46S1ZFxW8hSx9fWHiPs"),
+            (
+                SECP256K1_CERT,
+                "16Uiu2HAkutTMoTzDw1tCvSRtu6YoixJwS46S1ZFxW8hSx9fWHiPs",
+            ),
         ] {
             let got = verify_at(&hex(cert), NOW).expect("a valid spec vector");
             assert_eq!(got.peer_id.to_string(), peer);
@@ -323,7 +332,9 @@ mod tests {
         // The vectors are valid from 1975-01-01 13:00 UTC on.
         assert!(matches!(
             verify_at(&hex(ED25519_CERT), FAR_PAST),
-            Err(CertificateError::NotYetValid { not_before: 157_813_200 })
+            Err(CertificateError::NotYetValid {
+                not_before: 157_813_200
+            })
         ));
     }
 
@@ -363,8 +374,14 @@ mod tests {
     fn signed_key_encoding() {
         let der = encode_signed_key(b"key", b"sig");
         // SEQUENCE { OCTET STRING "key", OCTET STRING "sig" }
-        assert_eq!(der, [0x30, 10, 4, 3, b'k', b'e', b'y', 4, 3, b's', b'i', b'g']);
-        assert_eq!(decode_signed_key(&der), Some((b"key".to_vec(), b"sig".to_vec())));
+        assert_eq!(
+            der,
+            [0x30, 10, 4, 3, b'k', b'e', b'y', 4, 3, b's', b'i', b'g']
+        );
+        assert_eq!(
+            decode_signed_key(&der),
+            Some((b"key".to_vec(), b"sig".to_vec()))
+        );
         // Trailing bytes, truncation, wrong tags, a third field: refused.
         let mut trailing = der.clone();
         trailing.push(0);
@@ -380,16 +397,17 @@ mod tests {
     #[test]
     fn handshake_signatures() {
         let cert = Certificate::generate(&Keypair::generate_ed25519()).unwrap();
-        let key =
-            rustls::crypto::ring::sign::any_supported_type(&cert.private_key()).expect("key");
+        let key = rustls::crypto::ring::sign::any_supported_type(&cert.private_key()).expect("key");
         let signer = key
             .choose_scheme(&[SignatureScheme::ECDSA_NISTP256_SHA256])
             .expect("P-256 signer");
         let signature = signer.sign(b"transcript").unwrap();
-        let check = |scheme, msg: &[u8]| {
-            verify_handshake_signature(cert.der(), scheme, msg, &signature)
-        };
-        assert_eq!(check(SignatureScheme::ECDSA_NISTP256_SHA256, b"transcript"), Ok(()));
+        let check =
+            |scheme, msg: &[u8]| verify_handshake_signature(cert.der(), scheme, msg, &signature);
+        assert_eq!(
+            check(SignatureScheme::ECDSA_NISTP256_SHA256, b"transcript"),
+            Ok(())
+        );
         assert_eq!(
             check(SignatureScheme::ECDSA_NISTP256_SHA256, b"transcripT"),
             Err(CertificateError::BadHandshakeSignature)

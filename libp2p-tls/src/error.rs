@@ -213,7 +213,10 @@ impl TlsError {
     /// The handshake error behind an I/O error of futures-rustls: rustls errors (ours from the
     /// verifiers among them) come back typed, anything else is I/O.
     pub(crate) fn from_io(e: io::Error) -> TlsError {
-        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+        match e
+            .get_ref()
+            .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        {
             Some(tls) => TlsError::from_rustls(tls.clone()),
             None => TlsError::Io(e),
         }

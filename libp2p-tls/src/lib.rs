@@ -216,8 +216,7 @@ impl<C: Socket> SecurityUpgrade<C> for Tls {
         async move {
             let local = local?;
             let limit = local.config.handshake_timeout;
-            match libp2p_core::with_timeout(limit, handshake(local, socket, role, expected)).await
-            {
+            match libp2p_core::with_timeout(limit, handshake(local, socket, role, expected)).await {
                 Some(result) => result,
                 None => Err(TlsError::Timeout),
             }
@@ -235,14 +234,14 @@ async fn handshake<C: Socket>(
         Role::Dialer => {
             let config = local.client_for(expected)?;
             let stream = futures_rustls::TlsConnector::from(config)
-                .connect(verifier::server_name(), socket)
+                .connect(verifier::server_name(), stream::Vectored(socket))
                 .await
                 .map_err(TlsError::from_io)?;
             futures_rustls::TlsStream::Client(stream)
         }
         Role::Listener => {
             let stream = futures_rustls::TlsAcceptor::from(local.server.clone())
-                .accept(socket)
+                .accept(stream::Vectored(socket))
                 .await
                 .map_err(TlsError::from_io)?;
             futures_rustls::TlsStream::Server(stream)

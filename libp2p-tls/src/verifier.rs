@@ -221,5 +221,7 @@ pub(crate) fn client_config(
 /// The name the client gives rustls. An IP address, so that rustls never sends it as SNI
 /// (the spec forbids any SNI value in this version); nothing checks it.
 pub(crate) fn server_name() -> ServerName<'static> {
-    ServerName::IpAddress(rustls::pki_types::IpAddr::from(std::net::Ipv4Addr::UNSPECIFIED))
+    ServerName::IpAddress(rustls::pki_types::IpAddr::from(
+        std::net::Ipv4Addr::UNSPECIFIED,
+    ))
 }
