@@ -251,3 +251,61 @@ impl TlsError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn faults() {
+        let remote = [
+            CertificateError::MissingExtension,
+            CertificateError::BadExtensionSignature,
+            CertificateError::BadSelfSignature,
+            CertificateError::Expired { not_after: 0 },
+            CertificateError::TooManyCertificates { count: 2 },
+        ];
+        for e in remote {
+            assert_eq!(TlsError::Certificate(e).fault(), Fault::Remote);
+        }
+        let unsupported = CertificateError::UnsupportedKeyType { key_type: 9 };
+        assert_eq!(
+            TlsError::Certificate(unsupported).fault(),
+            Fault::Incompatible
+        );
+        assert_eq!(TlsError::NotTls13.fault(), Fault::Incompatible);
+        assert_eq!(TlsError::Timeout.fault(), Fault::Timeout);
+        let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
+        assert_eq!(TlsError::Io(eof).fault(), Fault::Network);
+        let misbehaved =
+            rustls::Error::PeerMisbehaved(rustls::PeerMisbehaved::TooManyEmptyFragments);
+        assert_eq!(TlsError::Tls(misbehaved).fault(), Fault::Remote);
+    }
+
+    #[test]
+    fn refusals_survive_the_trip_through_rustls_and_io() {
+        let refusal = CertificateError::NotYetValid { not_before: 5 };
+        let wrapped = io::Error::new(
+            io::ErrorKind::InvalidData,
+            rustls::Error::from(refusal.clone()),
+        );
+        match TlsError::from_io(wrapped) {
+            TlsError::Certificate(e) => assert_eq!(e, refusal),
+            other => panic!("expected the refusal back, got {other:?}"),
+        }
+        let (a, b) = (PeerId::random(), PeerId::random());
+        let mismatch = Refusal::PeerIdMismatch {
+            expected: a,
+            actual: b,
+        }
+        .into_rustls();
+        match TlsError::from_rustls(mismatch) {
+            TlsError::PeerIdMismatch { expected, actual } => {
+                assert_eq!((*expected, *actual), (a, b))
+            }
+            other => panic!("expected a mismatch, got {other:?}"),
+        }
+        let plain = io::Error::from(io::ErrorKind::BrokenPipe);
+        assert!(matches!(TlsError::from_io(plain), TlsError::Io(_)));
+    }
+}

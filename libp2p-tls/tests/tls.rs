@@ -611,6 +611,28 @@ async fn refuses_the_wrong_peer() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_listener_expecting_someone_else_refuses() {
+    let (a, b) = (
+        Tls::new(Keypair::generate_ed25519()),
+        Tls::new(Keypair::generate_ed25519()),
+    );
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let (ca, cb) = duplex();
+    let (dialed, accepted) = futures::future::join(
+        a.secure(ca, Role::Dialer, None, PROTOCOL),
+        b.secure(cb, Role::Listener, Some(stranger), PROTOCOL),
+    )
+    .await;
+    assert!(dialed.is_ok(), "the dialer accepted the listener");
+    match accepted {
+        Err(TlsError::PeerIdMismatch { expected, actual }) => {
+            assert_eq!((*expected, *actual), (stranger, a.local_peer_id()))
+        }
+        other => panic!("expected a mismatch, got {:?}", other.map(|r| r.0)),
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // Refusals of peers that break the handshake rules themselves, played by raw rustls.
 
