@@ -12,6 +12,8 @@
 //! - TLS 1.3 only (rustls is given no other version), ALPN `libp2p`, no SNI sent (the
 //!   client names the server by an IP address, which rustls never sends) and any SNI received
 //!   ignored (the server presents its one certificate whatever the hello says).
+//! - A client that offers ALPN protocols but not `libp2p` is refused; one that offers none is
+//!   accepted (the spec only asks to abort when none of those offered is supported).
 //! - Exactly one certificate, valid now, with a good self-signature, exactly one libp2p
 //!   extension, no critical extension but that one; each refusal is its own
 //!   [`CertificateError`].

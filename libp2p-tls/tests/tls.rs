@@ -848,6 +848,49 @@ async fn refuses_tls_1_2() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alpn_other_than_libp2p_is_refused_none_is_tolerated() {
+    let identity = Keypair::generate_ed25519();
+    let (cert, key) = chain_and_key(&identity);
+    // Offering only another protocol: the server must abort.
+    let client = {
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_protocol_versions(&[&rustls::version::TLS13])
+            .unwrap()
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+            .with_client_cert_resolver(Fixed::new(vec![cert.clone()], key.clone_key()));
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        futures_rustls::TlsConnector::from(Arc::new(config))
+    };
+    match our_listener_against(client).await {
+        e @ TlsError::Tls(rustls::Error::NoApplicationProtocol) => {
+            assert_eq!(e.fault(), Fault::Incompatible)
+        }
+        other => panic!("expected no application protocol, got {other:?}"),
+    }
+    // Offering none (some implementations leave ALPN out): accepted, with no protocol.
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(AcceptAnything))
+        .with_client_cert_resolver(Fixed::new(vec![cert], key));
+    config.alpn_protocols.clear();
+    let ours = Tls::new(Keypair::generate_ed25519());
+    let (ca, cb) = duplex();
+    let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
+    let (dialed, accepted) = futures::future::join(
+        futures_rustls::TlsConnector::from(Arc::new(config)).connect(name, ca),
+        ours.secure(cb, Role::Listener, None, PROTOCOL),
+    )
+    .await;
+    dialed.expect("dial without ALPN");
+    let (peer, io) = accepted.expect("accept without ALPN");
+    assert_eq!(peer, identity.public().to_peer_id());
+    assert_eq!(io.alpn_protocol(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_times_out_against_a_silent_peer() {
     let tls = Tls::with_config(
         Keypair::generate_ed25519(),
