@@ -21,7 +21,15 @@
 //! - No session tickets and no resumption: a ticket from one peer offered to another under
 //!   the same (fixed) server name would abort that handshake.
 //!
-//! rustls runs on ring (no aws-lc), over the futures I/O traits by way of futures-rustls.
+//! rustls runs on ring (no aws-lc, no TLS 1.2 code), over the futures I/O traits by way of
+//! futures-rustls: the rustls project's own adapter, which already drives the handshake,
+//! `close_notify` and half-close the way rustls means them, so this crate holds only the
+//! libp2p rules (certificate, verifiers, configuration). The one gap it leaves, an alert lost
+//! on sockets without vectored writes, is closed by the socket wrapper in `stream.rs`.
+//!
+//! For a transport that runs TLS itself (QUIC), [`Tls::server_config`] and
+//! [`Tls::client_config`] give the same rustls configurations, and [`verify_certificate`]
+//! names the peer of a certificate.
 //!
 //! ```
 //! use libp2p_core::{Keypair, Role, SecurityUpgrade};
