@@ -97,7 +97,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         os._exit(2)
     if rest:
         raise Unsupported("option " + rest[0])
-    if args.security not in ("secio", "noise", "plaintext"):
+    if args.security not in ("secio", "noise", "plaintext", "tls"):
         raise Unsupported(args.security)
     if args.muxer not in ("mplex", "yamux"):
         raise Unsupported(args.muxer)
@@ -186,6 +186,12 @@ def make_host(args: argparse.Namespace, key_pair):
         # Noise needs its own static (X25519) key beside the identity key.
         noise_key = create_new_x25519_key_pair().private_key
         sec = {TProtocol(PROTOCOL_ID): Transport(key_pair, noise_privkey=noise_key)}
+    elif args.security == "tls":
+        from libp2p.security.tls.transport import PROTOCOL_ID as TLS_PROTOCOL_ID
+        from libp2p.security.tls.transport import TLSTransport
+
+        # A self-signed certificate of its own, carrying the identity in the libp2p extension.
+        sec = {TProtocol(TLS_PROTOCOL_ID): TLSTransport(key_pair)}
     else:
         from libp2p.security.insecure.transport import PLAINTEXT_PROTOCOL_ID, InsecureTransport
 

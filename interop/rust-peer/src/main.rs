@@ -90,6 +90,7 @@ fn verbose() -> bool {
 enum Security {
     Noise,
     Plaintext,
+    Tls,
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -170,6 +171,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
                 security = match value()?.as_str() {
                     "noise" => Security::Noise,
                     "plaintext" => Security::Plaintext,
+                    "tls" => Security::Tls,
                     other => return Err(Fail::Unsupported(other.to_string())),
                 }
             }
@@ -220,7 +222,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
             "-h" | "--help" => {
                 eprintln!(
                     "usage: rust-peer (--listen ADDR | --dial ADDR/p2p/ID [--bytes N] [--streams K] \
-                     [--ping] [--perf-upload N --perf-download M] [--connections N] [--hold N]) [--security noise|plaintext] \
+                     [--ping] [--perf-upload N --perf-download M] [--connections N] [--hold N]) [--security noise|plaintext|tls] \
                      [--muxer yamux|mplex] [--key ed25519|rsa|secp256k1|ecdsa] [--seed N] [--timeout SECS]"
                 );
                 exit(2);
@@ -415,6 +417,8 @@ fn build_swarm(
         (Security::Noise, Muxer::Mplex) => build!(noise::Config::new, libp2p_mplex::Config::default),
         (Security::Plaintext, Muxer::Yamux) => build!(plaintext_config, yamux::Config::default),
         (Security::Plaintext, Muxer::Mplex) => build!(plaintext_config, libp2p_mplex::Config::default),
+        (Security::Tls, Muxer::Yamux) => build!(libp2p::tls::Config::new, yamux::Config::default),
+        (Security::Tls, Muxer::Mplex) => build!(libp2p::tls::Config::new, libp2p_mplex::Config::default),
     })
 }
 
