@@ -219,7 +219,10 @@ mod tests {
         }
         // Windows now hold 5, 4, 3, 2, 1 (0 dropped at the fifth shift).
         let ids = c.gossip_ids(&t);
-        assert_eq!(ids, vec![MessageId(vec![5]), MessageId(vec![4]), MessageId(vec![3])]);
+        assert_eq!(
+            ids,
+            vec![MessageId(vec![5]), MessageId(vec![4]), MessageId(vec![3])]
+        );
         assert!(c.get(&id0).is_none());
         assert!(c.get(&MessageId(vec![1])).is_some());
         let dropped = c.shift();

@@ -329,7 +329,8 @@ impl ScoreParams {
         if self.behaviour_penalty_weight > 0.0 {
             return Err(ConfigError::ScoreParam("behaviour_penalty_weight"));
         }
-        if !(0.0..1.0).contains(&self.behaviour_penalty_decay) || self.behaviour_penalty_decay == 0.0
+        if !(0.0..1.0).contains(&self.behaviour_penalty_decay)
+            || self.behaviour_penalty_decay == 0.0
         {
             return Err(ConfigError::ScoreParam("behaviour_penalty_decay"));
         }

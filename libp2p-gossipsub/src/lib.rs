@@ -69,8 +69,7 @@ pub mod types;
 
 pub use config::{Config, ScoreParams, Thresholds, TopicScoreParams};
 pub use error::{
-    ConfigError, DecodeError, EncodeError, MessageError, PublishError, ReportError,
-    SubscribeError,
+    ConfigError, DecodeError, EncodeError, MessageError, PublishError, ReportError, SubscribeError,
 };
 pub use message::{py_libp2p_message_id, rust_libp2p_message_id, spec_message_id, MessageIdFn};
 pub use proto::Codec;

@@ -110,9 +110,7 @@ pub fn inlined_key(peer: &PeerId) -> Option<PublicKey> {
 /// Checks a received message against `mode` and decodes its fields.
 pub fn verify(raw: &proto::Message, mode: ValidationMode) -> Result<Message, MessageError> {
     let source = match &raw.from {
-        Some(bytes) => {
-            Some(PeerId::from_bytes(bytes).map_err(|_| MessageError::InvalidAuthor)?)
-        }
+        Some(bytes) => Some(PeerId::from_bytes(bytes).map_err(|_| MessageError::InvalidAuthor)?),
         None => None,
     };
     let sequence_number = match &raw.seqno {
@@ -157,10 +155,14 @@ pub fn verify(raw: &proto::Message, mode: ValidationMode) -> Result<Message, Mes
 }
 
 fn check_signature(raw: &proto::Message, source: &PeerId) -> Result<(), MessageError> {
-    let signature = raw.signature.as_ref().ok_or(MessageError::MissingSignature)?;
+    let signature = raw
+        .signature
+        .as_ref()
+        .ok_or(MessageError::MissingSignature)?;
     let key = match &raw.key {
         Some(bytes) => {
-            let key = PublicKey::try_decode_protobuf(bytes).map_err(|_| MessageError::InvalidKey)?;
+            let key =
+                PublicKey::try_decode_protobuf(bytes).map_err(|_| MessageError::InvalidKey)?;
             if key.to_peer_id() != *source {
                 return Err(MessageError::InvalidKey);
             }
@@ -196,7 +198,10 @@ mod tests {
             let mut m = raw(&key);
             sign(&mut m, &key).unwrap();
             // ECDSA peer ids are hashes: the key must travel in the message.
-            assert_eq!(m.key.is_some(), inlined_key(&key.public().to_peer_id()).is_none());
+            assert_eq!(
+                m.key.is_some(),
+                inlined_key(&key.public().to_peer_id()).is_none()
+            );
             let decoded = verify(&m, ValidationMode::Strict).unwrap();
             assert_eq!(decoded.sequence_number, Some(42));
             assert_eq!(decoded.source, Some(key.public().to_peer_id()));

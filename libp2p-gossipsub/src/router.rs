@@ -577,7 +577,10 @@ impl Gossipsub {
         let source = self.pending.remove(id).ok_or(ReportError::UnknownMessage)?;
         match acceptance {
             Acceptance::Accept => {
-                let raw = self.mcache.validate(id).ok_or(ReportError::UnknownMessage)?;
+                let raw = self
+                    .mcache
+                    .validate(id)
+                    .ok_or(ReportError::UnknownMessage)?;
                 if let Some((s, _)) = self.score.as_mut() {
                     s.message_accepted(id, now);
                 }
@@ -721,8 +724,7 @@ impl Gossipsub {
             s.message_received(&from, &id, &topic, now);
         }
         // v1.2: tell the mesh we have it, so that they do not send it too.
-        if raw.data.as_ref().map_or(0, Vec::len) >= self.config.idontwant_message_size_threshold
-        {
+        if raw.data.as_ref().map_or(0, Vec::len) >= self.config.idontwant_message_size_threshold {
             let mesh: Vec<PeerId> = self.mesh[&topic]
                 .iter()
                 .filter(|p| **p != from && self.peers[*p].kind.supports_idontwant())
@@ -819,10 +821,11 @@ impl Gossipsub {
                     break;
                 }
                 let id = MessageId(id);
-                if !self.seen.contains(&id) && !self.promises.contains_key(&id) {
-                    if unique.insert(id.clone()) {
-                        wanted.push(id);
-                    }
+                if !self.seen.contains(&id)
+                    && !self.promises.contains_key(&id)
+                    && unique.insert(id.clone())
+                {
+                    wanted.push(id);
                 }
             }
         }
@@ -838,9 +841,12 @@ impl Gossipsub {
             .entry(promised)
             .or_default()
             .insert(from, now + self.config.iwant_followup_time);
-        self.out(from).control_mut().iwant.push(proto::ControlIWant {
-            message_ids: wanted.into_iter().map(|id| id.0).collect(),
-        });
+        self.out(from)
+            .control_mut()
+            .iwant
+            .push(proto::ControlIWant {
+                message_ids: wanted.into_iter().map(|id| id.0).collect(),
+            });
     }
 
     fn handle_iwant(&mut self, from: PeerId, iwants: Vec<proto::ControlIWant>, now: Instant) {
@@ -892,7 +898,8 @@ impl Gossipsub {
                     if let Some((s, _)) = self.score.as_mut() {
                         s.add_penalty(&from, if flood { 2 } else { 1 });
                     }
-                    let prune = self.make_prune(&topic, &from, false, self.config.prune_backoff, now);
+                    let prune =
+                        self.make_prune(&topic, &from, false, self.config.prune_backoff, now);
                     self.out(from).control_mut().prune.push(prune);
                     continue;
                 }
@@ -933,11 +940,9 @@ impl Gossipsub {
                 }
             }
             // A day at most: a larger backoff is as good as forever and could overflow.
-            let backoff = prune
-                .backoff
-                .map_or(self.config.prune_backoff, |secs| {
-                    Duration::from_secs(secs.min(86_400))
-                });
+            let backoff = prune.backoff.map_or(self.config.prune_backoff, |secs| {
+                Duration::from_secs(secs.min(86_400))
+            });
             self.add_backoff(&topic, &from, backoff, now);
             if prune.peers.is_empty() {
                 continue;
@@ -1132,7 +1137,7 @@ impl Gossipsub {
         if let Some(t) = self.thresholds().cloned() {
             let mesh = self.mesh[topic].clone();
             if cfg.opportunistic_graft_ticks > 0
-                && self.ticks % cfg.opportunistic_graft_ticks == 0
+                && self.ticks.is_multiple_of(cfg.opportunistic_graft_ticks)
                 && mesh.len() > 1
             {
                 let mut scores: Vec<f64> = mesh.iter().map(|p| self.score_of(p, now)).collect();
@@ -1228,10 +1233,13 @@ impl Gossipsub {
                     ids.shuffle(&mut self.rng);
                     ids.truncate(self.config.max_ihave_length);
                 }
-                self.out(peer).control_mut().ihave.push(proto::ControlIHave {
-                    topic_id: Some(topic.as_str().to_owned()),
-                    message_ids: ids.into_iter().map(|id| id.0).collect(),
-                });
+                self.out(peer)
+                    .control_mut()
+                    .ihave
+                    .push(proto::ControlIHave {
+                        topic_id: Some(topic.as_str().to_owned()),
+                        message_ids: ids.into_iter().map(|id| id.0).collect(),
+                    });
             }
         }
     }
@@ -1285,9 +1293,12 @@ impl Gossipsub {
                 if let Some((s, _)) = self.score.as_mut() {
                     s.graft(&peer, topic, now);
                 }
-                self.out(peer).control_mut().graft.push(proto::ControlGraft {
-                    topic_id: Some(topic.as_str().to_owned()),
-                });
+                self.out(peer)
+                    .control_mut()
+                    .graft
+                    .push(proto::ControlGraft {
+                        topic_id: Some(topic.as_str().to_owned()),
+                    });
             }
         }
     }
@@ -1314,7 +1325,10 @@ impl Gossipsub {
         now: Instant,
     ) -> proto::ControlPrune {
         self.add_backoff(topic, peer, backoff, now);
-        let kind = self.peers.get(peer).map_or(PeerKind::Gossipsub1_0, |p| p.kind);
+        let kind = self
+            .peers
+            .get(peer)
+            .map_or(PeerKind::Gossipsub1_0, |p| p.kind);
         if !kind.supports_px() {
             return proto::ControlPrune {
                 topic_id: Some(topic.as_str().to_owned()),

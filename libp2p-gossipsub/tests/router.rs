@@ -9,8 +9,7 @@ use common::*;
 use libp2p_core::{Keypair, PeerId};
 use libp2p_gossipsub::proto::{self, Rpc};
 use libp2p_gossipsub::{
-    Acceptance, Action, Config, MessageError, PeerKind, ScoreParams, Thresholds,
-    TopicScoreParams,
+    Acceptance, Action, Config, MessageError, PeerKind, ScoreParams, Thresholds, TopicScoreParams,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -67,7 +66,10 @@ fn mesh_above_d_hi_pruned_to_d_keeping_best_scores_and_outbound() {
     let mesh: Vec<PeerId> = r.mesh_peers(&t).copied().collect();
     assert_eq!(mesh.len(), 6);
     assert!(best.iter().all(|p| mesh.contains(p)), "D_score best kept");
-    assert!(mesh.iter().filter(|p| outbound.contains(p)).count() >= 2, "D_out kept");
+    assert!(
+        mesh.iter().filter(|p| outbound.contains(p)).count() >= 2,
+        "D_out kept"
+    );
     let pruned = pruned(&a);
     assert_eq!(pruned.len(), 9);
     for p in &pruned {
@@ -101,7 +103,11 @@ fn graft_during_backoff_penalised_and_refused() {
     let (mut r, _) = router(Config::default(), 4, now);
     r.subscribe(t.clone(), now).unwrap();
     let p = fake_peers(&mut r, 1, false, &t, now)[0];
-    assert_eq!(r.mesh_peers(&t).count(), 1, "a thin mesh takes a new subscriber at once");
+    assert_eq!(
+        r.mesh_peers(&t).count(),
+        1,
+        "a thin mesh takes a new subscriber at once"
+    );
     // It prunes us, asking for a 60 s backoff, then grafts again a second later.
     r.handle_rpc(p, prune(&t, Some(60), &[]), now);
     assert_eq!(r.mesh_peers(&t).count(), 0);
@@ -202,7 +208,10 @@ fn bad_signature_rejected_penalised_not_forwarded() {
     r.handle_rpc(peers[0], publish(forged), now);
     let a = drain(&mut r);
     assert!(delivered(&a).is_empty());
-    assert!(a.iter().all(|x| !matches!(x, Action::SendRpc { .. })), "not forwarded");
+    assert!(
+        a.iter().all(|x| !matches!(x, Action::SendRpc { .. })),
+        "not forwarded"
+    );
     assert!(a.iter().any(|x| matches!(
         x,
         Action::InvalidMessage { error: MessageError::InvalidSignature, peer, .. } if *peer == peers[0]
@@ -215,7 +224,10 @@ fn bad_signature_rejected_penalised_not_forwarded() {
     r.handle_rpc(peers[1], publish(unsigned), now);
     assert!(drain(&mut r).iter().any(|x| matches!(
         x,
-        Action::InvalidMessage { error: MessageError::MissingSignature, .. }
+        Action::InvalidMessage {
+            error: MessageError::MissingSignature,
+            ..
+        }
     )));
 }
 
@@ -234,7 +246,10 @@ fn duplicates_dropped_and_forwarded_once() {
     let a = drain(&mut r);
     assert_eq!(delivered(&a), vec![b"once".to_vec()]);
     assert_eq!(r.stats().duplicates, 1);
-    assert!(sent_to(&a, &peers[0]).publish.is_empty(), "not back to its source");
+    assert!(
+        sent_to(&a, &peers[0]).publish.is_empty(),
+        "not back to its source"
+    );
     for p in &peers[1..] {
         assert_eq!(sent_to(&a, p).publish.len(), 1, "forwarded once");
     }
@@ -254,7 +269,11 @@ fn mcache_gossip_ihave_iwant_and_retransmission_cap() {
     drain(&mut r);
     let mesh: Vec<PeerId> = r.mesh_peers(&t).copied().collect();
     assert_eq!(mesh.len(), 6);
-    let outside: Vec<PeerId> = peers.iter().filter(|p| !mesh.contains(p)).copied().collect();
+    let outside: Vec<PeerId> = peers
+        .iter()
+        .filter(|p| !mesh.contains(p))
+        .copied()
+        .collect();
     let id = r.publish(t.clone(), b"gossip me".to_vec(), now).unwrap();
     let a = drain(&mut r);
     for p in &mesh {
@@ -280,20 +299,23 @@ fn mcache_gossip_ihave_iwant_and_retransmission_cap() {
             }
         }
         for p in &mesh {
-            assert!(control(&sent_to(&a, p)).ihave.is_empty(), "no gossip to the mesh");
+            assert!(
+                control(&sent_to(&a, p)).ihave.is_empty(),
+                "no gossip to the mesh"
+            );
         }
     }
     // IWANT is answered from the cache, three times per peer at most.
     let asker = outside[0];
     for n in 0..4 {
-        r.handle_rpc(asker, iwant(&[id.0.clone()]), now + 4 * S);
+        r.handle_rpc(asker, iwant(std::slice::from_ref(&id.0)), now + 4 * S);
         let got = sent_to(&drain(&mut r), &asker).publish.len();
         assert_eq!(got, usize::from(n < 3), "ask {n}");
     }
     // After history_length heartbeats it is gone.
     r.handle_timeout(now + 5 * S);
     drain(&mut r);
-    r.handle_rpc(outside[1], iwant(&[id.0.clone()]), now + 5 * S);
+    r.handle_rpc(outside[1], iwant(std::slice::from_ref(&id.0)), now + 5 * S);
     assert!(sent_to(&drain(&mut r), &outside[1]).publish.is_empty());
 }
 
@@ -312,7 +334,11 @@ fn ihave_answered_limited_and_broken_promise_penalised() {
     }
     assert_eq!(r.stats().ignored_ihaves, 1);
     // IHAVE for a topic we are not in: ignored.
-    r.handle_rpc(p, ihave(&"other".into(), &[libp2p_gossipsub::MessageId(vec![99])]), now);
+    r.handle_rpc(
+        p,
+        ihave(&"other".into(), &[libp2p_gossipsub::MessageId(vec![99])]),
+        now,
+    );
     assert!(control(&sent_to(&drain(&mut r), &p)).iwant.is_empty());
     // Nothing delivered: one promise per IWANT broken after 3 s.
     r.handle_timeout(now + 200 * MS);
@@ -351,9 +377,18 @@ fn kept_promise_costs_nothing() {
 #[test]
 fn gossip_ids_follow_the_configured_function() {
     let fns: [(&str, libp2p_gossipsub::MessageIdFn); 3] = [
-        ("spec", std::sync::Arc::new(libp2p_gossipsub::spec_message_id)),
-        ("rust", std::sync::Arc::new(libp2p_gossipsub::rust_libp2p_message_id)),
-        ("py", std::sync::Arc::new(libp2p_gossipsub::py_libp2p_message_id)),
+        (
+            "spec",
+            std::sync::Arc::new(libp2p_gossipsub::spec_message_id),
+        ),
+        (
+            "rust",
+            std::sync::Arc::new(libp2p_gossipsub::rust_libp2p_message_id),
+        ),
+        (
+            "py",
+            std::sync::Arc::new(libp2p_gossipsub::py_libp2p_message_id),
+        ),
     ];
     for (name, f) in fns {
         let now = Instant::now();
@@ -415,7 +450,10 @@ fn validation_hook_accept_reject_ignore() {
     for n in 0..3 {
         r.handle_rpc(peers[0], publish(signed(&author, n, &t, b"v")), now);
         let a = drain(&mut r);
-        assert!(sent_to(&a, &peers[1]).publish.is_empty(), "held until validated");
+        assert!(
+            sent_to(&a, &peers[1]).publish.is_empty(),
+            "held until validated"
+        );
         let id = a
             .iter()
             .find_map(|x| match x {
@@ -425,17 +463,30 @@ fn validation_hook_accept_reject_ignore() {
             .unwrap();
         ids.push(id);
     }
-    r.report_validation(&ids[0], Acceptance::Accept, now).unwrap();
+    r.report_validation(&ids[0], Acceptance::Accept, now)
+        .unwrap();
     let a = drain(&mut r);
     assert_eq!(sent_to(&a, &peers[1]).publish.len(), 1);
     assert_eq!(sent_to(&a, &peers[2]).publish.len(), 1);
-    r.report_validation(&ids[1], Acceptance::Ignore, now).unwrap();
+    r.report_validation(&ids[1], Acceptance::Ignore, now)
+        .unwrap();
     assert!(drain(&mut r).is_empty());
-    assert_eq!(r.peer_score(&peers[0], now), Some(0.5), "P2 for the accepted one only");
-    r.report_validation(&ids[2], Acceptance::Reject, now).unwrap();
+    assert_eq!(
+        r.peer_score(&peers[0], now),
+        Some(0.5),
+        "P2 for the accepted one only"
+    );
+    r.report_validation(&ids[2], Acceptance::Reject, now)
+        .unwrap();
     assert!(drain(&mut r).is_empty());
-    assert_eq!(r.peer_score(&peers[0], now), Some(0.5 - 0.5), "P4 for the rejected one");
-    assert!(r.report_validation(&ids[2], Acceptance::Accept, now).is_err());
+    assert_eq!(
+        r.peer_score(&peers[0], now),
+        Some(0.5 - 0.5),
+        "P4 for the rejected one"
+    );
+    assert!(r
+        .report_validation(&ids[2], Acceptance::Accept, now)
+        .is_err());
 }
 
 #[test]
@@ -463,7 +514,11 @@ fn invalid_signature_flood_graylists_and_prunes_while_others_still_flow() {
     r.handle_timeout(now + 200 * MS);
     assert!(r.mesh_peers(&t).all(|p| *p != bad));
     drain(&mut r);
-    r.handle_rpc(peers[1], publish(signed(&author, 101, &t, b"good")), now + 300 * MS);
+    r.handle_rpc(
+        peers[1],
+        publish(signed(&author, 101, &t, b"good")),
+        now + 300 * MS,
+    );
     let a = drain(&mut r);
     assert_eq!(delivered(&a), vec![b"good".to_vec()]);
     assert_eq!(sent_to(&a, &peers[2]).publish.len(), 1);
@@ -480,7 +535,9 @@ fn peer_exchange_only_from_well_scored_peers() {
     drain(&mut r);
     let offered = [PeerId::random(), PeerId::random()];
     r.handle_rpc(peers[0], prune(&t, Some(60), &offered), now);
-    assert!(!drain(&mut r).iter().any(|a| matches!(a, Action::PeerExchange { .. })));
+    assert!(!drain(&mut r)
+        .iter()
+        .any(|a| matches!(a, Action::PeerExchange { .. })));
     // P5 of 1 * 10 reaches accept_px (10).
     assert!(r.set_application_score(&peers[1], 1.0));
     r.handle_rpc(peers[1], prune(&t, Some(60), &offered), now);
@@ -531,7 +588,10 @@ fn fanout_for_unsubscribed_publisher_expires() {
     let fanout: Vec<PeerId> = r.fanout_peers(&t).copied().collect();
     assert_eq!(fanout.len(), 6);
     for p in &peers {
-        assert_eq!(sent_to(&a, p).publish.len(), usize::from(fanout.contains(p)));
+        assert_eq!(
+            sent_to(&a, p).publish.len(),
+            usize::from(fanout.contains(p))
+        );
     }
     // Still there before the TTL, gone after it.
     r.handle_timeout(now + 59 * S);
@@ -580,7 +640,10 @@ fn idontwant_sent_for_large_messages_and_honoured() {
     let to1 = sent_to(&a, &peers[1]);
     assert_eq!(to1.publish.len(), 1);
     assert_eq!(control(&to1).idontwant[0].message_ids, vec![id.0.clone()]);
-    assert!(sent_to(&a, &peers[2]).publish.is_empty(), "IDONTWANT honoured");
+    assert!(
+        sent_to(&a, &peers[2]).publish.is_empty(),
+        "IDONTWANT honoured"
+    );
     assert!(sent_to(&a, &peers[0]).control.is_none());
 }
 

@@ -279,7 +279,11 @@ impl Net {
                 Action::SendRpc { peer, rpc } => {
                     let to = self.index[&peer];
                     let mut bytes = Vec::new();
-                    self.nodes[i].router.codec().encode(&rpc, &mut bytes).unwrap();
+                    self.nodes[i]
+                        .router
+                        .codec()
+                        .encode(&rpc, &mut bytes)
+                        .unwrap();
                     self.bytes_sent[i] += bytes.len() as u64;
                     self.in_flight.push_back((i, to, bytes));
                 }
