@@ -131,7 +131,8 @@ pub struct Config {
     /// The most topics one peer may be subscribed to in our view; further SUBSCRIBEs are
     /// ignored. Default 1000.
     pub max_topics_per_peer: usize,
-    /// The most topics we subscribe to. Default 1000.
+    /// The most topics we subscribe to, and the most fanout topics we keep (publishing to
+    /// further unsubscribed topics floods without a fanout). Default 1000.
     pub max_subscribed_topics: usize,
     /// The most connected peers the router tracks; further ones are refused. Default 5000:
     /// above any sane connection limit of the host.

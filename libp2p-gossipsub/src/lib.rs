@@ -32,8 +32,8 @@
 //! let mut b = Gossipsub::new(Config::default(), Authenticity::Signed(Keypair::generate_ed25519()), 2, now).unwrap();
 //! let (pa, pb) = (a.local_peer_id().unwrap(), b.local_peer_id().unwrap());
 //! let topic = TopicHash::new("chat");
-//! a.add_peer(pb, PeerKind::Gossipsub1_1, true, None, now);
-//! b.add_peer(pa, PeerKind::Gossipsub1_1, false, None, now);
+//! a.add_peer(pb, PeerKind::Gossipsub1_1, true, None);
+//! b.add_peer(pa, PeerKind::Gossipsub1_1, false, None);
 //! a.subscribe(topic.clone(), now).unwrap();
 //! b.subscribe(topic.clone(), now).unwrap();
 //!

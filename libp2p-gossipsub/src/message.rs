@@ -107,8 +107,18 @@ pub fn inlined_key(peer: &PeerId) -> Option<PublicKey> {
     PublicKey::try_decode_protobuf(hash.digest()).ok()
 }
 
-/// Checks a received message against `mode` and decodes its fields.
+/// Checks a received message against `mode` and decodes its fields: [`decode`], then
+/// [`check`].
 pub fn verify(raw: &proto::Message, mode: ValidationMode) -> Result<Message, MessageError> {
+    let message = decode(raw)?;
+    check(raw, &message, mode)?;
+    Ok(message)
+}
+
+/// Decodes the fields of a received message (author, sequence number) without checking its
+/// signature: enough to compute its id and drop a duplicate before paying for a signature
+/// check.
+pub fn decode(raw: &proto::Message) -> Result<Message, MessageError> {
     let source = match &raw.from {
         Some(bytes) => Some(PeerId::from_bytes(bytes).map_err(|_| MessageError::InvalidAuthor)?),
         None => None,
@@ -121,37 +131,47 @@ pub fn verify(raw: &proto::Message, mode: ValidationMode) -> Result<Message, Mes
         ),
         None => None,
     };
-    match mode {
-        ValidationMode::Strict => {
-            let source = source.ok_or(MessageError::MissingAuthor)?;
-            if sequence_number.is_none() {
-                return Err(MessageError::InvalidSeqno);
-            }
-            check_signature(raw, &source)?;
-        }
-        ValidationMode::Permissive => {
-            if raw.signature.is_some() {
-                let source = source.ok_or(MessageError::MissingAuthor)?;
-                check_signature(raw, &source)?;
-            }
-        }
-        ValidationMode::Anonymous => {
-            if raw.from.is_some()
-                || raw.seqno.is_some()
-                || raw.signature.is_some()
-                || raw.key.is_some()
-            {
-                return Err(MessageError::NotAnonymous);
-            }
-        }
-        ValidationMode::None => {}
-    }
     Ok(Message {
         source,
         data: raw.data.clone().unwrap_or_default(),
         sequence_number,
         topic: raw.topic.as_str().into(),
     })
+}
+
+/// Checks a decoded message against `mode`: the fields it must or must not carry, and the
+/// signature.
+pub fn check(
+    raw: &proto::Message,
+    message: &Message,
+    mode: ValidationMode,
+) -> Result<(), MessageError> {
+    match mode {
+        ValidationMode::Strict => {
+            let source = message.source.ok_or(MessageError::MissingAuthor)?;
+            if message.sequence_number.is_none() {
+                return Err(MessageError::InvalidSeqno);
+            }
+            check_signature(raw, &source)
+        }
+        ValidationMode::Permissive => match (&raw.signature, message.source) {
+            (None, _) => Ok(()),
+            (Some(_), None) => Err(MessageError::MissingAuthor),
+            (Some(_), Some(source)) => check_signature(raw, &source),
+        },
+        ValidationMode::Anonymous => {
+            if raw.from.is_some()
+                || raw.seqno.is_some()
+                || raw.signature.is_some()
+                || raw.key.is_some()
+            {
+                Err(MessageError::NotAnonymous)
+            } else {
+                Ok(())
+            }
+        }
+        ValidationMode::None => Ok(()),
+    }
 }
 
 fn check_signature(raw: &proto::Message, source: &PeerId) -> Result<(), MessageError> {

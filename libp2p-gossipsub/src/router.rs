@@ -325,18 +325,17 @@ impl Gossipsub {
 
     // ---------------------------------------------------------------- peers
 
-    /// A peer connected and negotiated `kind` (on its stream). `outbound`: we dialed it (the
-    /// mesh keeps `mesh_outbound_min` of those). `ip` feeds P6. Sends it our subscriptions.
-    /// False if it was known already or the peer table is full.
+    /// A peer is ready: our outbound stream to it negotiated `kind`. `outbound`: the
+    /// connection is one we dialed (the mesh keeps `mesh_outbound_min` of those, so that
+    /// peers dialing us cannot fill it). `ip` (of the connection) feeds P6. Sends it our
+    /// subscriptions. False if it was known already or the peer table is full.
     pub fn add_peer(
         &mut self,
         peer: PeerId,
         kind: PeerKind,
         outbound: bool,
         ip: Option<IpAddr>,
-        now: Instant,
     ) -> bool {
-        let _ = now;
         if self.peers.contains_key(&peer) || self.peers.len() >= self.config.max_peers {
             return false;
         }
@@ -514,7 +513,9 @@ impl Gossipsub {
         }
         let publish_threshold = self.thresholds().map_or(f64::NEG_INFINITY, |t| t.publish);
         let subscribed = self.mesh.contains_key(&topic);
-        if !subscribed {
+        let fanout_room = self.fanout.contains_key(&topic)
+            || self.fanout.len() < self.config.max_subscribed_topics;
+        if !subscribed && fanout_room {
             self.fanout_last_pub.insert(topic.clone(), now);
             let has_fanout = self.fanout.get(&topic).is_some_and(|f| !f.is_empty());
             if !has_fanout {
@@ -692,29 +693,36 @@ impl Gossipsub {
 
     fn handle_message(&mut self, from: PeerId, raw: proto::Message, now: Instant) {
         let topic = TopicHash::new(raw.topic.clone());
-        let decoded = match message::verify(&raw, self.config.validation_mode) {
-            Ok(m) => m,
-            Err(error) => {
-                self.stats.invalid += 1;
-                if let Some((s, _)) = self.score.as_mut() {
-                    s.invalid_message(&from, &topic);
-                }
-                self.push_action(Action::InvalidMessage {
-                    peer: from,
-                    topic,
-                    error,
-                });
-                return;
+        let reject = |this: &mut Self, error: MessageError| {
+            this.stats.invalid += 1;
+            if let Some((s, _)) = this.score.as_mut() {
+                s.invalid_message(&from, &topic);
             }
+            this.push_action(Action::InvalidMessage {
+                peer: from,
+                topic: topic.clone(),
+                error,
+            });
+        };
+        let decoded = match message::decode(&raw) {
+            Ok(m) => m,
+            Err(error) => return reject(self, error),
         };
         let id = (self.config.message_id_fn)(&decoded);
-        if !self.seen.insert(&id, now) {
+        // Duplicates are dropped before their signature is checked (the costly part; most
+        // copies are duplicates). A forged copy cannot shadow the real message: an id is
+        // only marked seen once its message has passed the check.
+        if self.seen.contains(&id) {
             self.stats.duplicates += 1;
             if let Some((s, _)) = self.score.as_mut() {
                 s.duplicate(&from, &id, now);
             }
             return;
         }
+        if let Err(error) = message::check(&raw, &decoded, self.config.validation_mode) {
+            return reject(self, error);
+        }
+        self.seen.insert(&id, now);
         // Whoever promised it is off the hook: it is here.
         self.promises.remove(&id);
         if !self.mesh.contains_key(&topic) {
@@ -744,7 +752,11 @@ impl Gossipsub {
                 self.stats.dropped_messages += 1;
                 return;
             }
-            self.mcache.put(&id, raw, false);
+            if !self.mcache.put(&id, raw, false) {
+                // The cache is full: it could not be forwarded after validation anyway.
+                self.stats.dropped_messages += 1;
+                return;
+            }
             self.pending.insert(id.clone(), from);
             self.stats.delivered += 1;
             self.push_action(Action::Deliver {
@@ -932,11 +944,14 @@ impl Gossipsub {
             let Some(topic) = prune.topic_id.map(TopicHash::new) else {
                 continue;
             };
-            if let Some(mesh) = self.mesh.get_mut(&topic) {
-                if mesh.remove(&from) {
-                    if let Some((s, _)) = self.score.as_mut() {
-                        s.prune(&from, &topic);
-                    }
+            // PRUNEs for topics we are not in are ignored: they would only fill the backoff
+            // table.
+            let Some(mesh) = self.mesh.get_mut(&topic) else {
+                continue;
+            };
+            if mesh.remove(&from) {
+                if let Some((s, _)) = self.score.as_mut() {
+                    s.prune(&from, &topic);
                 }
             }
             // A day at most: a larger backoff is as good as forever and could overflow.
@@ -1420,6 +1435,12 @@ impl MeshKnobs {
         }
     }
 }
+
+/// The router moves to the host's service task.
+const _: fn() = || {
+    fn send<T: Send + 'static>() {}
+    send::<Gossipsub>();
+};
 
 impl proto::Rpc {
     fn control_mut(&mut self) -> &mut proto::ControlMessage {

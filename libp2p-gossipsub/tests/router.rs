@@ -560,7 +560,7 @@ fn px_offered_when_enabled_but_not_to_v1_0_peers() {
     r.subscribe(t.clone(), now).unwrap();
     let others = fake_peers(&mut r, 3, true, &t, now);
     let old = PeerId::random();
-    r.add_peer(old, PeerKind::Gossipsub1_0, true, None, now);
+    r.add_peer(old, PeerKind::Gossipsub1_0, true, None);
     r.handle_rpc(old, sub(&t, true), now);
     drain(&mut r);
     assert!(r.unsubscribe(&t, now));
@@ -692,7 +692,7 @@ fn floodsub_peers_get_messages_but_no_mesh() {
     let (mut r, _) = router(Config::default(), 21, now);
     r.subscribe(t.clone(), now).unwrap();
     let flood = PeerId::random();
-    r.add_peer(flood, PeerKind::Floodsub, true, None, now);
+    r.add_peer(flood, PeerKind::Floodsub, true, None);
     r.handle_rpc(flood, sub(&t, true), now);
     let g = fake_peers(&mut r, 1, true, &t, now)[0];
     assert!(r.mesh_peers(&t).all(|p| *p != flood));
@@ -701,4 +701,27 @@ fn floodsub_peers_get_messages_but_no_mesh() {
     r.handle_rpc(g, publish(signed(&author, 1, &t, b"f")), now);
     let a = drain(&mut r);
     assert_eq!(sent_to(&a, &flood).publish.len(), 1);
+}
+
+#[test]
+fn forged_copy_first_does_not_shadow_the_real_message() {
+    let now = Instant::now();
+    let t = topic();
+    let (mut r, _) = router(Config::default(), 22, now);
+    r.subscribe(t.clone(), now).unwrap();
+    let peers = fake_peers(&mut r, 2, true, &t, now);
+    drain(&mut r);
+    let author = Keypair::generate_ed25519();
+    let real = signed(&author, 9, &t, b"real");
+    let mut forged = real.clone();
+    forged.data = Some(b"forged".to_vec());
+    // Same author and seqno, so the same id; only the real one verifies.
+    r.handle_rpc(peers[0], publish(forged), now);
+    r.handle_rpc(peers[1], publish(real.clone()), now);
+    assert_eq!(delivered(&drain(&mut r)), vec![b"real".to_vec()]);
+    assert_eq!(r.stats().invalid, 1);
+    // Later copies are duplicates, whatever they carry.
+    r.handle_rpc(peers[0], publish(real), now);
+    assert!(delivered(&drain(&mut r)).is_empty());
+    assert_eq!(r.stats().duplicates, 1);
 }

@@ -176,7 +176,7 @@ pub fn fake_peers(
     (0..n)
         .map(|_| {
             let p = PeerId::random();
-            assert!(r.add_peer(p, PeerKind::Gossipsub1_2, outbound, None, now));
+            assert!(r.add_peer(p, PeerKind::Gossipsub1_2, outbound, None));
             r.handle_rpc(p, sub(t, true), now);
             p
         })
@@ -199,6 +199,8 @@ pub struct Node {
     pub alive: bool,
     /// Every message delivered, in order.
     pub delivered: Vec<(MessageId, Vec<u8>)>,
+    /// When each was delivered (simulated time).
+    pub delivered_at: Vec<Instant>,
 }
 
 impl Net {
@@ -215,6 +217,7 @@ impl Net {
                 router,
                 alive: true,
                 delivered: Vec::new(),
+                delivered_at: Vec::new(),
             });
         }
         Net {
@@ -229,14 +232,13 @@ impl Net {
     /// `a` dials `b`.
     pub fn connect(&mut self, a: usize, b: usize) {
         let (ida, idb) = (self.nodes[a].id, self.nodes[b].id);
-        let now = self.now;
         if self.nodes[a]
             .router
-            .add_peer(idb, PeerKind::Gossipsub1_2, true, None, now)
+            .add_peer(idb, PeerKind::Gossipsub1_2, true, None)
         {
             self.nodes[b]
                 .router
-                .add_peer(ida, PeerKind::Gossipsub1_2, false, None, now);
+                .add_peer(ida, PeerKind::Gossipsub1_2, false, None);
         }
         self.settle();
     }
@@ -254,13 +256,11 @@ impl Net {
 
     /// Moves every queued RPC until nothing is left to do.
     pub fn settle(&mut self) {
-        loop {
-            for i in 0..self.nodes.len() {
-                self.collect(i);
-            }
-            let Some((from, to, bytes)) = self.in_flight.pop_front() else {
-                break;
-            };
+        for i in 0..self.nodes.len() {
+            self.collect(i);
+        }
+        // Only the receiver of an RPC has something new to say.
+        while let Some((from, to, bytes)) = self.in_flight.pop_front() {
             if !self.nodes[to].alive || !self.nodes[from].alive {
                 continue;
             }
@@ -270,6 +270,7 @@ impl Net {
             let from_id = self.nodes[from].id;
             let now = self.now;
             self.nodes[to].router.handle_rpc(from_id, rpc, now);
+            self.collect(to);
         }
     }
 
@@ -289,6 +290,7 @@ impl Net {
                 }
                 Action::Deliver { id, message, .. } => {
                     self.nodes[i].delivered.push((id, message.data));
+                    self.nodes[i].delivered_at.push(self.now);
                 }
                 _ => {}
             }
