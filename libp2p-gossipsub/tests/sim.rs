@@ -183,3 +183,57 @@ fn unsubscribed_publisher_reaches_everyone_through_fanout() {
         assert_eq!(node.delivered.iter().filter(|(d, _)| *d == id).count(), 1);
     }
 }
+
+#[test]
+fn messages_lost_on_every_mesh_link_recovered_by_gossip_with_each_id_function() {
+    let fns: [MessageIdFn; 3] = [
+        Arc::new(libp2p_gossipsub::spec_message_id),
+        Arc::new(libp2p_gossipsub::rust_libp2p_message_id),
+        Arc::new(libp2p_gossipsub::py_libp2p_message_id),
+    ];
+    for (n, f) in fns.into_iter().enumerate() {
+        let mut net = network(30, 5, 41 + n as u64, |_| Config {
+            flood_publish: false,
+            message_id_fn: f.clone(),
+            ..Config::default()
+        });
+        warm_up(&mut net);
+        let t = topic();
+        // Victims: nodes with topic peers outside their mesh (gossip comes from those), not
+        // the publisher.
+        let victims: Vec<usize> = (1..30)
+            .filter(|i| {
+                let r = &net.nodes[*i].router;
+                r.topic_peers(&t).count() > r.mesh_peers(&t).count()
+            })
+            .take(3)
+            .collect();
+        assert_eq!(victims.len(), 3, "topology leaves room for gossip");
+        net.drop_publish_to = victims.iter().copied().collect();
+        let at = net.now;
+        let id = net.publish(0, &t, b"lost, then gossiped".to_vec());
+        for v in &victims {
+            assert!(net.nodes[*v].delivered.iter().all(|(d, _)| *d != id));
+        }
+        net.drop_publish_to.clear();
+        for _ in 0..3 {
+            net.advance(Duration::from_secs(1));
+        }
+        for (i, node) in net.nodes.iter().enumerate().skip(1) {
+            let got: Vec<usize> = node
+                .delivered
+                .iter()
+                .enumerate()
+                .filter(|(_, (d, _))| *d == id)
+                .map(|(k, _)| k)
+                .collect();
+            assert_eq!(got.len(), 1, "node {i}, id function {n}");
+            if victims.contains(&i) {
+                assert!(
+                    node.delivered_at[got[0]] > at,
+                    "node {i} got it by IWANT later"
+                );
+            }
+        }
+    }
+}

@@ -191,6 +191,8 @@ pub struct Net {
     in_flight: VecDeque<(usize, usize, Vec<u8>)>,
     /// Bytes sent, per node.
     pub bytes_sent: Vec<u64>,
+    /// Nodes whose incoming messages are lost (their control messages still arrive).
+    pub drop_publish_to: std::collections::BTreeSet<usize>,
 }
 
 pub struct Node {
@@ -226,6 +228,7 @@ impl Net {
             index,
             in_flight: VecDeque::new(),
             bytes_sent: vec![0; n],
+            drop_publish_to: Default::default(),
         }
     }
 
@@ -265,8 +268,11 @@ impl Net {
                 continue;
             }
             let codec = self.nodes[to].router.codec();
-            let (rpc, used) = codec.decode(&bytes).unwrap().unwrap();
+            let (mut rpc, used) = codec.decode(&bytes).unwrap().unwrap();
             assert_eq!(used, bytes.len());
+            if self.drop_publish_to.contains(&to) {
+                rpc.publish.clear();
+            }
             let from_id = self.nodes[from].id;
             let now = self.now;
             self.nodes[to].router.handle_rpc(from_id, rpc, now);
