@@ -501,3 +501,40 @@ impl Thresholds {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_consistent_and_bad_values_refused() {
+        Config::default().validate().unwrap();
+        let c = Config {
+            mesh_n_low: 7,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::MeshDegrees { .. })));
+        let c = Config {
+            history_gossip: 6,
+            ..Config::default()
+        };
+        assert!(matches!(c.validate(), Err(ConfigError::History { .. })));
+        let t = Thresholds {
+            publish: -5.0,
+            ..Thresholds::default()
+        };
+        assert_eq!(t.validate(), Err(ConfigError::Thresholds));
+        let mut p = ScoreParams::default();
+        p.topics.insert(
+            TopicHash::new("t"),
+            TopicScoreParams {
+                invalid_message_deliveries_weight: 1.0,
+                ..TopicScoreParams::default()
+            },
+        );
+        assert_eq!(
+            p.validate(),
+            Err(ConfigError::ScoreParam("invalid_message_deliveries"))
+        );
+    }
+}

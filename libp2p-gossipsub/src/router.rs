@@ -325,7 +325,8 @@ impl Gossipsub {
 
     // ---------------------------------------------------------------- peers
 
-    /// A peer is ready: our outbound stream to it negotiated `kind`. `outbound`: the
+    /// A peer is ready: the first of its gossipsub streams (ours to it, or its to us)
+    /// negotiated `kind`; call it before handing over the peer's first RPC. `outbound`: the
     /// connection is one we dialed (the mesh keeps `mesh_outbound_min` of those, so that
     /// peers dialing us cannot fill it). `ip` (of the connection) feeds P6. Sends it our
     /// subscriptions. False if it was known already or the peer table is full.
@@ -604,7 +605,8 @@ impl Gossipsub {
 
     // ---------------------------------------------------------------- input from peers
 
-    /// An RPC arrived from `from` (decoded with [`Gossipsub::codec`]).
+    /// An RPC arrived from `from` (decoded with [`Gossipsub::codec`]). RPCs from peers not
+    /// added with [`Gossipsub::add_peer`] are ignored.
     pub fn handle_rpc(&mut self, from: PeerId, rpc: proto::Rpc, now: Instant) {
         let Some(kind) = self.peers.get(&from).map(|p| p.kind) else {
             return;
