@@ -188,7 +188,10 @@ pub struct Net {
     pub nodes: Vec<Node>,
     pub now: Instant,
     index: BTreeMap<PeerId, usize>,
-    in_flight: VecDeque<(usize, usize, Vec<u8>)>,
+    /// RPCs on their way: when they arrive, from, to, the bytes.
+    in_flight: VecDeque<(Instant, usize, usize, Vec<u8>)>,
+    /// How long an RPC takes over a link (zero: it arrives within the same instant).
+    pub latency: Duration,
     /// Bytes sent, per node.
     pub bytes_sent: Vec<u64>,
     /// Nodes whose incoming messages are lost (their control messages still arrive).
@@ -227,6 +230,7 @@ impl Net {
             now,
             index,
             in_flight: VecDeque::new(),
+            latency: Duration::ZERO,
             bytes_sent: vec![0; n],
             drop_publish_to: Default::default(),
         }
@@ -257,13 +261,18 @@ impl Net {
         self.settle();
     }
 
-    /// Moves every queued RPC until nothing is left to do.
+    /// Moves every RPC due by now, and the ones they cause, until nothing due is left.
     pub fn settle(&mut self) {
         for i in 0..self.nodes.len() {
             self.collect(i);
         }
         // Only the receiver of an RPC has something new to say.
-        while let Some((from, to, bytes)) = self.in_flight.pop_front() {
+        while self
+            .in_flight
+            .front()
+            .is_some_and(|(due, ..)| *due <= self.now)
+        {
+            let (_, from, to, bytes) = self.in_flight.pop_front().expect("front exists");
             if !self.nodes[to].alive || !self.nodes[from].alive {
                 continue;
             }
@@ -292,7 +301,8 @@ impl Net {
                         .encode(&rpc, &mut bytes)
                         .unwrap();
                     self.bytes_sent[i] += bytes.len() as u64;
-                    self.in_flight.push_back((i, to, bytes));
+                    self.in_flight
+                        .push_back((self.now + self.latency, i, to, bytes));
                 }
                 Action::Deliver { id, message, .. } => {
                     self.nodes[i].delivered.push((id, message.data));
@@ -303,14 +313,23 @@ impl Net {
         }
     }
 
-    /// Advances the clock by `step`, running every heartbeat that falls due.
+    /// Advances the clock by `step` (in ticks of the link latency, if any), running every
+    /// heartbeat and delivering every RPC that falls due.
     pub fn advance(&mut self, step: Duration) {
-        self.now += step;
-        let now = self.now;
-        for node in self.nodes.iter_mut().filter(|n| n.alive) {
-            node.router.handle_timeout(now);
+        let target = self.now + step;
+        let tick = if self.latency.is_zero() {
+            step
+        } else {
+            self.latency.min(step)
+        };
+        while self.now < target {
+            self.now = (self.now + tick).min(target);
+            let now = self.now;
+            for node in self.nodes.iter_mut().filter(|n| n.alive) {
+                node.router.handle_timeout(now);
+            }
+            self.settle();
         }
-        self.settle();
     }
 
     pub fn subscribe_all(&mut self, t: &TopicHash) {
