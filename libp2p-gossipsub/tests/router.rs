@@ -123,6 +123,14 @@ fn graft_during_backoff_penalised_and_refused() {
     r.handle_rpc(p, graft(&t), now + 20 * S);
     assert_eq!(r.stats().grafts_during_backoff, 2);
     assert_eq!(r.peer_score(&p, now + 20 * S), Some(-90.0));
+    // Below the graylist threshold (-80): whatever it sends now is dropped unread.
+    r.handle_rpc(p, sub(&t, false), now + 20 * S);
+    assert_eq!(r.stats().graylisted_rpcs, 1);
+    assert_eq!(
+        r.topic_peers(&t).count(),
+        1,
+        "its unsubscribe was not even read"
+    );
 }
 
 #[test]
@@ -724,4 +732,62 @@ fn forged_copy_first_does_not_shadow_the_real_message() {
     r.handle_rpc(peers[0], publish(real), now);
     assert!(delivered(&drain(&mut r)).is_empty());
     assert_eq!(r.stats().duplicates, 1);
+}
+
+#[test]
+fn heartbeat_grafts_outbound_peers_up_to_d_out() {
+    let now = Instant::now();
+    let t = topic();
+    let (mut r, _) = router(Config::default(), 23, now);
+    r.subscribe(t.clone(), now).unwrap();
+    let inbound = fake_peers(&mut r, 8, false, &t, now);
+    for p in &inbound {
+        r.handle_rpc(*p, graft(&t), now);
+    }
+    assert_eq!(r.mesh_peers(&t).count(), 8);
+    let outbound = fake_peers(&mut r, 3, true, &t, now);
+    assert_eq!(
+        r.mesh_peers(&t).count(),
+        8,
+        "mesh not thin: no graft on subscription"
+    );
+    drain(&mut r);
+    r.handle_timeout(now + 200 * MS);
+    let g = grafted(&drain(&mut r));
+    assert_eq!(g.len(), 2, "D_out = 2");
+    assert!(g.iter().all(|p| outbound.contains(p)));
+}
+
+#[test]
+fn opportunistic_graft_when_the_mesh_median_is_poor() {
+    let now = Instant::now();
+    let t = topic();
+    let (mut r, _) = router(Config::default(), 24, now);
+    let peers = fake_peers(&mut r, 10, true, &t, now);
+    r.subscribe(t.clone(), now).unwrap();
+    let mesh: Vec<PeerId> = r.mesh_peers(&t).copied().collect();
+    let good: Vec<PeerId> = peers
+        .iter()
+        .filter(|p| !mesh.contains(p))
+        .copied()
+        .take(3)
+        .collect();
+    for p in &good {
+        // P5: 3 * 10 = 30, above the mesh median of 0.
+        assert!(r.set_application_score(p, 3.0));
+    }
+    drain(&mut r);
+    // Heartbeats at 0.1 s, 1.1 s, ...: the 60th (opportunistic_graft_ticks) grafts two.
+    for beat in 1..=60u32 {
+        let at = now + 100 * MS + (beat - 1) * S;
+        r.handle_timeout(at);
+        let g = grafted(&drain(&mut r));
+        if beat < 60 {
+            assert!(g.is_empty(), "heartbeat {beat}");
+        } else {
+            assert_eq!(g.len(), 2, "opportunistic_graft_peers");
+            assert!(g.iter().all(|p| good.contains(p)));
+        }
+    }
+    assert_eq!(r.mesh_peers(&t).count(), 8);
 }
