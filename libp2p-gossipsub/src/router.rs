@@ -695,6 +695,10 @@ impl Gossipsub {
 
     fn handle_message(&mut self, from: PeerId, raw: proto::Message, now: Instant) {
         let topic = TopicHash::new(raw.topic.clone());
+        // Not our topic: not worth a signature check (go-libp2p drops these too).
+        if !self.mesh.contains_key(&topic) {
+            return;
+        }
         let reject = |this: &mut Self, error: MessageError| {
             this.stats.invalid += 1;
             if let Some((s, _)) = this.score.as_mut() {
@@ -727,9 +731,6 @@ impl Gossipsub {
         self.seen.insert(&id, now);
         // Whoever promised it is off the hook: it is here.
         self.promises.remove(&id);
-        if !self.mesh.contains_key(&topic) {
-            return;
-        }
         if let Some((s, _)) = self.score.as_mut() {
             s.message_received(&from, &id, &topic, now);
         }
