@@ -9,9 +9,11 @@
 //! rust-peer --dial ADDR/p2p/ID --perf-upload N --perf-download M
 //! rust-peer --dial ADDR/p2p/ID --connections N     # benchmark: `CONN OK <connections/s>`
 //! rust-peer --dial ADDR/p2p/ID --hold N            # benchmark: `HOLD OK <N>`, then stay
+//! rust-peer --listen ADDR --serve-requests         # also answer /reqresp-json and /reqresp-cbor
+//! rust-peer --dial ADDR/p2p/ID --request json|cbor # `REQUEST OK 5 <avg round trip ms>`
 //! ```
 //!
-//! Stdout carries only the contract's lines (`LISTEN`, `OK`, `PING OK`, `PERF`, `FAIL`);
+//! Stdout carries only the contract's lines (`LISTEN`, `OK`, `PING OK`, `PERF`, `REQUEST OK`, `FAIL`);
 //! diagnostics go to stderr (all swarm events with `RUST_PEER_VERBOSE=1`).
 
 use std::{
@@ -28,14 +30,22 @@ use libp2p::{
     identity::{self, Keypair},
     multiaddr::{Multiaddr, Protocol},
     noise, ping, plaintext,
+    request_response::{self, ProtocolSupport},
     swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent},
     tcp, yamux, PeerId, Stream, StreamProtocol, Swarm, SwarmBuilder,
 };
 use libp2p_stream::Control;
+use serde::{Deserialize, Serialize};
 
 const ECHO: StreamProtocol = StreamProtocol::new("/echo/1.0.0");
 const PERF: StreamProtocol = StreamProtocol::new("/perf/1.0.0");
 const CHUNK: usize = 64 * 1024;
+/// Request-response with rust-libp2p's JSON codec (`request_response::json`).
+const REQRESP_JSON: StreamProtocol = StreamProtocol::new("/reqresp-json/1.0.0");
+/// Request-response with rust-libp2p's CBOR codec (`request_response::cbor`).
+const REQRESP_CBOR: StreamProtocol = StreamProtocol::new("/reqresp-cbor/1.0.0");
+/// How many requests `--request` sends, one after another.
+const REQUESTS: u64 = 5;
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
 static HELD: AtomicBool = AtomicBool::new(false);
@@ -107,6 +117,15 @@ enum KeyKind {
     Ecdsa,
 }
 
+/// The body encoding of `--request`: which of the two request-response protocols.
+#[derive(Clone, Copy, Debug)]
+enum Codec {
+    /// `/reqresp-json/1.0.0`.
+    Json,
+    /// `/reqresp-cbor/1.0.0`.
+    Cbor,
+}
+
 enum Mode {
     Listen(Multiaddr),
     Dial(Multiaddr, PeerId),
@@ -118,6 +137,8 @@ enum Action {
     Perf { upload: u64, download: u64 },
     Connections(usize),
     Hold(usize),
+    /// `--request`: 5 requests, one after another, on the protocol of that codec.
+    Request(Codec),
 }
 
 struct Args {
@@ -126,6 +147,8 @@ struct Args {
     key: KeyKind,
     seed: Option<u64>,
     timeout: u64,
+    /// `--serve-requests`: answer both request-response protocols (listen mode).
+    serve_requests: bool,
     mode: Mode,
     action: Action,
 }
@@ -150,6 +173,8 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
     let mut perf_download = None;
     let mut connections = None;
     let mut hold = None;
+    let mut request = None;
+    let mut serve_requests = false;
 
     let mut it = argv.into_iter();
     while let Some(arg) = it.next() {
@@ -219,10 +244,24 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
             "--perf-download" => perf_download = Some(number(&opt, &value()?)?),
             "--connections" => connections = Some(number(&opt, &value()?)?),
             "--hold" => hold = Some(number(&opt, &value()?)?),
+            "--request" => {
+                request = Some(match value()?.as_str() {
+                    "json" => Codec::Json,
+                    "cbor" => Codec::Cbor,
+                    other => return Err(Fail::Unsupported(format!("request codec {other}"))),
+                })
+            }
+            "--serve-requests" => {
+                if inline.is_some() {
+                    return Err(Fail::Usage("--serve-requests takes no value".into()));
+                }
+                serve_requests = true
+            }
             "-h" | "--help" => {
                 eprintln!(
                     "usage: rust-peer (--listen ADDR | --dial ADDR/p2p/ID [--bytes N] [--streams K] \
-                     [--ping] [--perf-upload N --perf-download M] [--connections N] [--hold N]) [--security noise|plaintext|tls] \
+                     [--ping] [--perf-upload N --perf-download M] [--connections N] [--hold N] [--request json|cbor]) \
+                     [--serve-requests] [--security noise|plaintext|tls] \
                      [--muxer yamux|mplex] [--key ed25519|rsa|secp256k1|ecdsa] [--seed N] [--timeout SECS]"
                 );
                 exit(2);
@@ -256,10 +295,15 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
     if ping && perf {
         return Err(Fail::Usage("--ping and --perf-* exclude each other".into()));
     }
+    if request.is_some() && (ping || perf) {
+        return Err(Fail::Usage("--request excludes --ping and --perf-*".into()));
+    }
     let action = if let Some(n) = connections {
         Action::Connections(n)
     } else if let Some(n) = hold {
         Action::Hold(n)
+    } else if let Some(codec) = request {
+        Action::Request(codec)
     } else if ping {
         Action::Ping
     } else if perf {
@@ -279,6 +323,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
         key,
         seed,
         timeout,
+        serve_requests,
         mode,
         action,
     })
@@ -372,9 +417,45 @@ struct Behaviour {
     stream: libp2p_stream::Behaviour,
     ping: ping::Behaviour,
     identify: identify::Behaviour,
+    /// `/reqresp-json/1.0.0`: requests out (`--request json`), and in with `--serve-requests`.
+    reqresp_json: request_response::json::Behaviour<Request, Response>,
+    /// `/reqresp-cbor/1.0.0`: requests out (`--request cbor`), and in with `--serve-requests`.
+    reqresp_cbor: request_response::cbor::Behaviour<Request, Response>,
 }
 
-fn make_behaviour(key: &Keypair, ping_config: ping::Config) -> Behaviour {
+/// The request of both request-response protocols. Unknown fields are refused, so a body
+/// that is not exactly this shape fails to decode (and the requester sees the stream end).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Request {
+    message: String,
+    n: u64,
+}
+
+/// The response: `message` upper-cased, `n + 1`. Unknown fields are refused, as for `Request`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Response {
+    message: String,
+    n: u64,
+}
+
+/// rust-libp2p's defaults, spelled out: 10 s per request (inbound and outbound), at most 100
+/// request streams at once per connection; the codecs cap a request at 1 MiB and a response
+/// at 10 MiB.
+fn reqresp_config() -> request_response::Config {
+    request_response::Config::default()
+        .with_request_timeout(Duration::from_secs(10))
+        .with_max_concurrent_streams(100)
+}
+
+fn make_behaviour(key: &Keypair, ping_config: ping::Config, serve_requests: bool) -> Behaviour {
+    // Without --serve-requests inbound requests are refused at protocol negotiation.
+    let support = if serve_requests {
+        ProtocolSupport::Full
+    } else {
+        ProtocolSupport::Outbound
+    };
     Behaviour {
         serve: serve::Behaviour,
         stream: libp2p_stream::Behaviour::new(),
@@ -383,6 +464,8 @@ fn make_behaviour(key: &Keypair, ping_config: ping::Config) -> Behaviour {
             identify::Config::new("/ipfs/0.1.0".to_string(), key.public())
                 .with_agent_version("rust-peer".to_string()),
         ),
+        reqresp_json: request_response::json::Behaviour::new([(REQRESP_JSON, support.clone())], reqresp_config()),
+        reqresp_cbor: request_response::cbor::Behaviour::new([(REQRESP_CBOR, support)], reqresp_config()),
     }
 }
 
@@ -396,6 +479,7 @@ fn build_swarm(
     key: Keypair,
     ping_config: ping::Config,
     idle: Duration,
+    serve_requests: bool,
 ) -> Result<Swarm<Behaviour>, Fail> {
     // One arm per (security, muxer): each offers exactly that one protocol.
     macro_rules! build {
@@ -406,7 +490,7 @@ fn build_swarm(
                 .map_err(|e| other(format!("security: {e}")))?
                 .with_dns()
                 .map_err(|e| other(format!("dns: {e}")))?
-                .with_behaviour(|k| make_behaviour(k, ping_config))
+                .with_behaviour(|k| make_behaviour(k, ping_config, serve_requests))
                 .map_err(|e| other(format!("behaviour: {e:?}")))?
                 .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
                 .build()
@@ -437,6 +521,15 @@ fn log_event(event: &SwarmEvent<BehaviourEvent>) {
         SwarmEvent::Behaviour(BehaviourEvent::Ping(ping::Event { peer, result: Err(e), .. })) => {
             eprintln!("rust-peer: ping {peer}: {e}")
         }
+        SwarmEvent::Behaviour(BehaviourEvent::ReqrespJson(e) | BehaviourEvent::ReqrespCbor(e)) => match e {
+            request_response::Event::InboundFailure { peer, error, .. } => {
+                eprintln!("rust-peer: inbound request from {peer}: {error}")
+            }
+            request_response::Event::OutboundFailure { peer, error, .. } => {
+                eprintln!("rust-peer: outbound request to {peer}: {error}")
+            }
+            _ => {}
+        },
         _ => {}
     }
     if verbose() {
@@ -785,6 +878,17 @@ async fn listen(mut swarm: Swarm<Behaviour>, addr: Multiaddr) -> Result<String, 
             SwarmEvent::ListenerClosed { reason, .. } => {
                 return Err(other(format!("listener closed: {reason:?}")));
             }
+            SwarmEvent::Behaviour(BehaviourEvent::ReqrespJson(event)) => {
+                if let Some((channel, response)) = answer(event) {
+                    // Fails only if the requester is gone (logged as an inbound failure).
+                    let _ = swarm.behaviour_mut().reqresp_json.send_response(channel, response);
+                }
+            }
+            SwarmEvent::Behaviour(BehaviourEvent::ReqrespCbor(event)) => {
+                if let Some((channel, response)) = answer(event) {
+                    let _ = swarm.behaviour_mut().reqresp_cbor.send_response(channel, response);
+                }
+            }
             _ => {}
         }
     }
@@ -838,6 +942,10 @@ async fn dial(mut swarm: Swarm<Behaviour>, addr: Multiaddr, peer: PeerId, action
             let (up, down) = drive(&mut swarm, peer, work).await?;
             format!("PERF upload {up:.2} download {down:.2}")
         }
+        Action::Request(codec) => {
+            let avg = run_requests(&mut swarm, peer, codec).await?;
+            format!("REQUEST OK {REQUESTS} {:.3}", avg.as_secs_f64() * 1000.0)
+        }
         // Handled by `connections` and `hold` before this point.
         Action::Connections(_) | Action::Hold(_) => return Err(other("internal: wrong action")),
     };
@@ -859,6 +967,82 @@ async fn dial(mut swarm: Swarm<Behaviour>, addr: Multiaddr, peer: PeerId, action
     })
     .await;
     Ok(line)
+}
+
+/// The answer to an inbound request (`--serve-requests`): `message` upper-cased, `n + 1`. For
+/// `n = u64::MAX` there is none: the channel is dropped and the requester sees the stream end.
+fn answer(
+    event: request_response::Event<Request, Response>,
+) -> Option<(request_response::ResponseChannel<Response>, Response)> {
+    let request_response::Event::Message {
+        peer,
+        message: request_response::Message::Request { request, channel, .. },
+        ..
+    } = event
+    else {
+        return None;
+    };
+    let Some(n) = request.n.checked_add(1) else {
+        eprintln!("rust-peer: request from {peer}: n = {} has no n + 1, not answered", request.n);
+        return None;
+    };
+    Some((
+        channel,
+        Response {
+            message: request.message.to_uppercase(),
+            n,
+        },
+    ))
+}
+
+/// `--request`: request i = `{"message": "hello-<i>", "n": i}` for i = 1..=5, one after another,
+/// each response checked exactly; returns the average round trip (from `send_request` to the
+/// response, so each includes opening and negotiating its stream).
+async fn run_requests(swarm: &mut Swarm<Behaviour>, peer: PeerId, codec: Codec) -> Result<Duration, Fail> {
+    let mut total = Duration::ZERO;
+    for i in 1..=REQUESTS {
+        let request = Request {
+            message: format!("hello-{i}"),
+            n: i,
+        };
+        let start = Instant::now();
+        let id = match codec {
+            Codec::Json => swarm.behaviour_mut().reqresp_json.send_request(&peer, request),
+            Codec::Cbor => swarm.behaviour_mut().reqresp_cbor.send_request(&peer, request),
+        };
+        // Each wait is bounded by the behaviour's request timeout (an OutboundFailure::Timeout).
+        let response = loop {
+            let event = swarm.select_next_some().await;
+            log_event(&event);
+            let event = match (codec, event) {
+                (Codec::Json, SwarmEvent::Behaviour(BehaviourEvent::ReqrespJson(e)))
+                | (Codec::Cbor, SwarmEvent::Behaviour(BehaviourEvent::ReqrespCbor(e))) => e,
+                (_, SwarmEvent::ConnectionClosed { peer_id, cause, num_established: 0, .. }) if peer_id == peer => {
+                    return Err(other(format!("request {i}: connection closed: {cause:?}")));
+                }
+                _ => continue,
+            };
+            match event {
+                request_response::Event::Message {
+                    message: request_response::Message::Response { request_id, response },
+                    ..
+                } if request_id == id => break response,
+                request_response::Event::OutboundFailure { request_id, error, .. } if request_id == id => {
+                    return Err(other(format!("request {i}: {error}")));
+                }
+                _ => {}
+            }
+        };
+        total += start.elapsed();
+        let expected = Response {
+            message: format!("HELLO-{i}"),
+            n: i + 1,
+        };
+        if response != expected {
+            return Err(other(format!("request {i}: response {response:?}, expected {expected:?}")));
+        }
+    }
+    Ok(total / REQUESTS as u32)
 }
 
 /// Poll the swarm while `work` runs on the connection; fail if the connection goes first.
@@ -988,23 +1172,30 @@ async fn run(args: Args) -> Result<String, Fail> {
     let key = make_key(args.key, args.seed)?;
     match args.mode {
         Mode::Listen(addr) => {
-            let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60))?;
+            let swarm = build_swarm(
+                args.security,
+                args.muxer,
+                key,
+                ping::Config::new(),
+                Duration::from_secs(60),
+                args.serve_requests,
+            )?;
             listen(swarm, addr).await
         }
         Mode::Dial(addr, peer) => {
             let swarm = match args.action {
                 Action::Hold(n) => {
                     // Idle connections: default ping interval, kept open until the timeout.
-                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), timeout_of(&args.timeout))?;
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), timeout_of(&args.timeout), false)?;
                     return hold(swarm, addr, n).await;
                 }
                 Action::Connections(n) => {
-                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60))?;
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60), false)?;
                     return connections(swarm, addr, peer, n).await;
                 }
                 _ => {
                     let ping_config = ping::Config::new().with_interval(Duration::from_millis(100));
-                    build_swarm(args.security, args.muxer, key, ping_config, Duration::from_secs(60))?
+                    build_swarm(args.security, args.muxer, key, ping_config, Duration::from_secs(60), false)?
                 }
             };
             dial(swarm, addr, peer, args.action).await
