@@ -5,7 +5,8 @@ For every foreign peer, every security x muxer pair, both directions (we dial, t
 ping, echo of 1 MiB on one stream, and 64 KiB on each of 20 and of 100 streams at once. Then
 request-response (PEER-CLI.md, "Request-response (project extension)"): 5 requests with
 rust-libp2p's JSON codec and 5 with its CBOR codec, against rust-libp2p only, over noise x yamux,
-both directions, the listener started with --serve-requests. Prints a table (peer, direction,
+both directions, the listener started with --serve-requests. TLS (`tls`) runs only on the
+cells its issue names: tls x yamux, ping, echo and 20 streams, against both peers. Prints a table (peer, direction,
 security, muxer, test, result, time) and exits non-zero if any cell fails.
 A cell that cannot run (a side does not implement that protocol) is listed as N/A with the
 reason, never dropped.
@@ -33,6 +34,9 @@ FOREIGN = {
     ],
 }
 SECURITIES = ["plaintext", "secio", "noise"]
+# Securities checked only on the cells their issue names (not the whole product): TLS over
+# yamux, with ping, echo and 20 streams.
+NAMED_CELLS = {"tls": ("yamux", ["ping", "echo-1MiB", "20x64KiB"])}
 MUXERS = ["mplex", "yamux"]
 TESTS = {
     "ping": ["--ping"],
@@ -111,7 +115,7 @@ def run_cell(cell, dialer_cmd, listener_cmd, listener_state):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--peers", default="rust,py")
-    ap.add_argument("--security", default=",".join(SECURITIES))
+    ap.add_argument("--security", default=",".join(SECURITIES + list(NAMED_CELLS)))
     ap.add_argument("--muxer", default=",".join(MUXERS))
     ap.add_argument("--tests", default=",".join(list(TESTS) + ["reqresp"]))
     opts = ap.parse_args()
@@ -145,7 +149,14 @@ def main():
             return 1
         groups = []  # (security, muxer, tests, extra listener options)
         if matrix_tests:
-            groups += [(s, m, matrix_tests, []) for s in securities for m in muxers]
+            groups += [(s, m, matrix_tests, []) for s in securities if s not in NAMED_CELLS
+                       for m in muxers]
+            for s in securities:
+                if s in NAMED_CELLS:
+                    m, named = NAMED_CELLS[s]
+                    named = [t for t in matrix_tests if t in named]
+                    if m in muxers and named:
+                        groups.append((s, m, named, []))
         if reqresp_tests:
             groups.append((REQRESP_SECURITY, REQRESP_MUXER, reqresp_tests, ["--serve-requests"]))
         for security, muxer, group_tests, extra in groups:

@@ -148,7 +148,7 @@ fn failures_are_reported_as_fail_lines() {
     assert!(!ok && line.starts_with("FAIL "), "{line}");
     // Unknown protocol names.
     let out = Command::new(PEER)
-        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--security", "tls"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0", "--security", "quantum"])
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));

@@ -38,6 +38,7 @@ use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
+use libp2p_tls::Tls;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 
@@ -97,7 +98,12 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => hold = Some(number(value()?)? as usize),
             "--serve-requests" => serve_requests = true,
             "--request" => request = Some(value()?),
-            other => return Err(format!("unknown option {other}")),
+            other => return Err(format!("unsupported: option {other}")),
+        }
+    }
+    if let Some(codec) = &request {
+        if codec != "json" && codec != "cbor" {
+            return Err(format!("unsupported: request codec {codec}"));
         }
     }
     let perf = match (upload, download) {
@@ -179,6 +185,7 @@ async fn run(args: Args) -> Result<String, String> {
         "plaintext" => with_security(Plaintext::new(key.clone()), key, &args).await?,
         "secio" => with_security(Secio::new(key.clone()), key, &args).await?,
         "noise" => with_security(Noise::new(key.clone()), key, &args).await?,
+        "tls" => with_security(Tls::new(key.clone()), key, &args).await?,
         other => return Err(format!("unsupported: security {other}")),
     };
     node::serve(&host)?;
