@@ -28,14 +28,26 @@ impl Write for Capture {
 
 #[tokio::test]
 async fn ten_thousand_frames_past_the_window_log_a_handful_of_lines() {
-    let capture = Capture::default();
-    let writer = capture.clone();
-    // Everything at debug and above, from every crate; the yamux crate's `log` records come
-    // through the `log` bridge that `try_init` installs.
-    tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new("debug"))
-        .with_writer(move || writer.clone())
-        .with_ansi(false)
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{EnvFilter, Layer};
+    // Two outputs: everything at debug and above from every crate (the yamux crate's `log`
+    // records come through the `log` bridge that `try_init` installs), and the same with the
+    // directive our programs' default filter carries, `yamux=off`.
+    let (capture, filtered) = (Capture::default(), Capture::default());
+    let layer = |capture: &Capture, filter: &str| {
+        let writer = capture.clone();
+        tracing_subscriber::fmt::layer()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .with_filter(EnvFilter::new(filter))
+            .boxed()
+    };
+    tracing_subscriber::registry()
+        .with(vec![
+            layer(&capture, "debug"),
+            layer(&filtered, "debug,yamux=off"),
+        ])
         .try_init()
         .expect("the only subscriber in this binary");
 
@@ -70,6 +82,13 @@ async fn ten_thousand_frames_past_the_window_log_a_handful_of_lines() {
     assert!(
         ours.len() <= 1 && ours.iter().all(|l| l.contains("DEBUG")),
         "{ours:?}"
+    );
+    // With `yamux=off`, only our own line is left.
+    let text = String::from_utf8_lossy(&filtered.0.lock().unwrap()).into_owned();
+    let lines: Vec<&str> = text.lines().collect();
+    assert!(
+        lines.len() == 1 && lines[0].contains("libp2p_yamux"),
+        "{lines:?}"
     );
     assert!(
         matches!(ended, Ok(Ok(Err(_)))),
