@@ -33,8 +33,10 @@
 //! The output side is bounded too: a write waits while the shared output buffer holds
 //! [`MplexConfig::write_buffer_len`] bytes, and the driver stops reading input while its own
 //! control answers (resets) pile up unsent. Frames longer than [`MplexConfig::max_frame_len`]
-//! end the connection with an error before anything is allocated for them. Inbound streams
-//! beyond [`MplexConfig::max_streams`] are reset.
+//! end the connection with an error before anything is allocated for them, and the read buffer
+//! grows only with the bytes that arrive. A frame that has started arriving must finish within
+//! [`MplexConfig::frame_timeout`], or the connection ends with [`MplexError::FrameTimeout`].
+//! Inbound streams beyond [`MplexConfig::max_streams`] are reset.
 //!
 //! # Fairness
 //!
@@ -44,6 +46,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod error;
 mod frame;
 
 use std::collections::{HashMap, VecDeque};
@@ -52,11 +55,13 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use futures::{AsyncRead, AsyncWrite};
 use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
 
+pub use error::MplexError;
 use frame::{Decoded, Flag};
 
 /// The protocol name.
@@ -96,6 +101,17 @@ pub struct MplexConfig {
     pub split_send_size: usize,
     /// Bytes the streams may queue for the driver before writes wait. Default 512 KiB.
     pub write_buffer_len: usize,
+    /// How long a frame may take from its first byte to its last; past it the connection ends
+    /// with [`MplexError::FrameTimeout`] (inside [`MuxerError::Io`], kind `TimedOut`). Without
+    /// it a remote could start a frame and never finish it, holding the read buffer (up to
+    /// [`max_frame_len`](MplexConfig::max_frame_len)) for as long as the connection lives.
+    /// The clock stops while a full stream keeps us from reading (that wait is ours).
+    /// `Duration::MAX` turns it off. Needs a tokio runtime with the time driver.
+    ///
+    /// Default 30 s: a 1 MiB frame (the largest allowed) then needs only about 35 KB/s, far
+    /// below any link a libp2p connection is useful on, and no real peer pauses inside a frame
+    /// (they write frames whole), so only a stalled or hostile peer hits it.
+    pub frame_timeout: Duration,
 }
 
 impl Default for MplexConfig {
@@ -107,6 +123,7 @@ impl Default for MplexConfig {
             max_frame_len: MAX_FRAME_LEN,
             split_send_size: 64 * 1024,
             write_buffer_len: 512 * 1024,
+            frame_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -145,7 +162,11 @@ impl Mplex {
                 read_chunk: 8 * 1024,
                 blocked: false,
                 spare: None,
+                frames: 0,
+                partial_since: None,
             },
+            frame_timeout: self.config.frame_timeout,
+            frame_timer: None,
             writing: BytesMut::new(),
             written: 0,
             writing_epoch: 0,
@@ -758,6 +779,11 @@ pub struct MplexDriver<C> {
     socket: C,
     shared: Arc<Shared>,
     inbox: Inbox,
+    /// [`MplexConfig::frame_timeout`].
+    frame_timeout: Duration,
+    /// Wakes the driver when an unfinished frame may have run out of time; allocated the
+    /// first time a frame is incomplete when the driver waits, then reset as needed.
+    frame_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The output buffer being written; `written` bytes of it are out.
     writing: BytesMut,
     written: usize,
@@ -789,6 +815,11 @@ struct Inbox {
     /// A large read buffer given up while streams still held frames split off it; used again
     /// once they have all dropped them (see [`Inbox::make_room`]).
     spare: Option<BytesMut>,
+    /// Frames parsed so far (to tell a new unfinished frame from the same one).
+    frames: u64,
+    /// When the frame at the front of `rbuf` started to arrive, while it is unfinished and
+    /// we are waiting for the remote (not blocked on a stream of ours).
+    partial_since: Option<Instant>,
 }
 
 /// From this read chunk size on, a read buffer the driver moves away from is kept for reuse.
@@ -872,7 +903,18 @@ impl Inbox {
                 self.rbuf.advance(header_len + len);
             }
             self.filled -= header_len + len;
+            self.frames += 1;
             state.dispatch(id, flag, &mut data)?;
+        }
+    }
+
+    /// Notes whether an unfinished frame waits for the remote after a parse that started
+    /// with `frames_before` frames parsed: its clock starts when it is new.
+    fn note_partial(&mut self, frames_before: u64) {
+        if self.filled == 0 || self.blocked {
+            self.partial_since = None;
+        } else if self.partial_since.is_none() || self.frames != frames_before {
+            self.partial_since = Some(Instant::now());
         }
     }
 }
@@ -974,7 +1016,9 @@ impl<C: Socket> MplexDriver<C> {
             let (out_len, limit, blocked) = {
                 let mut state = self.shared.lock();
                 if self.inbox.blocked && state.blocked_on.is_none() {
+                    let before = self.inbox.frames;
                     self.inbox.parse(&mut state)?;
+                    self.inbox.note_partial(before);
                     progress |= !self.inbox.blocked;
                 }
                 (
@@ -996,19 +1040,61 @@ impl<C: Socket> MplexDriver<C> {
                         }
                         inbox.filled += n;
                         progress = true;
+                        let before = inbox.frames;
                         inbox.parse(&mut self.shared.lock())?;
+                        inbox.note_partial(before);
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
                     Poll::Pending => {}
                 }
             }
             if !progress {
+                self.poll_frame_deadline(cx)?;
                 return Poll::Pending;
             }
         }
+        self.poll_frame_deadline(cx)?;
         // Used up the budget: let other tasks run, then continue.
         cx.waker().wake_by_ref();
         Poll::Pending
+    }
+
+    /// Fails when the unfinished frame has run out of time; otherwise makes sure the driver
+    /// is woken when it does. The timer is reset only when it fires early (the deadline moves
+    /// only later, with each new frame), so a bulk transfer does not touch it per frame.
+    fn poll_frame_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), MuxerError> {
+        let Some(deadline) = self
+            .inbox
+            .partial_since
+            .and_then(|since| since.checked_add(self.frame_timeout))
+        else {
+            return Ok(());
+        };
+        let expired = || {
+            MuxerError::Io(
+                MplexError::FrameTimeout {
+                    timeout: self.frame_timeout,
+                }
+                .into_io(),
+            )
+        };
+        if Instant::now() >= deadline {
+            return Err(expired());
+        }
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let timer = self
+            .frame_timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() > deadline {
+            timer.as_mut().reset(deadline);
+        }
+        while timer.as_mut().poll(cx).is_ready() {
+            if tokio::time::Instant::now() >= deadline {
+                return Err(expired());
+            }
+            timer.as_mut().reset(deadline);
+        }
+        Ok(())
     }
 
     fn finish(&mut self, reason: String) {
@@ -1065,6 +1151,8 @@ mod tests {
             read_chunk,
             blocked: false,
             spare: None,
+            frames: 0,
+            partial_since: None,
         }
     }
 
@@ -1097,6 +1185,39 @@ mod tests {
         assert_eq!(inbox.rbuf.as_ptr(), first);
         assert_eq!(inbox.filled, 3);
         drop(second_frame);
+    }
+
+    /// A header announcing the largest frame, then 10 bytes: the driver holds about one small
+    /// read chunk, not the megabyte announced.
+    #[tokio::test]
+    async fn an_announced_frame_allocates_nothing_ahead() {
+        use futures::AsyncWriteExt;
+        let (a, mut b) = libp2p_core::testkit::memory_pair();
+        let (_muxer, mut driver) = Mplex::default().connect(a);
+        // NewStream 1, then a message announcing 1 MiB (varint 0x80 0x80 0x40).
+        b.write_all(&[0x08, 0x00, 0x0a, 0x80, 0x80, 0x40])
+            .await
+            .unwrap();
+        b.write_all(&[b'x'; 10]).await.unwrap();
+        b.flush().await.unwrap();
+        for _ in 0..100 {
+            assert!(futures::poll!(&mut driver).is_pending());
+            if driver.inbox.filled == 4 + 10 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            driver.inbox.filled,
+            4 + 10,
+            "the unfinished frame is buffered"
+        );
+        assert!(driver.inbox.partial_since.is_some());
+        assert!(
+            driver.inbox.rbuf.capacity() <= 64 * 1024,
+            "{} bytes held for 14 received",
+            driver.inbox.rbuf.capacity()
+        );
     }
 
     #[test]

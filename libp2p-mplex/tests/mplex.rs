@@ -368,3 +368,45 @@ async fn dropping_the_muxer_closes_the_connection() {
     assert!(r.is_err());
     drop(s);
 }
+
+/// A frame that has started but does not finish ends the connection once
+/// `MplexConfig::frame_timeout` has passed, with a timeout error; nothing is held for the
+/// megabyte it announced.
+#[tokio::test]
+async fn an_unfinished_frame_times_out() {
+    let config = MplexConfig {
+        frame_timeout: Duration::from_millis(300),
+        ..MplexConfig::default()
+    };
+    let (muxer, driver, mut raw) = raw_peer(config);
+    // NewStream 1, then a message on it announcing 1 MiB (varint 0x80 0x80 0x40), 10 bytes of
+    // which arrive; then the remote goes quiet, socket open.
+    raw.write_all(&[0x08, 0x00, 0x0a, 0x80, 0x80, 0x40])
+        .await
+        .unwrap();
+    raw.write_all(&[b'x'; 10]).await.unwrap();
+    raw.flush().await.unwrap();
+    let _stream = within(5, "accept", muxer.accept()).await.unwrap();
+    let err = within(5, "the connection ends", driver)
+        .await
+        .unwrap()
+        .expect_err("an unfinished frame is an error");
+    let MuxerError::Io(io) = &err else {
+        panic!("{err:?}");
+    };
+    assert_eq!(io.kind(), std::io::ErrorKind::TimedOut, "{err}");
+    assert!(
+        matches!(
+            io.get_ref()
+                .and_then(|e| e.downcast_ref::<libp2p_mplex::MplexError>()),
+            Some(libp2p_mplex::MplexError::FrameTimeout { .. })
+        ),
+        "{err:?}"
+    );
+    assert_eq!(
+        libp2p_core::Classify::fault(&err),
+        libp2p_core::Fault::Timeout
+    );
+    assert!(muxer.open().await.is_err());
+    drop(raw);
+}

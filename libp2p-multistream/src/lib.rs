@@ -15,7 +15,8 @@
 //! the first read, saving a round trip.
 //!
 //! Every length read off the wire is checked against [`Config::max_message_len`] before any
-//! buffer grows, and the listener answers at most [`Config::max_proposals`] unknown proposals.
+//! buffer grows, and the listener answers at most [`Config::max_proposals`] unknown proposals
+//! and [`Config::max_list_requests`] `ls` requests.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -64,6 +65,11 @@ pub struct Config {
     /// Number of unsupported proposals the listener answers with `na` before giving up with
     /// [`NegotiationError::TooManyProposals`]. Default 64.
     pub max_proposals: usize,
+    /// Number of `ls` requests the listener answers in one negotiation before giving up with
+    /// [`NegotiationError::TooManyListRequests`]. Default 4: a dialer has no use for the list
+    /// more than once, and every answer costs us the whole list in output, so a dialer sending
+    /// `ls` in a loop would otherwise keep the listener busy writing for as long as it likes.
+    pub max_list_requests: usize,
 }
 
 impl Default for Config {
@@ -71,12 +77,14 @@ impl Default for Config {
         Config {
             max_message_len: 1024,
             max_proposals: 64,
+            max_list_requests: 4,
         }
     }
 }
 
 /// Why a negotiation failed.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NegotiationError {
     /// The socket failed or closed before the negotiation finished.
     #[error("i/o error during protocol negotiation: {0}")]
@@ -112,6 +120,9 @@ pub enum NegotiationError {
     /// The dialer kept proposing unsupported protocols.
     #[error("remote made more than {0} unsupported proposals")]
     TooManyProposals(usize),
+    /// The dialer kept asking for the protocol list with `ls`.
+    #[error("remote sent more than {0} `ls` requests")]
+    TooManyListRequests(usize),
     /// A protocol name we were asked to offer cannot be sent (not starting with `/`, too
     /// long, or holding a newline).
     #[error("invalid protocol name {0:?}")]
@@ -212,7 +223,7 @@ where
 
 /// Runs the listener side: answers the dialer's proposals until it proposes one that
 /// `protocols` accepts, and returns that protocol with the socket to speak it on. `ls` is
-/// answered with [`ProtocolSet::list`].
+/// answered with [`ProtocolSet::list`], at most [`Config::max_list_requests`] times.
 pub async fn listener_select<S, P>(
     io: S,
     protocols: &P,
@@ -230,11 +241,18 @@ where
     }
     framed.queue(PROTOCOL.as_bytes());
     let mut refused = 0usize;
+    let mut listed = 0usize;
     loop {
         // `recv` flushes our queued answers before it waits for more input.
         let msg = framed.recv().await?;
         let msg = text(&msg)?;
         if msg == LS {
+            listed += 1;
+            if listed > config.max_list_requests {
+                return Err(NegotiationError::TooManyListRequests(
+                    config.max_list_requests,
+                ));
+            }
             let mut body = Vec::new();
             for name in protocols.list() {
                 encode_message(&mut body, name.as_bytes());

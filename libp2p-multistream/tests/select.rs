@@ -338,3 +338,44 @@ async fn a_flush_that_is_not_ready_at_once_is_retried() {
     assert_eq!(dialed.unwrap().0, "/a/1");
     assert_eq!(listener.await.unwrap().unwrap().0, "/a/1");
 }
+
+/// A dialer that sends `ls` forever, and reads every answer so that the listener never blocks
+/// on writing, is cut off with a typed error instead of being answered forever.
+#[tokio::test]
+async fn endless_ls_is_cut_off() {
+    let (a, b) = pipe();
+    let (mut rd, mut wr) = a.split();
+    let writer = tokio::spawn(async move {
+        let mut sent = 0u64;
+        wr.write_all(&msg("/multistream/1.0.0")).await?;
+        let mut batch = Vec::new();
+        for _ in 0..64 {
+            batch.extend(msg("ls"));
+        }
+        loop {
+            wr.write_all(&batch).await?;
+            sent += 64;
+            if sent > 10_000_000 {
+                return Ok::<u64, std::io::Error>(sent);
+            }
+        }
+    });
+    let reader = tokio::spawn(async move {
+        let mut buf = vec![0u8; 16 * 1024];
+        while rd.read(&mut buf).await.map(|n| n > 0).unwrap_or(false) {}
+    });
+    let err = tokio::time::timeout(
+        std::time::Duration::from_secs(20),
+        listener_select(b, &["/a/1", "/b/1"][..], &Config::default()),
+    )
+    .await
+    .expect("the listener must give up on an endless `ls` loop")
+    .unwrap_err();
+    assert!(
+        matches!(err, NegotiationError::TooManyListRequests(n) if n == Config::default().max_list_requests),
+        "{err:?}"
+    );
+    // The listener dropped its end: the dialer's writes fail instead of going on.
+    assert!(writer.await.unwrap().is_err());
+    reader.await.unwrap();
+}

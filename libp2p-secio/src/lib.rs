@@ -62,7 +62,9 @@ pub const PROTOCOL: &str = "/secio/1.0.0";
 #[derive(Debug, Clone)]
 pub struct SecioConfig {
     /// Largest frame (ciphertext and MAC) accepted from the remote; a larger announced length
-    /// fails with [`SecioError::FrameTooLarge`] before anything is allocated. Default 8 MiB.
+    /// fails with [`SecioError::FrameTooLarge`] before anything is allocated, and the read
+    /// buffer grows only as a frame's bytes arrive (by at most 128 KiB past them), so an
+    /// announced length costs nothing until it is sent. Default 8 MiB.
     pub max_frame_len: usize,
     /// Bound on the whole handshake. Default 10 s.
     pub handshake_timeout: Duration,

@@ -60,6 +60,10 @@ pub(crate) fn io_error(e: SecioError) -> io::Error {
     }
 }
 
+/// How far the read buffer may grow past the bytes of a frame body that have arrived: a whole
+/// frame of our default write size (64 KiB plus its MAC) fits in one read.
+const READ_CHUNK: usize = 128 * 1024;
+
 /// Where the reader is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
@@ -222,14 +226,28 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                             "frame of {len} bytes is shorter than its MAC"
                         )))));
                     }
-                    // Reuses the allocation; only the announced (bounded) length is touched.
-                    self.read_buf.resize(len, 0);
+                    // Nothing is allocated for the announced length: the body grows the
+                    // buffer as it arrives.
                     self.read_state = ReadState::Body { len, filled: 0 };
                 }
                 ReadState::Body { len, mut filled } => {
                     while filled < len {
+                        // Read into what the buffer already holds (kept from earlier frames),
+                        // or grow it by at most one chunk past the bytes that came: a header
+                        // announcing megabytes costs nothing until they are sent.
+                        let held = self.read_buf.len();
+                        let upto = len.min(if filled < held {
+                            held
+                        } else {
+                            filled + READ_CHUNK
+                        });
+                        if held < upto {
+                            // Exactly: the usual doubling could hold twice what came.
+                            self.read_buf.reserve_exact(upto - held);
+                            self.read_buf.resize(upto, 0);
+                        }
                         let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.read_buf[filled..len])
+                            .poll_read(cx, &mut self.read_buf[filled..upto])
                         {
                             Poll::Ready(r) => r?,
                             Poll::Pending => {
@@ -443,6 +461,90 @@ mod tests {
             w.flush().await.unwrap();
         });
         w.socket.into_inner()
+    }
+
+    /// Yields its bytes, then is pending forever (a remote that stopped sending).
+    struct Trickle(Vec<u8>);
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &mut [u8],
+        ) -> Poll<io::Result<usize>> {
+            if self.0.is_empty() {
+                return Poll::Pending;
+            }
+            let n = buf.len().min(self.0.len());
+            buf[..n].copy_from_slice(&self.0[..n]);
+            self.0.drain(..n);
+            Poll::Ready(Ok(n))
+        }
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _cx: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            Poll::Ready(Ok(buf.len()))
+        }
+        fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// A header announcing the largest frame allowed, then 10 bytes: the reader holds no more
+    /// than those bytes and one read chunk, not the 8 MiB announced.
+    #[test]
+    fn the_read_buffer_grows_with_what_arrives() {
+        let max = 8 << 20;
+        let mut wire = (max as u32).to_be_bytes().to_vec();
+        wire.extend_from_slice(&[7u8; 10]);
+        let (k1, k2) = stretch_keys(Cipher::Aes256, Digest::Sha256, b"secret");
+        let mut r = SecioStream::new(
+            Trickle(wire),
+            Cipher::Aes256,
+            Digest::Sha256,
+            &k2,
+            &k1,
+            max,
+            1024,
+        )
+        .unwrap();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut out = [0u8; 64];
+        assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
+        assert_eq!(
+            r.read_state,
+            ReadState::Body {
+                len: max,
+                filled: 10
+            }
+        );
+        assert!(
+            r.read_buf.capacity() <= 10 + READ_CHUNK,
+            "{} bytes held for 10 received",
+            r.read_buf.capacity()
+        );
+    }
+
+    /// A frame several read chunks long still arrives whole.
+    #[test]
+    fn a_frame_longer_than_a_read_chunk_round_trips() {
+        let data: Vec<u8> = (0..600 * 1024u32).map(|i| (i * 31) as u8).collect();
+        let wire = written(&data, data.len());
+        assert_eq!(wire.len(), 4 + data.len() + 32, "one frame");
+        let mut r = reader_over(wire);
+        let mut back = Vec::new();
+        futures::executor::block_on(r.read_to_end(&mut back)).unwrap();
+        assert_eq!(back, data);
+        assert!(r.read_buf.capacity() <= data.len() + 32 + READ_CHUNK);
     }
 
     #[test]

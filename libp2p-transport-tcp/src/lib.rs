@@ -21,7 +21,7 @@
 //! # Ok(()) }
 //! ```
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -169,21 +169,119 @@ fn listen_addresses(local: SocketAddr) -> Vec<Multiaddr> {
     addrs
 }
 
+/// The first pause of the accept loop after an error. Short: the usual cause (the descriptor
+/// table full, `EMFILE`) often clears within milliseconds as connections close.
+pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
+/// The longest pause of the accept loop after errors: the pause doubles from
+/// [`ACCEPT_BACKOFF_MIN`] with each error in a row up to this, so a listener that cannot
+/// accept costs about one attempt a second, and accepts again at most a second after the
+/// cause is gone.
+pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
+
+/// How the accept loop paces itself after errors: a plain state machine, no clock.
+///
+/// An accept error such as `EMFILE` (too many open files) leaves the pending connection in
+/// the queue, so the listener stays ready and an immediate retry fails again: without a pause
+/// the loop would spin at full speed. A run of errors (an episode) is reported once, with its
+/// first error; each error doubles the pause from [`ACCEPT_BACKOFF_MIN`] up to
+/// [`ACCEPT_BACKOFF_MAX`]; the first successful accept ends the episode and resets the pause.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct AcceptBackoff {
+    /// The pause after the next error.
+    next: Duration,
+    /// Errors in the current episode (0: none going on).
+    errors: u64,
+}
+
+impl Default for AcceptBackoff {
+    fn default() -> Self {
+        AcceptBackoff {
+            next: ACCEPT_BACKOFF_MIN,
+            errors: 0,
+        }
+    }
+}
+
+impl AcceptBackoff {
+    /// An accept failed: how long to pause, and whether the error starts an episode (and so
+    /// is the one to report).
+    fn on_error(&mut self) -> (Duration, bool) {
+        let first = self.errors == 0;
+        self.errors += 1;
+        let pause = self.next;
+        self.next = (self.next * 2).min(ACCEPT_BACKOFF_MAX);
+        (pause, first)
+    }
+
+    /// An accept succeeded: ends the episode, if one was going on, and tells how many errors
+    /// it had.
+    fn on_success(&mut self) -> Option<u64> {
+        if self.errors == 0 {
+            return None;
+        }
+        let errors = self.errors;
+        *self = AcceptBackoff::default();
+        Some(errors)
+    }
+}
+
+/// Whether an accept error concerns only the connection being accepted (it went away before
+/// we took it), so the next one can be taken at once: no pause, no episode.
+fn is_per_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+    )
+}
+
 /// A TCP listener: first its addresses, then incoming connections.
+///
+/// Accept errors that are about the listener rather than one connection (the descriptor
+/// table full, out of memory) do not end it: it pauses (see [`ACCEPT_BACKOFF_MIN`] and
+/// [`ACCEPT_BACKOFF_MAX`]) and tries again, and reports only the first error of a run as a
+/// [`ListenerEvent::Error`]; the end of the run is logged at debug with its count.
 #[derive(Debug)]
 pub struct TcpListenStream {
     listener: TcpListener,
     local: SocketAddr,
     announce: VecDeque<Multiaddr>,
-    /// After an accept error (such as too many open files) wait a little before trying
-    /// again, instead of spinning.
-    backoff: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The pause after an accept error, while it lasts. Allocated on the first error.
+    pause: Option<Pin<Box<tokio::time::Sleep>>>,
+    pausing: bool,
+    backoff: AcceptBackoff,
+    accept_errors: u64,
 }
 
 impl TcpListenStream {
     /// The socket address the listener is bound to.
     pub fn local_addr(&self) -> SocketAddr {
         self.local
+    }
+
+    /// How many accepts failed since the listener started (reported or not), for
+    /// diagnostics.
+    pub fn accept_errors(&self) -> u64 {
+        self.accept_errors
+    }
+
+    /// Handles a failed accept: `Some(event)` to report, `None` to go on polling.
+    fn on_accept_error(&mut self, e: io::Error) -> Option<ListenerEvent<TcpStream>> {
+        self.accept_errors += 1;
+        if is_per_connection(&e) {
+            tracing::debug!(error = %e, "tcp accept: connection gone before it was accepted");
+            return None;
+        }
+        let (pause, first) = self.backoff.on_error();
+        let deadline = tokio::time::Instant::now() + pause;
+        match self.pause.as_mut() {
+            Some(sleep) => sleep.as_mut().reset(deadline),
+            None => self.pause = Some(Box::pin(tokio::time::sleep_until(deadline))),
+        }
+        self.pausing = true;
+        first.then(|| ListenerEvent::Error(TransportError::Io(e)))
     }
 }
 
@@ -194,25 +292,33 @@ impl Stream for TcpListenStream {
         if let Some(addr) = self.announce.pop_front() {
             return Poll::Ready(Some(ListenerEvent::NewAddress(addr)));
         }
-        if let Some(sleep) = self.backoff.as_mut() {
-            if sleep.as_mut().poll(cx).is_pending() {
-                return Poll::Pending;
+        loop {
+            if self.pausing {
+                if let Some(sleep) = self.pause.as_mut() {
+                    if sleep.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                }
+                self.pausing = false;
             }
-            self.backoff = None;
-        }
-        match self.listener.poll_accept(cx) {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Ok((stream, remote))) => {
-                let local = stream.local_addr().unwrap_or(self.local);
-                Poll::Ready(Some(ListenerEvent::Incoming {
-                    pending: stream,
-                    local_addr: socket_to_multiaddr(local),
-                    remote_addr: socket_to_multiaddr(remote),
-                }))
-            }
-            Poll::Ready(Err(e)) => {
-                self.backoff = Some(Box::pin(tokio::time::sleep(Duration::from_millis(50))));
-                Poll::Ready(Some(ListenerEvent::Error(TransportError::Io(e))))
+            match self.listener.poll_accept(cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok((stream, remote))) => {
+                    if let Some(errors) = self.backoff.on_success() {
+                        tracing::debug!(errors, "tcp accept: accepting again after errors");
+                    }
+                    let local = stream.local_addr().unwrap_or(self.local);
+                    return Poll::Ready(Some(ListenerEvent::Incoming {
+                        pending: stream,
+                        local_addr: socket_to_multiaddr(local),
+                        remote_addr: socket_to_multiaddr(remote),
+                    }));
+                }
+                Poll::Ready(Err(e)) => {
+                    if let Some(event) = self.on_accept_error(e) {
+                        return Poll::Ready(Some(event));
+                    }
+                }
             }
         }
     }
@@ -266,7 +372,10 @@ impl Transport for TcpTransport {
             listener,
             local,
             announce: listen_addresses(local).into(),
-            backoff: None,
+            pause: None,
+            pausing: false,
+            backoff: AcceptBackoff::default(),
+            accept_errors: 0,
         })
     }
 
@@ -286,6 +395,46 @@ impl Transport for TcpTransport {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn accept_errors_back_off_doubling_and_reset_on_success() {
+        let mut b = AcceptBackoff::default();
+        assert_eq!(b.on_success(), None, "no episode yet");
+        let pauses: Vec<(u64, bool)> = (0..10)
+            .map(|_| {
+                let (pause, first) = b.on_error();
+                (pause.as_millis() as u64, first)
+            })
+            .collect();
+        assert_eq!(
+            pauses,
+            [
+                (10, true),
+                (20, false),
+                (40, false),
+                (80, false),
+                (160, false),
+                (320, false),
+                (640, false),
+                (1000, false),
+                (1000, false),
+                (1000, false),
+            ]
+        );
+        assert_eq!(b.on_success(), Some(10));
+        assert_eq!(b, AcceptBackoff::default());
+        // A new episode starts from the shortest pause and is reported again.
+        assert_eq!(b.on_error(), (ACCEPT_BACKOFF_MIN, true));
+    }
+
+    #[test]
+    fn only_listener_wide_errors_pause() {
+        for kind in [io::ErrorKind::ConnectionAborted, io::ErrorKind::Interrupted] {
+            assert!(is_per_connection(&kind.into()));
+        }
+        let emfile = io::Error::from_raw_os_error(24);
+        assert!(!is_per_connection(&emfile));
+    }
 
     #[test]
     fn parses_supported_addresses() {

@@ -19,6 +19,18 @@
 //! once. An `open` beyond the limit fails with [`MuxerError::TooManyStreams`]; an inbound
 //! stream beyond the limit, or one that finds the accept queue full, is reset.
 //!
+//! A remote that breaks the protocol (data past a stream's window, a window overflow, a bad
+//! stream id) loses the connection: the yamux crate answers with GoAway(protocol error) but
+//! would keep the session going; the adapter ends it once that GoAway went into the socket,
+//! and the driver fails with [`MuxerError::Protocol`].
+//!
+//! Logging: the yamux crate logs through `log`, one line per bad frame at ERROR under the
+//! target `yamux::connection` (and one per unexpected pong under `yamux::connection::rtt`,
+//! which is no violation and does not end the connection). Ending the connection cuts the
+//! first kind to one ERROR line per connection, which no level filter can hide: a program's
+//! default filter should carry `yamux=off`, since this adapter reports the same failure
+//! itself, at debug, once per connection.
+//!
 //! ```
 //! use futures::{AsyncReadExt, AsyncWriteExt};
 //! use libp2p_core::{MuxerUpgrade, Role, StreamMuxer};
@@ -54,7 +66,7 @@ use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
@@ -287,12 +299,87 @@ impl<C: Socket> MuxerUpgrade<C> for Yamux {
 /// driver sees the flag and polls the connection once more without deferral, so the flush
 /// happens for real in the same task poll: nothing stays unflushed, and no extra wake-up
 /// (which could hand the driver to another worker thread) is needed.
+///
+/// It also ends the connection when the remote broke the protocol. The yamux crate answers a
+/// violation (data past a stream's window, a window overflow, a bad stream id) by writing a
+/// GoAway with an error code, but keeps the session alive, reading and discarding whatever the
+/// remote sends next (and logging each bad frame). [`Coalesce`] follows the frames written
+/// ([`WriteTracker`]); once a GoAway with a non-zero code has gone into the socket, the next
+/// read flushes the socket (once, without waiting: a remote that does not read would not read
+/// the GoAway either) and fails, which ends the yamux connection and so the driver.
 #[derive(Debug)]
 struct Coalesce<C> {
     socket: C,
     /// Bytes were written since the last flush.
     written: bool,
     control: Arc<FlushControl>,
+    /// Where the written bytes stand in yamux's frame sequence.
+    tracker: WriteTracker,
+}
+
+/// Size of a yamux frame header: version, type, flags (2 bytes), stream id (4), length (4).
+const HEADER_LEN: usize = 12;
+/// The frame type of a data frame (whose length field counts the body that follows).
+const TYPE_DATA: u8 = 0;
+/// The frame type of a GoAway (whose length field is the error code; no body).
+const TYPE_GO_AWAY: u8 = 3;
+
+/// Follows the byte sequence the yamux connection writes, frame by frame, to find the GoAway
+/// frames it sends. Only data frames have a body; every other frame is a bare header.
+#[derive(Debug, Default)]
+struct WriteTracker {
+    /// The header being written.
+    header: [u8; HEADER_LEN],
+    /// How many bytes of `header` were written.
+    have: usize,
+    /// Body bytes of the current data frame still to be written.
+    body_left: u64,
+}
+
+impl WriteTracker {
+    /// Takes bytes that went into the socket; returns the error code of a GoAway with a
+    /// non-zero code that they completed, if any.
+    fn feed(&mut self, mut bytes: &[u8]) -> Option<u32> {
+        let mut found = None;
+        while !bytes.is_empty() {
+            if self.body_left > 0 {
+                let n = bytes
+                    .len()
+                    .min(usize::try_from(self.body_left).unwrap_or(usize::MAX));
+                self.body_left -= n as u64;
+                bytes = &bytes[n..];
+                continue;
+            }
+            let n = (HEADER_LEN - self.have).min(bytes.len());
+            self.header[self.have..self.have + n].copy_from_slice(&bytes[..n]);
+            self.have += n;
+            bytes = &bytes[n..];
+            if self.have == HEADER_LEN {
+                self.have = 0;
+                let len = u32::from_be_bytes([
+                    self.header[8],
+                    self.header[9],
+                    self.header[10],
+                    self.header[11],
+                ]);
+                match self.header[1] {
+                    TYPE_DATA => self.body_left = u64::from(len),
+                    TYPE_GO_AWAY if len != 0 => found = found.or(Some(len)),
+                    _ => {}
+                }
+            }
+        }
+        found
+    }
+}
+
+/// The words for a GoAway error code (yamux spec: 1 protocol error, 2 internal error).
+fn go_away_reason(code: u32) -> &'static str {
+    match code {
+        1 => "protocol error",
+        2 => "internal error",
+        _ => "unknown error code",
+    }
 }
 
 /// The driver's side of [`Coalesce`]. Only the driver's task touches it (the connection, and
@@ -303,6 +390,9 @@ struct FlushControl {
     defer: AtomicBool,
     /// A flush was put off: the driver must poll the connection again without deferral.
     deferred: AtomicBool,
+    /// The error code of the GoAway the yamux connection wrote, when it was not 0 (normal
+    /// termination): the remote broke the protocol, and the connection must end.
+    go_away: AtomicU32,
 }
 
 impl<C> Coalesce<C> {
@@ -311,6 +401,7 @@ impl<C> Coalesce<C> {
             socket,
             written: false,
             control,
+            tracker: WriteTracker::default(),
         }
     }
 }
@@ -321,6 +412,18 @@ impl<C: Socket> AsyncRead for Coalesce<C> {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
+        let code = self.control.go_away.load(Ordering::Relaxed);
+        if code != 0 {
+            // Best effort: the GoAway is a courtesy, and waiting for it could take forever.
+            let _ = Pin::new(&mut self.socket).poll_flush(cx);
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "remote broke the yamux protocol, connection ended after GoAway({})",
+                    go_away_reason(code)
+                ),
+            )));
+        }
         Pin::new(&mut self.socket).poll_read(cx, buf)
     }
 }
@@ -333,6 +436,14 @@ impl<C: Socket> AsyncWrite for Coalesce<C> {
     ) -> Poll<io::Result<usize>> {
         let n = ready!(Pin::new(&mut self.socket).poll_write(cx, buf))?;
         self.written |= n > 0;
+        if let Some(code) = self.tracker.feed(&buf[..n]) {
+            let _ = self.control.go_away.compare_exchange(
+                0,
+                code,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            );
+        }
         Poll::Ready(Ok(n))
     }
 
@@ -581,6 +692,18 @@ impl<C: Socket> YamuxDriver<C> {
         }
     }
 
+    /// The error a failed connection ends with: a protocol violation when the yamux connection
+    /// had answered the remote with an error GoAway (the socket error that followed is ours).
+    fn connection_error(&self, e: yamux::ConnectionError) -> MuxerError {
+        match self.flush.go_away.load(Ordering::Relaxed) {
+            0 => map_error(e, self.shared.max_streams),
+            code => MuxerError::Protocol(format!(
+                "yamux answered it with GoAway({})",
+                go_away_reason(code)
+            )),
+        }
+    }
+
     fn at_limit(&self) -> bool {
         self.shared.live_streams.load(Ordering::SeqCst) >= self.shared.max_streams
     }
@@ -647,7 +770,7 @@ impl<C: Socket> YamuxDriver<C> {
                         let _ = reply.send(Ok(stream));
                     }
                 }
-                Poll::Ready(Err(e)) => return Err(map_error(e, self.shared.max_streams)),
+                Poll::Ready(Err(e)) => return Err(self.connection_error(e)),
                 Poll::Pending => break,
             }
         }
@@ -706,8 +829,9 @@ impl<C: Socket> YamuxDriver<C> {
                     continue;
                 }
                 Poll::Ready(Some(Err(e))) => {
-                    tracing::debug!("yamux: connection failed: {e}");
-                    return self.finish(Err(map_error(e, self.shared.max_streams)));
+                    let error = self.connection_error(e);
+                    tracing::debug!("yamux: connection failed: {error}");
+                    return self.finish(Err(error));
                 }
                 Poll::Ready(None) => {
                     tracing::debug!("yamux: connection closed");
@@ -739,7 +863,7 @@ impl<C: Socket> YamuxDriver<C> {
             Poll::Ready(Ok(())) => self.finish(Ok(())),
             Poll::Ready(Err(e)) => {
                 tracing::debug!("yamux: closing the connection failed: {e}");
-                self.finish(Err(map_error(e, self.shared.max_streams)))
+                self.finish(Err(self.connection_error(e)))
             }
             Poll::Pending => Poll::Pending,
         }
@@ -809,6 +933,40 @@ mod tests {
             Poll::Ready(Ok(()))
         ));
         assert_eq!(c.socket.get_ref(), b"onetwothree");
+    }
+
+    #[test]
+    fn the_tracker_finds_error_go_aways_across_partial_writes() {
+        let header = |ty: u8, flags: u16, id: u32, len: u32| {
+            let mut h = vec![0u8, ty];
+            h.extend_from_slice(&flags.to_be_bytes());
+            h.extend_from_slice(&id.to_be_bytes());
+            h.extend_from_slice(&len.to_be_bytes());
+            h
+        };
+        // A data frame whose body holds what looks like a GoAway header, a window update, a
+        // normal GoAway, then a GoAway(protocol error).
+        let mut bytes = header(TYPE_DATA, 1, 1, 12);
+        bytes.extend(header(TYPE_GO_AWAY, 0, 0, 1));
+        bytes.extend(header(1, 0, 1, 1000));
+        bytes.extend(header(TYPE_GO_AWAY, 0, 0, 0));
+        let error_at = bytes.len();
+        bytes.extend(header(TYPE_GO_AWAY, 0, 0, 1));
+        for step in [1, 5, 7, 12, 13, bytes.len()] {
+            let mut tracker = WriteTracker::default();
+            let mut found = Vec::new();
+            for (i, chunk) in bytes.chunks(step).enumerate() {
+                if let Some(code) = tracker.feed(chunk) {
+                    found.push((code, (i + 1) * step));
+                }
+            }
+            assert_eq!(found.len(), 1, "step {step}: {found:?}");
+            assert_eq!(found[0].0, 1);
+            assert!(
+                found[0].1 >= error_at + HEADER_LEN,
+                "step {step}: {found:?}"
+            );
+        }
     }
 
     #[test]
