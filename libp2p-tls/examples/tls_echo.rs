@@ -46,7 +46,8 @@ async fn main() {
                 .get(2)
                 .map_or(1 << 20, |b| b.parse().expect("a number"));
             let run = async {
-                let (peer, muxer) = transport.dial(addr).await.expect("dial");
+                let libp2p_core::Connection { peer, muxer, .. } =
+                    transport.dial(addr).await.expect("dial");
                 let stream = muxer.open().await.expect("open a stream");
                 let (_, stream) = dialer_select(stream, [ECHO], Version::V1, &Config::default())
                     .await
@@ -75,7 +76,8 @@ async fn main() {
                         ListenerEvent::Incoming { pending, .. } => {
                             let accept = transport.accept(pending);
                             tokio::spawn(async move {
-                                let (peer, muxer) = match accept.await {
+                                let libp2p_core::Connection { peer, muxer, .. } = match accept.await
+                                {
                                     Ok(c) => c,
                                     Err(e) => return eprintln!("accept failed: {e}"),
                                 };

@@ -145,7 +145,8 @@ where
     let serve = tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let ListenerEvent::Incoming { pending, .. } = event {
-                let (peer, muxer) = server.accept(pending).await.expect("accept");
+                let libp2p_core::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept");
                 assert_eq!(peer, id_a);
                 let stream = muxer.accept().await.expect("inbound stream");
                 return serve_echo(stream).await.expect("echo");
@@ -153,7 +154,7 @@ where
         }
         panic!("listener ended");
     });
-    let (peer, muxer) = tokio::time::timeout(
+    let libp2p_core::Connection { peer, muxer, .. } = tokio::time::timeout(
         Duration::from_secs(20),
         client.dial(addr.with(Protocol::P2p(id_b))),
     )
