@@ -275,7 +275,7 @@ pub enum CloseCause {
 }
 
 /// Why an inbound stream was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum RefusedReason {
     /// The queue of the protocol's `accept` was full: its consumer is not keeping up.
@@ -292,8 +292,8 @@ pub enum RefusedReason {
     NotSupported,
     /// The remote did not finish agreeing a protocol in time.
     Timeout,
-    /// The remote broke multistream-select.
-    Negotiation(String),
+    /// The remote broke multistream-select, or the stream failed while agreeing.
+    Negotiation(Arc<NegotiationError>),
 }
 
 /// A subscription to a host's [`Event`]s: a `futures::Stream` that ends when the host closes.

@@ -1132,7 +1132,7 @@ async fn handle_inbound(
                 NegotiationError::Io(ref io) if io.kind() == std::io::ErrorKind::UnexpectedEof => {
                     RefusedReason::NotSupported
                 }
-                other => RefusedReason::Negotiation(other.to_string()),
+                other => RefusedReason::Negotiation(Arc::new(other)),
             };
             refuse(reason, None);
             return;
