@@ -288,10 +288,16 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             Err("hold ended".into())
         }
         Mode::Dial(addr) => {
+            let mut events = host.events();
             let peer = host
                 .dial(addr.clone())
                 .await
                 .map_err(|e| format!("dial: {e}"))?;
+            if args.ping {
+                // As go-libp2p does before it opens streams: let identify finish first, so
+                // that the round trips measured are the pings' own.
+                wait_identified(&host, &mut events, peer).await;
+            }
             let line = if let Some(codec) = &args.request {
                 let rtt = node::request_peer(&host, peer, codec).await?;
                 format!("REQUEST OK 5 {:.3}", rtt.as_secs_f64() * 1000.0)
@@ -317,6 +323,20 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             Ok(line)
         }
     }
+}
+
+/// Waits (at most 2 s) until identify has told us about `peer`.
+async fn wait_identified(host: &Host, events: &mut libp2p_host::Events, peer: PeerId) {
+    let identified = async {
+        while host.peerstore().agent_version(&peer).is_none() {
+            match events.next().await {
+                Some(libp2p_host::Event::Identified { peer: p, .. }) if p == peer => break,
+                Some(_) => continue,
+                None => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(2), identified).await;
 }
 
 /// Dials `addr` as a new connection and checks that the remote is `expected` (when given).
