@@ -35,6 +35,7 @@ impl std::fmt::Display for ConnectionId {
 
 /// Which side opened a connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Direction {
     /// We dialed.
     Outbound,
