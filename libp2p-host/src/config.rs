@@ -32,8 +32,9 @@ pub struct HostConfig {
     /// own default stream limit.
     pub max_inbound_streams_per_connection: usize,
     /// Inbound streams waiting in each protocol's `accept` queue; a stream that finds the
-    /// queue full is reset and reported. Default 64: an application that takes streams as
-    /// they come never fills it, and a stalled one costs at most this many.
+    /// queue full is reset and reported. Default 256, one connection's stream limit: a burst
+    /// on one connection always fits, and a stalled consumer costs at most this many.
+    /// (Handlers given to `set_stream_handler` have no queue.)
     pub accept_queue: usize,
     /// Bound on a connection's whole upgrade (security and muxer), for every transport of
     /// the host (the default stack's pipeline gets it; a stack given to `transport` keeps its
@@ -74,7 +75,7 @@ impl Default for HostConfig {
             max_connections_per_peer: 8,
             max_pending_incoming: 128,
             max_inbound_streams_per_connection: 256,
-            accept_queue: 64,
+            accept_queue: 256,
             handshake_timeout: Duration::from_secs(20),
             negotiation_timeout: Duration::from_secs(10),
             address_ttl: Duration::from_secs(3_600),

@@ -32,7 +32,19 @@ pub type HandlerResult = Result<(), Box<dyn std::error::Error + Send + Sync>>;
 
 type Predicate = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
-/// One protocol we accept: its queue to the `Incoming` that consumes it.
+type HandlerFn = Arc<dyn Fn(Stream) -> BoxFuture<'static, HandlerResult> + Send + Sync>;
+
+/// Where the streams of a protocol go.
+#[derive(Clone)]
+enum Sink {
+    /// The queue of an `Incoming` (`accept`).
+    Queue(mpsc::Sender<Stream>),
+    /// A handler, run on a task per stream (`set_stream_handler`): no queue to fill, so a
+    /// burst of streams waits only on the per-connection stream limit.
+    Handler(HandlerFn),
+}
+
+/// One protocol we accept, and where its streams go.
 #[derive(Clone)]
 struct Registration {
     id: u64,
@@ -40,7 +52,7 @@ struct Registration {
     name: String,
     /// A predicate matching more names than `name`, if any.
     predicate: Option<Predicate>,
-    queue: mpsc::Sender<Stream>,
+    sink: Sink,
 }
 
 /// A snapshot of the protocol table (copy on write, so negotiation never holds a lock).
@@ -479,7 +491,7 @@ impl Host {
     /// same name, whose stream then ends. Dropping it stops accepting the protocol; connected
     /// peers learn of both through identify push.
     pub fn accept(&self, protocol: &str) -> Result<Incoming, AcceptError> {
-        self.register(protocol.to_string(), None)
+        self.register_queue(protocol.to_string(), None)
     }
 
     /// Like [`Host::accept`], but takes every protocol `matches` accepts (every version of a
@@ -489,34 +501,45 @@ impl Host {
         name: &str,
         matches: impl Fn(&str) -> bool + Send + Sync + 'static,
     ) -> Result<Incoming, AcceptError> {
-        self.register(name.to_string(), Some(Arc::new(matches)))
+        self.register_queue(name.to_string(), Some(Arc::new(matches)))
     }
 
+    /// Puts `sink` in the table under `name` (replacing a registration of that name); its id.
     fn register(
         &self,
-        name: String,
+        name: &str,
         predicate: Option<Predicate>,
-    ) -> Result<Incoming, AcceptError> {
-        if !libp2p_core::service::is_valid_protocol(&name) {
-            return Err(AcceptError::InvalidProtocol(name));
+        sink: Sink,
+    ) -> Result<u64, AcceptError> {
+        if !libp2p_core::service::is_valid_protocol(name) {
+            return Err(AcceptError::InvalidProtocol(name.to_string()));
         }
         if self.inner.is_closed() {
             return Err(AcceptError::Closed);
         }
-        let (queue, receiver) = mpsc::channel(self.inner.config.accept_queue.max(1));
         let id = self.inner.next_id();
         {
             let mut table = self.inner.table.write().expect("lock");
             let mut list: Vec<_> = table.0.iter().filter(|r| r.name != name).cloned().collect();
             list.push(Registration {
                 id,
-                name: name.clone(),
+                name: name.to_string(),
                 predicate,
-                queue,
+                sink,
             });
             *table = Table(Arc::new(list));
         }
         self.protocols_changed();
+        Ok(id)
+    }
+
+    fn register_queue(
+        &self,
+        name: String,
+        predicate: Option<Predicate>,
+    ) -> Result<Incoming, AcceptError> {
+        let (queue, receiver) = mpsc::channel(self.inner.config.accept_queue.max(1));
+        let id = self.register(&name, predicate, Sink::Queue(queue))?;
         let weak = Arc::downgrade(&self.inner);
         let on_drop = Box::new(move || {
             if let Some(inner) = weak.upgrade() {
@@ -534,17 +557,17 @@ impl Host {
         });
     }
 
-    /// Handles inbound streams of `protocol` with `handler`, one task per stream: sugar over
-    /// [`Host::accept`]. A handler that fails, panics or stalls harms only its own stream.
-    /// Replaces an earlier handler of the same name.
+    /// Handles inbound streams of `protocol` with `handler`, one task per stream: the push
+    /// form of [`Host::accept`] (the same table, limits and events; no queue, since every
+    /// stream gets its task at once). A handler that fails, panics or stalls harms only its
+    /// own stream. Replaces an earlier registration of the same name.
     pub fn set_stream_handler<F, Fut>(&self, protocol: &str, handler: F) -> Result<(), AcceptError>
     where
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        let incoming = self.accept(protocol)?;
-        spawn_handler(incoming, handler);
-        Ok(())
+        self.register(protocol, None, handler_sink(handler))
+            .map(drop)
     }
 
     /// Like [`Host::set_stream_handler`], for every protocol `matches` accepts; `name` is
@@ -560,9 +583,8 @@ impl Host {
         F: Fn(Stream) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = HandlerResult> + Send + 'static,
     {
-        let incoming = self.accept_matching(name, matches)?;
-        spawn_handler(incoming, handler);
-        Ok(())
+        self.register(name, Some(Arc::new(matches)), handler_sink(handler))
+            .map(drop)
     }
 
     /// Stops accepting `protocol` (its handler or `accept` stream ends).
@@ -787,23 +809,13 @@ impl Host {
     }
 }
 
-/// Runs `handler` on every stream of `incoming`, one task each.
-fn spawn_handler<F, Fut>(mut incoming: Incoming, handler: F)
+/// A handler as a table entry.
+fn handler_sink<F, Fut>(handler: F) -> Sink
 where
     F: Fn(Stream) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = HandlerResult> + Send + 'static,
 {
-    tokio::spawn(async move {
-        while let Some(stream) = incoming.next().await {
-            let (peer, protocol) = (stream.remote_peer(), stream.protocol().to_string());
-            let fut = handler(stream);
-            tokio::spawn(async move {
-                if let Err(e) = fut.await {
-                    tracing::debug!(%peer, %protocol, error = %e, "handler failed");
-                }
-            });
-        }
-    });
+    Sink::Handler(Arc::new(move |stream| handler(stream).boxed()))
 }
 
 /// Removes the registrations `matches` picks; whether any was there.
@@ -1148,7 +1160,17 @@ async fn handle_inbound(
     };
     tracing::debug!(%peer, %protocol, "inbound stream");
     let stream = Stream::new(io, protocol.clone(), peer, id, addr).with_guard(guard);
-    if let Err(e) = registration.queue.try_send(stream) {
+    let queue = match &registration.sink {
+        Sink::Handler(handler) => {
+            // This task is the stream's own: run the handler here.
+            if let Err(e) = handler(stream).await {
+                tracing::debug!(%peer, %protocol, error = %e, "handler failed");
+            }
+            return;
+        }
+        Sink::Queue(queue) => queue,
+    };
+    if let Err(e) = queue.try_send(stream) {
         let reason = if matches!(e, mpsc::error::TrySendError::Full(_)) {
             tracing::debug!(%peer, %protocol, "accept queue full; stream reset");
             RefusedReason::QueueFull {
