@@ -110,6 +110,9 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Event>,
     pings: Mutex<HashMap<PeerId, PingSlot>>,
     pending_incoming: AtomicUsize,
+    /// Connections in `conns`, all peers together (kept beside the map, so that the limit
+    /// check of every inbound connection does not walk the whole pool).
+    established: AtomicUsize,
     closed: AtomicBool,
     next_id: AtomicU64,
 }
@@ -314,6 +317,7 @@ impl HostBuilder {
             events,
             pings: Mutex::default(),
             pending_incoming: AtomicUsize::new(0),
+            established: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
@@ -718,6 +722,9 @@ impl Host {
             .expect("lock")
             .remove(&peer)
             .unwrap_or_default();
+        self.inner
+            .established
+            .fetch_sub(conns.len(), Ordering::SeqCst);
         for conn in conns {
             conn.closing.store(true, Ordering::SeqCst);
             let _ = conn.muxer.close().await;
@@ -971,13 +978,7 @@ async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialErr
 }
 
 fn connection_count(inner: &Inner) -> usize {
-    inner
-        .conns
-        .lock()
-        .expect("lock")
-        .values()
-        .map(Vec::len)
-        .sum()
+    inner.established.load(Ordering::SeqCst)
 }
 
 fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>, DialError> {
@@ -991,11 +992,11 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
         inbound: Arc::new(AtomicUsize::new(0)),
         task: Mutex::new(None),
     });
-    let refused = {
+    let (refused, connections) = {
         let mut conns = inner.conns.lock().expect("lock");
-        let count: usize = conns.values().map(Vec::len).sum();
+        let count = connection_count(inner);
         let to_peer = conns.get(&peer).map_or(0, Vec::len);
-        if inner.is_closed() {
+        let refused = if inner.is_closed() {
             Some(DialError::Closed)
         } else if count >= inner.config.max_connections
             || to_peer >= inner.config.max_connections_per_peer
@@ -1009,8 +1010,10 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
             })
         } else {
             conns.entry(peer).or_default().push(conn.clone());
+            inner.established.fetch_add(1, Ordering::SeqCst);
             None
-        }
+        };
+        (refused, to_peer + 1)
     };
     if let Some(error) = refused {
         let muxer = conn.muxer.clone();
@@ -1019,12 +1022,6 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
         });
         return Err(error);
     }
-    let connections = inner
-        .conns
-        .lock()
-        .expect("lock")
-        .get(&peer)
-        .map_or(0, Vec::len);
     tracing::info!(%peer, addr = %conn.info.remote_addr, direction = ?conn.info.direction,
         security = %conn.info.security, muxer = %conn.info.muxer, "connected");
     inner.emit(Event::ConnectionEstablished {
@@ -1084,7 +1081,11 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
         let mut conns = inner.conns.lock().expect("lock");
         let mut remaining = 0;
         if let Some(list) = conns.get_mut(&conn.peer) {
+            let before = list.len();
             list.retain(|c| c.id != conn.id);
+            if list.len() < before {
+                inner.established.fetch_sub(1, Ordering::SeqCst);
+            }
             remaining = list.len();
             if list.is_empty() {
                 conns.remove(&conn.peer);
