@@ -13,9 +13,14 @@ pub fn topic() -> TopicHash {
     TopicHash::new("topic")
 }
 
-/// A signed router with `config`, seeded with `seed`.
+/// A signed router with `config`, seeded with `seed`. Its key comes from the seed too, so a
+/// network built from the same seeds is the same network on every run (peer ids decide the
+/// order the router walks its peers in).
 pub fn router(config: Config, seed: u64, now: Instant) -> (Gossipsub, Keypair) {
-    let key = Keypair::generate_ed25519();
+    let mut secret = [0u8; 32];
+    secret[..8].copy_from_slice(&seed.to_be_bytes());
+    secret[8] = 1;
+    let key = Keypair::ed25519_from_bytes(secret).expect("32 bytes are an ed25519 secret");
     let r = Gossipsub::new(config, Authenticity::Signed(key.clone()), seed, now).unwrap();
     (r, key)
 }
