@@ -17,6 +17,7 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
 /// whatever stack produced them. Errors of a security protocol are kept whole in
 /// [`TransportError::Security`] and can be downcast to that protocol's own error type.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum TransportError {
     /// This transport cannot dial or listen on this kind of address.
     #[error("multiaddr not supported by this transport: {0}")]
@@ -68,6 +69,16 @@ pub enum TransportError {
     /// The address is already in use by another listener.
     #[error("address in use: {0}")]
     AddressInUse(Multiaddr),
+    /// A name in the address (`/dns4/...`, `/dnsaddr/...`) could not be resolved; the source
+    /// is the resolver's own error, with its class.
+    #[error("resolving {addr} failed: {source}")]
+    Resolve {
+        /// The address whose name failed.
+        addr: Multiaddr,
+        /// The resolver's error.
+        #[source]
+        source: crate::fault::FaultOf,
+    },
 }
 
 impl crate::fault::Classify for TransportError {
@@ -86,12 +97,14 @@ impl crate::fault::Classify for TransportError {
             TransportError::PeerIdMismatch { .. } => Fault::Remote,
             TransportError::Timeout(_) => Fault::Timeout,
             TransportError::ConnectionRefused(_) => Fault::Network,
+            TransportError::Resolve { source, .. } => source.fault,
         }
     }
 }
 
 /// The step of a connection upgrade, for error messages.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum Stage {
     /// Choosing the security protocol.
     Security,

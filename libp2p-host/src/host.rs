@@ -100,6 +100,9 @@ pub(crate) struct Inner {
     peer_id: PeerId,
     config: HostConfig,
     transports: Vec<Arc<dyn DynTransport>>,
+    /// Resolves names in dialed addresses before a transport is picked.
+    #[cfg(feature = "dns")]
+    dns: libp2p_dns::Dns,
     table: RwLock<Table>,
     conns: Mutex<HashMap<PeerId, Vec<Arc<Conn>>>>,
     dials: Mutex<HashMap<PeerId, (u64, DialFuture)>>,
@@ -170,6 +173,8 @@ pub struct HostBuilder {
     config: HostConfig,
     transports: Vec<Arc<dyn DynTransport>>,
     services: Vec<Box<dyn Service>>,
+    #[cfg(feature = "dns")]
+    dns: Option<libp2p_dns::Dns>,
     tcp: bool,
     #[cfg(feature = "secio")]
     secio: bool,
@@ -236,6 +241,15 @@ impl HostBuilder {
     #[cfg(feature = "mplex")]
     pub fn with_mplex(mut self) -> Self {
         self.mplex = true;
+        self
+    }
+
+    /// Resolves names in dialed addresses (`/dns4/...`, `/dnsaddr/...`) with `dns` instead of
+    /// the system's resolver, which is the default and is read only when a name is first
+    /// dialed.
+    #[cfg(feature = "dns")]
+    pub fn dns(mut self, dns: libp2p_dns::Dns) -> Self {
+        self.dns = Some(dns);
         self
     }
 
@@ -308,6 +322,8 @@ impl HostBuilder {
             key: self.key,
             config: self.config.clone(),
             transports: self.transports,
+            #[cfg(feature = "dns")]
+            dns: self.dns.unwrap_or_default(),
             table: RwLock::default(),
             conns: Mutex::default(),
             dials: Mutex::default(),
@@ -354,6 +370,8 @@ impl Host {
             config: HostConfig::default(),
             transports: Vec::new(),
             services: Vec::new(),
+            #[cfg(feature = "dns")]
+            dns: None,
             tcp: false,
             #[cfg(feature = "secio")]
             secio: false,
@@ -920,6 +938,19 @@ async fn dial_addr(
             limit: inner.config.max_connections,
         });
     }
+    #[cfg(feature = "dns")]
+    if libp2p_dns::needs_resolving(&addr) && !inner.transports.iter().any(|t| t.can_dial(&addr)) {
+        return dial_resolved(inner, addr, expected).await;
+    }
+    dial_direct(inner, addr, expected).await
+}
+
+/// Dials an address a transport of the host can take as it is (no name in it).
+async fn dial_direct(
+    inner: &Arc<Inner>,
+    addr: Multiaddr,
+    expected: Option<PeerId>,
+) -> Result<Arc<Conn>, DialError> {
     let transport = inner
         .transports
         .iter()
@@ -950,6 +981,62 @@ async fn dial_addr(
             })
         }
     }
+}
+
+/// Resolves the names in `addr` and dials what they stand for, one address after another,
+/// until one works. Each resolved address is checked against the peer it names (`/dnsaddr`
+/// records end in `/p2p/<id>`), or else against the one `addr` named.
+#[cfg(feature = "dns")]
+async fn dial_resolved(
+    inner: &Arc<Inner>,
+    addr: Multiaddr,
+    expected: Option<PeerId>,
+) -> Result<Arc<Conn>, DialError> {
+    let resolved = match inner.dns.resolve(&addr).await {
+        Ok(list) => list,
+        Err(e) => {
+            tracing::debug!(%addr, error = %e, "resolving failed");
+            return Err(DialError::Failed {
+                peer: expected,
+                attempts: vec![DialAttempt {
+                    addr: addr.clone(),
+                    error: Arc::new(libp2p_core::TransportError::Resolve {
+                        addr,
+                        source: libp2p_core::FaultOf::new(e),
+                    }),
+                }],
+            });
+        }
+    };
+    let mut attempts = Vec::new();
+    let mut supported = false;
+    for candidate in resolved {
+        // The resolver never returns a name; dialing one here would need another round.
+        if libp2p_dns::needs_resolving(&candidate) {
+            continue;
+        }
+        let candidate = match (split_peer_id(&candidate).1, expected) {
+            (None, Some(peer)) => candidate.with(Protocol::P2p(peer)),
+            _ => candidate,
+        };
+        let peer = split_peer_id(&candidate).1;
+        match dial_direct(inner, candidate, peer).await {
+            Ok(conn) => return Ok(conn),
+            Err(DialError::Failed { attempts: a, .. }) => {
+                supported = true;
+                attempts.extend(a);
+            }
+            Err(DialError::UnsupportedAddress { .. }) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    if !supported {
+        return Err(DialError::UnsupportedAddress { addr });
+    }
+    Err(DialError::Failed {
+        peer: expected,
+        attempts,
+    })
 }
 
 /// Dials `peer` at its known addresses, one after another, until one works.

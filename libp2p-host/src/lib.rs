@@ -76,4 +76,8 @@ pub use libp2p_core::{
     IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId, Peerstore, Protocol,
     PublicKey, RefusedReason, Service, ServiceContext, Stream,
 };
+/// Name resolution for dialed addresses (the `dns` feature): give the host your own
+/// [`dns::Resolve`] or limits with [`HostBuilder::dns`].
+#[cfg(feature = "dns")]
+pub use libp2p_dns as dns;
 pub use request_response::{InboundRequest, RequestError, RequestResponseConfig, Requests};

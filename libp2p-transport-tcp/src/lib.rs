@@ -1,8 +1,9 @@
 //! TCP transport on tokio for the modular libp2p.
 //!
-//! Dials and listens on `/ip4/<ip>/tcp/<port>` and `/ip6/<ip>/tcp/<port>`, dials
-//! `/dns/<name>/tcp/<port>`, `/dns4/...` and `/dns6/...`. A trailing `/p2p/<id>` is accepted
-//! (the upgrade pipeline checks it). Sockets have `TCP_NODELAY` set: libp2p protocols write
+//! Dials and listens on `/ip4/<ip>/tcp/<port>` and `/ip6/<ip>/tcp/<port>`. A trailing
+//! `/p2p/<id>` is accepted (the upgrade pipeline checks it). Names (`/dns4/<name>/tcp/<port>`
+//! and the like) are not this transport's business: the host resolves them with `libp2p-dns`
+//! before it picks a transport, so every transport shares one resolver. Sockets have `TCP_NODELAY` set: libp2p protocols write
 //! whole frames and flush when they want them sent. Listening on port 0 reports the port the
 //! system chose; listening on `0.0.0.0` or `::` reports every matching interface address.
 //!
@@ -52,26 +53,14 @@ impl TcpTransport {
     }
 }
 
-/// Where to dial or listen, read off a multiaddr.
-enum Target {
-    Socket(SocketAddr),
-    Dns {
-        name: String,
-        port: u16,
-        family: Family,
-    },
-}
-
-#[derive(Clone, Copy)]
-enum Family {
-    Any,
-    V4,
-    V6,
-}
-
-fn parse(addr: &Multiaddr) -> Option<Target> {
+/// The socket address to dial or listen on, read off a multiaddr.
+fn parse(addr: &Multiaddr) -> Option<SocketAddr> {
     let mut iter = addr.iter();
-    let host = iter.next()?;
+    let ip: IpAddr = match iter.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
     let port = match iter.next()? {
         Protocol::Tcp(port) => port,
         _ => return None,
@@ -83,26 +72,7 @@ fn parse(addr: &Multiaddr) -> Option<Target> {
     if iter.next().is_some() {
         return None;
     }
-    Some(match host {
-        Protocol::Ip4(ip) => Target::Socket(SocketAddr::new(ip.into(), port)),
-        Protocol::Ip6(ip) => Target::Socket(SocketAddr::new(ip.into(), port)),
-        Protocol::Dns(name) => Target::Dns {
-            name: name.to_string(),
-            port,
-            family: Family::Any,
-        },
-        Protocol::Dns4(name) => Target::Dns {
-            name: name.to_string(),
-            port,
-            family: Family::V4,
-        },
-        Protocol::Dns6(name) => Target::Dns {
-            name: name.to_string(),
-            port,
-            family: Family::V6,
-        },
-        _ => return None,
-    })
+    Some(SocketAddr::new(ip, port))
 }
 
 /// The multiaddr of a socket address.
@@ -114,36 +84,10 @@ pub fn socket_to_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
 }
 
-async fn resolve(name: String, port: u16, family: Family) -> io::Result<Vec<SocketAddr>> {
-    let found = tokio::net::lookup_host((name.as_str(), port)).await?;
-    let addrs: Vec<SocketAddr> = found
-        .filter(|a| match family {
-            Family::Any => true,
-            Family::V4 => a.is_ipv4(),
-            Family::V6 => a.is_ipv6(),
-        })
-        .collect();
-    if addrs.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("{name} has no address of the requested family"),
-        ));
-    }
-    Ok(addrs)
-}
-
-async fn connect(addrs: Vec<SocketAddr>) -> io::Result<TcpStream> {
-    let mut last = None;
-    for addr in addrs {
-        match TcpStream::connect(addr).await {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(last.unwrap_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no address")))
+async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+    let stream = TcpStream::connect(addr).await?;
+    stream.set_nodelay(true)?;
+    Ok(stream)
 }
 
 /// The addresses a listener bound to `local` is reachable at.
@@ -343,20 +287,17 @@ impl Transport for TcpTransport {
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
         let target = parse(&addr);
         async move {
-            let addrs = match target {
-                None => return Err(TransportError::MultiaddrNotSupported(addr)),
-                Some(Target::Socket(sa)) => vec![sa],
-                Some(Target::Dns { name, port, family }) => resolve(name, port, family).await?,
+            let Some(socket) = target else {
+                return Err(TransportError::MultiaddrNotSupported(addr));
             };
-            tracing::trace!(?addrs, "tcp connect");
-            Ok(connect(addrs).await?.compat())
+            tracing::trace!(%socket, "tcp connect");
+            Ok(connect(socket).await?.compat())
         }
     }
 
     fn listen(&self, addr: Multiaddr) -> Result<Self::Listener, TransportError> {
-        let local = match parse(&addr) {
-            Some(Target::Socket(sa)) => sa,
-            _ => return Err(TransportError::MultiaddrNotSupported(addr)),
+        let Some(local) = parse(&addr) else {
+            return Err(TransportError::MultiaddrNotSupported(addr));
         };
         let std_listener = std::net::TcpListener::bind(local).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
@@ -441,9 +382,6 @@ mod tests {
         for ok in [
             "/ip4/127.0.0.1/tcp/1",
             "/ip6/::1/tcp/1",
-            "/dns/localhost/tcp/1",
-            "/dns4/localhost/tcp/1",
-            "/dns6/localhost/tcp/1",
             "/ip4/1.2.3.4/tcp/5/p2p/12D3KooWD3eckifWpRn9wQpMG9R9hX3sD158z7EqHWmweQAJU5SA",
         ] {
             assert!(parse(&ok.parse().unwrap()).is_some(), "{ok}");
@@ -453,6 +391,8 @@ mod tests {
             "/memory/5",
             "/ip4/127.0.0.1",
             "/ip4/127.0.0.1/tcp/1/ws",
+            // Names are resolved before a transport is picked (libp2p-dns).
+            "/dns4/localhost/tcp/1",
         ] {
             assert!(parse(&bad.parse().unwrap()).is_none(), "{bad}");
         }
