@@ -22,6 +22,9 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
+#[cfg(feature = "metrics")]
+use libp2p_core::Direction;
+
 use crate::config::HostConfig;
 use crate::erased::{Connected, DynListener, DynMuxer, DynTransport};
 use crate::error::{ListenError, PingError};
@@ -88,6 +91,9 @@ struct Conn {
     /// Inbound streams open now (negotiating, queued or held).
     inbound: Arc<AtomicUsize>,
     task: Mutex<Option<JoinHandle<()>>>,
+    /// The host's metrics, for this connection's streams.
+    #[cfg(feature = "metrics")]
+    metrics: Option<Arc<crate::metrics::Recorder>>,
 }
 
 type DialFuture = Shared<BoxFuture<'static, Result<Arc<Conn>, DialError>>>;
@@ -103,6 +109,8 @@ pub(crate) struct Inner {
     /// Resolves names in dialed addresses before a transport is picked.
     #[cfg(feature = "dns")]
     dns: libp2p_dns::Dns,
+    #[cfg(feature = "metrics")]
+    metrics: Option<Arc<crate::metrics::Recorder>>,
     table: RwLock<Table>,
     conns: Mutex<HashMap<PeerId, Vec<Arc<Conn>>>>,
     dials: Mutex<HashMap<PeerId, (u64, DialFuture)>>,
@@ -137,6 +145,10 @@ impl Drop for Inner {
 
 impl Inner {
     fn emit(&self, event: Event) {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &self.metrics {
+            m.on_event(&event);
+        }
         // No subscriber is fine; a slow one misses events rather than slowing us.
         let _ = self.events.send(event);
     }
@@ -175,6 +187,8 @@ pub struct HostBuilder {
     services: Vec<Box<dyn Service>>,
     #[cfg(feature = "dns")]
     dns: Option<libp2p_dns::Dns>,
+    #[cfg(feature = "metrics")]
+    metrics: Option<crate::metrics::Metrics>,
     tcp: bool,
     #[cfg(feature = "secio")]
     secio: bool,
@@ -253,6 +267,13 @@ impl HostBuilder {
         self
     }
 
+    /// Records the host's metrics in `metrics` (see [`crate::metrics`]).
+    #[cfg(feature = "metrics")]
+    pub fn metrics(mut self, metrics: crate::metrics::Metrics) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// Adds a service (its protocols are accepted from the start, so the very first identify
     /// lists them).
     pub fn service(mut self, service: impl Service) -> Self {
@@ -324,6 +345,8 @@ impl HostBuilder {
             transports: self.transports,
             #[cfg(feature = "dns")]
             dns: self.dns.unwrap_or_default(),
+            #[cfg(feature = "metrics")]
+            metrics: self.metrics.map(|m| m.recorder()),
             table: RwLock::default(),
             conns: Mutex::default(),
             dials: Mutex::default(),
@@ -372,6 +395,8 @@ impl Host {
             services: Vec::new(),
             #[cfg(feature = "dns")]
             dns: None,
+            #[cfg(feature = "metrics")]
+            metrics: None,
             tcp: false,
             #[cfg(feature = "secio")]
             secio: false,
@@ -719,7 +744,13 @@ impl Host {
         let pinger = slot.as_mut().expect("just set");
         // A peer that stops answering must not hold the ping slot forever.
         let error = match tokio::time::timeout(limit, pinger.ping()).await {
-            Ok(Ok(rtt)) => return Ok(rtt),
+            Ok(Ok(rtt)) => {
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &self.inner.metrics {
+                    m.ping(rtt);
+                }
+                return Ok(rtt);
+            }
             Ok(Err(e)) => PingError::Protocol {
                 peer,
                 source: Arc::new(e),
@@ -889,6 +920,14 @@ async fn open_on(
         peer,
         source: Arc::new(e),
     })?;
+    #[cfg(feature = "metrics")]
+    let (raw, meter) = match &conn.metrics {
+        Some(m) => {
+            let (raw, meter) = m.meter(raw);
+            (raw, Some((m, meter)))
+        }
+        None => (raw, None),
+    };
     let config = multistream::Config::default();
     let select = multistream::dialer_select(
         raw,
@@ -899,6 +938,10 @@ async fn open_on(
     match tokio::time::timeout(timeout, select).await {
         Ok(Ok((protocol, io))) => {
             tracing::debug!(%peer, %protocol, "protocol agreed");
+            #[cfg(feature = "metrics")]
+            if let Some((m, meter)) = meter {
+                meter.agreed(m, protocol, Direction::Outbound);
+            }
             Ok(Stream::new(
                 io,
                 protocol.to_string(),
@@ -956,6 +999,10 @@ async fn dial_direct(
         .iter()
         .find(|t| t.can_dial(&addr))
         .ok_or_else(|| DialError::UnsupportedAddress { addr: addr.clone() })?;
+    #[cfg(feature = "metrics")]
+    if let Some(m) = &inner.metrics {
+        m.dial(&addr);
+    }
     let span = tracing::debug_span!("dial", %addr);
     // The host's handshake timeout bounds every stack, also one built by hand with its own.
     let limit = inner.config.handshake_timeout;
@@ -972,6 +1019,10 @@ async fn dial_direct(
         }
         Err(e) => {
             tracing::debug!(%addr, error = %e, "dial failed");
+            #[cfg(feature = "metrics")]
+            if let Some(m) = &inner.metrics {
+                m.dial_failed(&addr, &e);
+            }
             Err(DialError::Failed {
                 peer: expected,
                 attempts: vec![DialAttempt {
@@ -1078,6 +1129,8 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
         closing: AtomicBool::new(false),
         inbound: Arc::new(AtomicUsize::new(0)),
         task: Mutex::new(None),
+        #[cfg(feature = "metrics")]
+        metrics: inner.metrics.clone(),
     });
     let (refused, connections) = {
         let mut conns = inner.conns.lock().expect("lock");
@@ -1103,6 +1156,10 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
         (refused, to_peer + 1)
     };
     if let Some(error) = refused {
+        #[cfg(feature = "metrics")]
+        if let Some(m) = &inner.metrics {
+            m.refuse("connection", "connection_limit");
+        }
         let muxer = conn.muxer.clone();
         tokio::spawn(async move {
             let _ = muxer.close().await;
@@ -1154,13 +1211,23 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
         }
         conn.inbound.fetch_add(1, Ordering::SeqCst);
         let guard = InboundGuard(conn.inbound.clone());
+        #[cfg(feature = "metrics")]
+        let (raw, meter) = match &conn.metrics {
+            Some(m) => {
+                let (raw, meter) = m.meter(raw);
+                (raw, Some((m.clone(), meter)))
+            }
+            None => (raw, None),
+        };
+        #[cfg(not(feature = "metrics"))]
+        let meter = ();
         let table = inner.table.read().expect("lock").clone();
         let timeout = inner.config.negotiation_timeout;
         let weak = weak.clone();
         let (peer, id, addr) = (conn.peer, conn.id, conn.info.remote_addr.clone());
         drop(inner);
         tokio::spawn(async move {
-            handle_inbound(raw, table, weak, peer, id, addr, timeout, guard).await;
+            handle_inbound(raw, table, weak, peer, id, addr, timeout, guard, meter).await;
         });
     };
     let Some(inner) = weak.upgrade() else { return };
@@ -1201,6 +1268,13 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
     });
 }
 
+/// What counts an inbound stream's bytes once its protocol is agreed (nothing without the
+/// `metrics` feature).
+#[cfg(feature = "metrics")]
+type InboundMeter = Option<(Arc<crate::metrics::Recorder>, crate::metrics::StreamMeter)>;
+#[cfg(not(feature = "metrics"))]
+type InboundMeter = ();
+
 #[allow(clippy::too_many_arguments)]
 async fn handle_inbound(
     raw: libp2p_core::BoxedStream,
@@ -1211,6 +1285,7 @@ async fn handle_inbound(
     addr: Multiaddr,
     timeout: Duration,
     guard: InboundGuard,
+    meter: InboundMeter,
 ) {
     let config = multistream::Config::default();
     let select = multistream::listener_select(raw, &table, &config);
@@ -1246,6 +1321,12 @@ async fn handle_inbound(
     let Some(registration) = table.find(&protocol) else {
         return;
     };
+    #[cfg(feature = "metrics")]
+    if let Some((m, meter)) = meter {
+        meter.agreed(&m, &protocol, Direction::Inbound);
+    }
+    #[cfg(not(feature = "metrics"))]
+    let () = meter;
     tracing::debug!(%peer, %protocol, "inbound stream");
     let stream = Stream::new(io, protocol.clone(), peer, id, addr).with_guard(guard);
     let queue = match &registration.sink {
@@ -1299,12 +1380,20 @@ async fn run_listener(
             } => {
                 if connection_count(&inner) >= inner.config.max_connections {
                     tracing::debug!(%remote_addr, "connection limit reached; inbound dropped");
+                    #[cfg(feature = "metrics")]
+                    if let Some(m) = &inner.metrics {
+                        m.refuse("connection", "connection_limit");
+                    }
                     continue;
                 }
                 let pending_now = inner.pending_incoming.fetch_add(1, Ordering::SeqCst);
                 if pending_now >= inner.config.max_pending_incoming {
                     inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
                     tracing::debug!(%remote_addr, "too many pending upgrades; inbound dropped");
+                    #[cfg(feature = "metrics")]
+                    if let Some(m) = &inner.metrics {
+                        m.refuse("connection", "pending_limit");
+                    }
                     continue;
                 }
                 let weak = weak.clone();

@@ -67,6 +67,8 @@ pub mod perf;
 pub mod ping;
 pub mod request_response;
 
+#[cfg(feature = "metrics")]
+pub mod metrics;
 pub use config::HostConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
