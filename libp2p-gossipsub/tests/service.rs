@@ -1,5 +1,6 @@
 //! The gossipsub service on real hosts: a chain over TCP, unsubscribe, reconnects, a raw peer
 //! that sends an oversized RPC, and 20 hosts over the muxed memory transport.
+#![cfg(feature = "service")]
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -56,7 +57,10 @@ async fn memory_node() -> Node {
 }
 
 async fn connect(from: &Node, to: &Node) {
-    from.host.dial(to.host.p2p_addrs()[0].clone()).await.unwrap();
+    from.host
+        .dial(to.host.p2p_addrs()[0].clone())
+        .await
+        .unwrap();
 }
 
 /// Waits until `node`'s mesh for `topic` holds exactly `peers`.
@@ -136,7 +140,10 @@ async fn a_message_crosses_a_chain_exactly_once() {
     }
     let stats = c.pubsub.stats().await.unwrap();
     assert_eq!(stats.router.delivered, 2);
-    assert_eq!(stats.peers, 1, "C speaks to B only: the chain stays a chain");
+    assert_eq!(
+        stats.peers, 1,
+        "C speaks to B only: the chain stays a chain"
+    );
     assert!(!c.host.is_connected(&a.host.peer_id()));
 }
 
@@ -147,11 +154,14 @@ async fn unsubscribe_stops_delivery() {
     let pc = c.host.peer_id();
     assert!(c.pubsub.unsubscribe(TOPIC).await.unwrap());
     // C's subscription ends, and B hears that C left.
-    let end = tokio::time::timeout(WAIT, sc.next()).await.expect("the end in time");
+    let end = tokio::time::timeout(WAIT, sc.next())
+        .await
+        .expect("the end in time");
     assert!(end.is_none(), "the subscription ends");
-    next_event(&mut b_events, |e| {
-        matches!(e, PeerEvent::Unsubscribed { peer, .. } if *peer == pc)
-    })
+    next_event(
+        &mut b_events,
+        |e| matches!(e, PeerEvent::Unsubscribed { peer, .. } if *peer == pc),
+    )
     .await;
     wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
     a.pubsub.publish(TOPIC, "while away").await.unwrap();
@@ -177,10 +187,18 @@ async fn a_host_that_reconnects_gets_messages_again() {
     a.pubsub.publish(TOPIC, "before").await.unwrap();
     assert_eq!(next_message(&mut sc).await.data, b"before");
     c.host.disconnect(pb).await;
-    next_event(&mut b_events, |e| matches!(e, PeerEvent::Disconnected { peer } if *peer == pc)).await;
+    next_event(
+        &mut b_events,
+        |e| matches!(e, PeerEvent::Disconnected { peer } if *peer == pc),
+    )
+    .await;
     wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
     connect(&c, &b).await;
-    next_event(&mut b_events, |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == pc)).await;
+    next_event(
+        &mut b_events,
+        |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == pc),
+    )
+    .await;
     wait_mesh(&c, TOPIC, &[pb]).await;
     a.pubsub.publish(TOPIC, "after").await.unwrap();
     assert_eq!(next_message(&mut sc).await.data, b"after");
@@ -190,7 +208,10 @@ async fn a_host_that_reconnects_gets_messages_again() {
 async fn an_oversized_rpc_costs_only_its_stream() {
     let (a, b, _c, [_sa, _sb, mut sc]) = chain().await;
     // A raw peer: a host without gossipsub that agrees /meshsub/1.1.0 and writes by hand.
-    let raw = Host::builder(Keypair::generate_ed25519()).build().await.unwrap();
+    let raw = Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .unwrap();
     raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
     let mut stream = raw
         .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
@@ -269,6 +290,54 @@ async fn twenty_hosts_over_memory_each_get_twenty_messages_once() {
         assert_eq!(distinct, expected, "host {i}");
     }
     for node in &nodes {
-        assert_eq!(node.pubsub.stats().await.unwrap().router.delivered, N as u64 - 1);
+        assert_eq!(
+            node.pubsub.stats().await.unwrap().router.delivered,
+            N as u64 - 1
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
+    let a = tcp_node().await;
+    let key = Keypair::generate_ed25519();
+    let mut small = config();
+    small.subscription_buffer = 4;
+    let (gossipsub, pubsub) = service(small, key.clone()).unwrap();
+    let host = Host::builder(key)
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .service(gossipsub)
+        .build()
+        .await
+        .unwrap();
+    let b = Node { host, pubsub };
+    let mut _sa = a.pubsub.subscribe(TOPIC).await.unwrap();
+    let mut slow = b.pubsub.subscribe(TOPIC).await.unwrap();
+    connect(&a, &b).await;
+    wait_mesh(&a, TOPIC, &[b.host.peer_id()]).await;
+    for i in 0..20 {
+        a.pubsub.publish(TOPIC, format!("m{i}")).await.unwrap();
+    }
+    // The router delivered all twenty without waiting for the reader.
+    tokio::time::timeout(WAIT, async {
+        while b.pubsub.stats().await.unwrap().router.delivered < 20 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("all delivered");
+    let lagged = tokio::time::timeout(WAIT, slow.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .expect_err("a lag notice first");
+    assert_eq!(lagged.missed, 16);
+    assert_eq!(slow.missed(), 16);
+    // Then the newest four.
+    for i in 16..20 {
+        assert_eq!(
+            next_message(&mut slow).await.data,
+            format!("m{i}").as_bytes()
+        );
     }
 }

@@ -189,7 +189,8 @@ impl Pubsub {
     /// subscribed.
     pub async fn unsubscribe(&self, topic: impl Into<TopicHash>) -> Result<bool, Closed> {
         let topic = topic.into();
-        self.ask(|reply| Command::Unsubscribe { topic, reply }).await
+        self.ask(|reply| Command::Unsubscribe { topic, reply })
+            .await
     }
 
     /// Publishes `data` on `topic` (subscribed or not), signed by our key; returns its id.
@@ -244,9 +245,9 @@ impl Pubsub {
     /// stops.
     pub fn peer_events(&self) -> PeerEvents {
         let inner = match self.events.upgrade() {
-            Some(sender) => broadcast_stream(sender.subscribe(), |count| PeerEvent::Missed {
-                count,
-            }),
+            Some(sender) => {
+                broadcast_stream(sender.subscribe(), |count| PeerEvent::Missed { count })
+            }
             None => futures::stream::empty().boxed(),
         };
         PeerEvents { inner }
@@ -258,16 +259,13 @@ fn broadcast_stream<T: Clone + Send + 'static>(
     lagged: impl Fn(u64) -> T + Send + 'static,
 ) -> BoxStream<'static, T> {
     use tokio::sync::broadcast::error::RecvError;
-    futures::stream::unfold(
-        (receiver, lagged),
-        |(mut receiver, lagged)| async move {
-            match receiver.recv().await {
-                Ok(item) => Some((item, (receiver, lagged))),
-                Err(RecvError::Lagged(count)) => Some((lagged(count), (receiver, lagged))),
-                Err(RecvError::Closed) => None,
-            }
-        },
-    )
+    futures::stream::unfold((receiver, lagged), |(mut receiver, lagged)| async move {
+        match receiver.recv().await {
+            Ok(item) => Some((item, (receiver, lagged))),
+            Err(RecvError::Lagged(count)) => Some((lagged(count), (receiver, lagged))),
+            Err(RecvError::Closed) => None,
+        }
+    })
     .boxed()
 }
 
@@ -323,9 +321,7 @@ impl futures::Stream for Subscription {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         match self.inner.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(message))) => {
-                Poll::Ready(Some(Ok(Arc::unwrap_or_clone(message))))
-            }
+            Poll::Ready(Some(Ok(message))) => Poll::Ready(Some(Ok(Arc::unwrap_or_clone(message)))),
             Poll::Ready(Some(Err(lagged))) => {
                 self.missed += lagged.missed;
                 Poll::Ready(Some(Err(lagged)))

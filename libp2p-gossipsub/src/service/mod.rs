@@ -72,7 +72,9 @@ use crate::router::Gossipsub;
 use crate::types::Authenticity;
 
 pub use config::ServiceConfig;
-pub use error::{Closed, Lagged, OpenError, PublishError, ReadError, ReportError, SubscribeError, WriteError};
+pub use error::{
+    Closed, Lagged, OpenError, PublishError, ReadError, ReportError, SubscribeError, WriteError,
+};
 pub use handle::{PeerEvent, PeerEvents, Pubsub, Received, ServiceStats, Subscription};
 
 /// The gossipsub service for `HostBuilder::service`, and the handle to it. Messages we

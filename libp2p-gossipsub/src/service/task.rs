@@ -262,20 +262,17 @@ impl Task {
     }
 
     fn send(&mut self, peer: PeerId, rpc: Rpc) {
-        let queued = self
-            .links
-            .get(&peer)
-            .and_then(|l| l.writer.as_ref())
-            .map(|w| w.queue.try_send(rpc));
-        match queued {
-            Some(Ok(())) => {}
-            Some(Err(mpsc::error::TrySendError::Full(_))) => {
+        let Some(writer) = self.links.get(&peer).and_then(|l| l.writer.as_ref()) else {
+            self.stats.dropped_rpcs += 1;
+            return;
+        };
+        match writer.queue.try_send(rpc) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
                 self.stats.dropped_rpcs += 1;
                 tracing::debug!(%peer, "gossipsub: outbound queue full, RPC dropped");
             }
-            Some(Err(mpsc::error::TrySendError::Closed(_))) | None => {
-                self.stats.dropped_rpcs += 1;
-            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.stats.dropped_rpcs += 1,
         }
     }
 
@@ -285,7 +282,10 @@ impl Task {
         match event {
             Event::ConnectionEstablished { peer, .. } => self.on_connected(peer),
             Event::Identified { peer, info } => {
-                let speaks = info.protocols.iter().any(|p| PROTOCOLS.contains(&p.as_str()));
+                let speaks = info
+                    .protocols
+                    .iter()
+                    .any(|p| PROTOCOLS.contains(&p.as_str()));
                 if speaks && self.is_connected(&peer) {
                     self.ensure_writer(peer);
                 }
@@ -480,7 +480,9 @@ impl Task {
                         self.stats.bad_streams += 1;
                         tracing::debug!(%peer, error = %e, "gossipsub: bad RPC, inbound stream dropped");
                     }
-                    Some(e) => tracing::debug!(%peer, error = %e, "gossipsub: inbound stream failed"),
+                    Some(e) => {
+                        tracing::debug!(%peer, error = %e, "gossipsub: inbound stream failed")
+                    }
                     None => {}
                 }
                 self.forget_if_idle(peer);
