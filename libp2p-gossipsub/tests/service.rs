@@ -341,3 +341,49 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
+    use libp2p_gossipsub::proto::{Rpc, SubOpts};
+    use libp2p_gossipsub::{Codec, PeerKind};
+    let b = tcp_node().await;
+    let mut b_events = b.pubsub.peer_events();
+    let raw = Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .unwrap();
+    let pr = raw.peer_id();
+    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
+    let mut stream = raw
+        .new_stream(b.host.peer_id(), &["/meshsub/1.0.0"])
+        .await
+        .unwrap();
+    let rpc = Rpc {
+        subscriptions: vec![SubOpts {
+            subscribe: Some(true),
+            topic_id: Some(TOPIC.into()),
+        }],
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+    let connected = next_event(&mut b_events, |e| matches!(e, PeerEvent::Connected { .. })).await;
+    assert_eq!(
+        connected,
+        PeerEvent::Connected {
+            peer: pr,
+            kind: PeerKind::Gossipsub1_0
+        }
+    );
+    let subscribed = next_event(&mut b_events, |e| matches!(e, PeerEvent::Subscribed { .. })).await;
+    assert_eq!(
+        subscribed,
+        PeerEvent::Subscribed {
+            peer: pr,
+            topic: TOPIC.into()
+        }
+    );
+    assert_eq!(b.pubsub.topic_peers(TOPIC).await.unwrap(), vec![pr]);
+}

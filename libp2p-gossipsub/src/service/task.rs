@@ -536,7 +536,11 @@ impl Task {
                 if let Some(link) = self.links.get_mut(&peer) {
                     link.try_scheduled = false;
                 }
-                if self.is_connected(&peer) {
+                // Identify may have answered meanwhile that the peer speaks no gossipsub.
+                let known = self.host.peerstore().protocols(&peer);
+                let refused =
+                    !known.is_empty() && !known.iter().any(|p| PROTOCOLS.contains(&p.as_str()));
+                if self.is_connected(&peer) && !refused {
                     self.ensure_writer(peer);
                 } else {
                     self.forget_if_idle(peer);
