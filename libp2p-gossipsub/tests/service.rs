@@ -171,6 +171,7 @@ async fn unsubscribe_stops_delivery() {
     // gossip, once).
     let mut sc = c.pubsub.subscribe(TOPIC).await.unwrap();
     wait_mesh(&c, TOPIC, &[b.host.peer_id()]).await;
+    wait_mesh(&b, TOPIC, &[a.host.peer_id(), pc]).await;
     a.pubsub.publish(TOPIC, "back").await.unwrap();
     let mut got = vec![next_message(&mut sc).await.data];
     if got[0] == b"while away" {
@@ -199,7 +200,9 @@ async fn a_host_that_reconnects_gets_messages_again() {
         |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == pc),
     )
     .await;
+    // Both ends of the graft (B forwards only to its mesh).
     wait_mesh(&c, TOPIC, &[pb]).await;
+    wait_mesh(&b, TOPIC, &[a.host.peer_id(), pc]).await;
     a.pubsub.publish(TOPIC, "after").await.unwrap();
     assert_eq!(next_message(&mut sc).await.data, b"after");
 }
