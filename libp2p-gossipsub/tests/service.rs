@@ -390,3 +390,79 @@ async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
     );
     assert_eq!(b.pubsub.topic_peers(TOPIC).await.unwrap(), vec![pr]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_stops_reading_trips_the_write_deadline() {
+    use libp2p_gossipsub::proto::{Rpc, SubOpts};
+    use libp2p_gossipsub::Codec;
+    let a = tcp_node().await;
+    let key = Keypair::generate_ed25519();
+    let mut quick = config();
+    quick.write_timeout = Duration::from_secs(1);
+    let (gossipsub, pubsub) = service(quick, key.clone()).unwrap();
+    let host = Host::builder(key)
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .service(gossipsub)
+        .build()
+        .await
+        .unwrap();
+    let b = Node { host, pubsub };
+    let mut sa = a.pubsub.subscribe(TOPIC).await.unwrap();
+    let _sb = b.pubsub.subscribe(TOPIC).await.unwrap();
+    connect(&a, &b).await;
+    wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
+    // A raw peer subscribes by hand and takes B's stream, but never reads it.
+    let raw = Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .unwrap();
+    let mut held = raw.accept("/meshsub/1.1.0").unwrap();
+    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
+    let mut stream = raw
+        .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
+        .await
+        .unwrap();
+    let rpc = Rpc {
+        subscriptions: vec![SubOpts {
+            subscribe: Some(true),
+            topic_id: Some(TOPIC.into()),
+        }],
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+    let _unread = tokio::time::timeout(WAIT, held.next())
+        .await
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(WAIT, async {
+        while b.pubsub.topic_peers(TOPIC).await.unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the raw peer subscribed");
+    // Far more than the stream's window: B's writes to the raw peer stall.
+    let (count, size) = (64, 32 * 1024);
+    for i in 0..count {
+        let mut data = vec![b'x'; size];
+        data[..4].copy_from_slice(&(i as u32).to_be_bytes());
+        b.pubsub.publish(TOPIC, data).await.unwrap();
+    }
+    tokio::time::timeout(WAIT, async {
+        while b.pubsub.stats().await.unwrap().stalled_writes == 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the stalled write given up");
+    // A, which reads, got everything.
+    for i in 0..count {
+        assert_eq!(
+            next_message(&mut sa).await.data[..4],
+            (i as u32).to_be_bytes()
+        );
+    }
+}
