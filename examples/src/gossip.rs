@@ -19,9 +19,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_gossipsub::{GossipsubService, Pubsub, ServiceConfig};
-use libp2p_host::{HostBuilder, Keypair, Multiaddr};
-
-use libp2p_host::Host;
+use libp2p_host::{Host, HostBuilder, Keypair, Multiaddr};
 
 /// The gossipsub options.
 #[derive(Debug, Clone)]
