@@ -466,3 +466,30 @@ async fn a_peer_that_stops_reading_trips_the_write_deadline() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_last_subscription_leaves_the_topic_and_a_closed_host_says_so() {
+    let (_a, b, c, [_sa, _sb, sc]) = chain().await;
+    let mut b_events = b.pubsub.peer_events();
+    let pc = c.host.peer_id();
+    drop(sc);
+    next_event(
+        &mut b_events,
+        |e| matches!(e, PeerEvent::Unsubscribed { peer, .. } if *peer == pc),
+    )
+    .await;
+    c.host.close().await;
+    let closed = tokio::time::timeout(WAIT, async {
+        loop {
+            match c.pubsub.publish(TOPIC, "late").await {
+                Err(libp2p_gossipsub::service::PublishError::Closed(_)) => return,
+                _ => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    assert!(
+        closed.is_ok(),
+        "the handle fails with Closed once the host is closed"
+    );
+}
