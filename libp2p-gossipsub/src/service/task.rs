@@ -5,6 +5,10 @@
 //! and one writer (our outbound stream with its bounded queue). A peer is in the core while it
 //! has either; it leaves the core when its last connection closes, when our writer fails, or
 //! when it has neither stream left.
+//!
+//! Bounds: a link exists only for a connected peer (the host's connection limits bound the
+//! table); the topics are the core's subscriptions (`Config::max_subscribed_topics`); at most
+//! one delayed stream attempt is pending per peer; every queue is a [`ServiceConfig`] field.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
