@@ -3,6 +3,7 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod gossip;
 pub mod node;
 
 use libp2p_core::identity::{self, Keypair};

@@ -17,6 +17,11 @@
 //! thresholds) and an optional validation step by the application. Every table and queue is
 //! capped by a [`Config`] field that gives its default and the reason.
 //!
+//! With the cargo feature `service` (on by default), [`service()`] wraps the core in a Host
+//! service that speaks it over the host's streams, and gives the application a [`Pubsub`]
+//! handle: `subscribe(topic)` (a stream of [`Received`] messages), `publish(topic, data)`,
+//! `unsubscribe(topic)`, the mesh and topic peers, and [`PeerEvent`]s. See [`service`](mod@service).
+//!
 //! Message ids: the default is the spec's ([`spec_message_id`]: author peer id bytes and the
 //! 8-byte big-endian sequence number, as go-libp2p); [`rust_libp2p_message_id`] and
 //! [`py_libp2p_message_id`] match those implementations' defaults. IHAVE / IWANT only work
@@ -65,6 +70,8 @@ pub mod message;
 pub mod proto;
 mod router;
 pub mod score;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod types;
 
 pub use config::{Config, ScoreParams, Thresholds, TopicScoreParams};
@@ -74,6 +81,11 @@ pub use error::{
 pub use message::{py_libp2p_message_id, rust_libp2p_message_id, spec_message_id, MessageIdFn};
 pub use proto::Codec;
 pub use router::{Action, Gossipsub, Stats};
+#[cfg(feature = "service")]
+pub use service::{
+    service, GossipsubService, Lagged, PeerEvent, PeerEvents, Pubsub, Received, ServiceConfig,
+    ServiceStats, Subscription,
+};
 pub use types::{
     Acceptance, Authenticity, Message, MessageId, PeerKind, TopicHash, ValidationMode,
     FLOODSUB_PROTOCOL, GOSSIPSUB_1_0_PROTOCOL, GOSSIPSUB_1_1_PROTOCOL, GOSSIPSUB_1_2_PROTOCOL,

@@ -9,6 +9,8 @@
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //!      [--request json|cbor]
 //! peer --listen ... --serve-requests
+//! peer --listen ... | --dial ... --gossip TOPIC [--publish MSG [--count N] [--publish-wait SECS]]
+//!      [--bootstrap ADDR]...
 //! ```
 //!
 //! `--serve-requests` and `--request` are a project extension (request-response, see the
@@ -64,6 +66,7 @@ struct Args {
     hold: Option<usize>,
     serve_requests: bool,
     request: Option<String>,
+    gossip: examples::gossip::GossipArgs,
 }
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
@@ -78,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut upload, mut download) = (None, None);
     let (mut connections, mut hold) = (None, None);
     let (mut serve_requests, mut request) = (false, None);
+    let mut gossip = examples::gossip::GossipArgs::default();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
@@ -98,6 +102,7 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => hold = Some(number(value()?)? as usize),
             "--serve-requests" => serve_requests = true,
             "--request" => request = Some(value()?),
+            other if gossip.take(other, &mut value)? => {}
             other => return Err(format!("unsupported: option {other}")),
         }
     }
@@ -125,6 +130,7 @@ fn parse_args() -> Result<Args, String> {
         hold,
         serve_requests,
         request,
+        gossip,
     })
 }
 
@@ -157,7 +163,7 @@ fn main() {
                             1
                         }
                     }
-                    Err(_) if HELD.load(Ordering::SeqCst) => 0,
+                    Err(_) if HELD.load(Ordering::SeqCst) || examples::gossip::serving() => 0,
                     Err(_) => {
                         println!("FAIL timeout");
                         1
@@ -175,12 +181,13 @@ fn main() {
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> Result<String, String> {
+async fn run(mut args: Args) -> Result<String, String> {
     tracing_subscriber::fmt()
         .with_env_filter(examples::log_filter())
         .with_writer(std::io::stderr)
         .init();
     let key = make_key(args.key, args.seed)?;
+    args.gossip.prepare(&key)?;
     let host = match args.security.as_str() {
         "plaintext" => with_security(Plaintext::new(key.clone()), key, &args).await?,
         "secio" => with_security(Secio::new(key.clone()), key, &args).await?,
@@ -221,7 +228,7 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
-    Host::builder(key)
+    examples::gossip::install(Host::builder(key))
         .config(config)
         .build_with_transport(transport)
         .await
@@ -237,6 +244,9 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
             let _ = std::io::stdout().flush();
+            if args.gossip.enabled() {
+                return examples::gossip::run(&host, &args.gossip, None).await;
+            }
             std::future::pending::<()>().await;
             Err("listener ended".into())
         }
@@ -286,6 +296,9 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             HELD.store(true, Ordering::SeqCst);
             std::future::pending::<()>().await;
             Err("hold ended".into())
+        }
+        Mode::Dial(addr) if args.gossip.enabled() => {
+            examples::gossip::run(&host, &args.gossip, Some(addr.clone())).await
         }
         Mode::Dial(addr) => {
             let mut events = host.events();
