@@ -71,6 +71,8 @@ pub mod kbucket;
 pub mod key;
 pub mod proto;
 pub mod query;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod store;
 
 pub use behaviour::{Action, Event, Kad, QueryId, QueryResult, QueryStats, RequestId};
@@ -80,8 +82,12 @@ pub use error::{
     InboundError, PutValueError, RecordRejected, StartError, StoreError,
 };
 pub use kbucket::{InsertOutcome, RoutingTable};
-pub use key::{Distance, Key};
+pub use key::{sha256_multihash, Distance, Key};
 pub use proto::{PeerInfo, PROTOCOL_NAME};
+#[cfg(feature = "service")]
+pub use service::{
+    FindPeerError, KadHandle, KadService, QueryError, RequestError, ServiceConfig,
+};
 pub use store::{
     AcceptAll, MemoryStore, MemoryStoreConfig, ProviderRecord, Record, RecordStore, RecordValidator,
 };
