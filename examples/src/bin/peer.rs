@@ -34,6 +34,7 @@ use examples::{make_key, KeyType};
 use futures::StreamExt;
 use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
 use libp2p_host::{split_peer_id, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_kad::KadHandle;
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -46,6 +47,8 @@ use libp2p_yamux::Yamux;
 enum Mode {
     Listen(Multiaddr),
     Dial(Multiaddr),
+    /// Neither `--listen` nor `--dial`: a v2 dial-mode node (`--bootstrap`, `--mdns`).
+    Discover,
 }
 
 #[derive(Debug)]
@@ -64,6 +67,9 @@ struct Args {
     hold: Option<usize>,
     serve_requests: bool,
     request: Option<String>,
+    bootstrap: Vec<Multiaddr>,
+    kad: examples::kad::KadOptions,
+    mdns: bool,
 }
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
@@ -78,6 +84,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut upload, mut download) = (None, None);
     let (mut connections, mut hold) = (None, None);
     let (mut serve_requests, mut request) = (false, None);
+    let (mut bootstrap, mut kad, mut mdns) = (Vec::new(), examples::kad::KadOptions::default(), false);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
@@ -98,6 +105,9 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => hold = Some(number(value()?)? as usize),
             "--serve-requests" => serve_requests = true,
             "--request" => request = Some(value()?),
+            "--bootstrap" => bootstrap.push(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--mdns" => mdns = true,
+            other if kad.parse(other, &mut value)? => {}
             other => return Err(format!("unsupported: option {other}")),
         }
     }
@@ -110,8 +120,13 @@ fn parse_args() -> Result<Args, String> {
         (None, None) => None,
         (u, d) => Some((u.unwrap_or(0), d.unwrap_or(0))),
     };
+    let discover = !bootstrap.is_empty() || kad.enabled() || mdns;
+    let mode = mode
+        .or(discover.then_some(Mode::Discover))
+        .ok_or("one of --listen or --dial is required")?;
+    kad.check(matches!(mode, Mode::Listen(_)))?;
     Ok(Args {
-        mode: mode.ok_or("one of --listen or --dial is required")?,
+        mode,
         security,
         muxer,
         key,
@@ -125,6 +140,9 @@ fn parse_args() -> Result<Args, String> {
         hold,
         serve_requests,
         request,
+        bootstrap,
+        kad,
+        mdns,
     })
 }
 
@@ -181,35 +199,49 @@ async fn run(args: Args) -> Result<String, String> {
         .with_writer(std::io::stderr)
         .init();
     let key = make_key(args.key, args.seed)?;
+    let (kad_service, kad) = args.kad.service().unzip();
+    let (mdns_service, mdns) = args.mdns.then(examples::mdns::service).unzip();
+    let s = examples::Services {
+        kad: kad_service,
+        mdns: mdns_service,
+    };
     let host = match args.security.as_str() {
-        "plaintext" => with_security(Plaintext::new(key.clone()), key, &args).await?,
-        "secio" => with_security(Secio::new(key.clone()), key, &args).await?,
-        "noise" => with_security(Noise::new(key.clone()), key, &args).await?,
-        "tls" => with_security(Tls::new(key.clone()), key, &args).await?,
+        "plaintext" => with_security(Plaintext::new(key.clone()), key, &args, s).await?,
+        "secio" => with_security(Secio::new(key.clone()), key, &args, s).await?,
+        "noise" => with_security(Noise::new(key.clone()), key, &args, s).await?,
+        "tls" => with_security(Tls::new(key.clone()), key, &args, s).await?,
         other => return Err(format!("unsupported: security {other}")),
     };
+    if let Some(discoveries) = mdns {
+        examples::mdns::spawn_reporter(&host, discoveries);
+    }
     node::serve(&host)?;
     if args.serve_requests {
         node::serve_requests(&host)?;
     }
-    run_host(host, args).await
+    run_host(host, args, kad).await
 }
 
-async fn with_security<S>(security: S, key: Keypair, args: &Args) -> Result<Host, String>
+async fn with_security<S>(
+    security: S,
+    key: Keypair,
+    args: &Args,
+    services: examples::Services,
+) -> Result<Host, String>
 where
     S: SecurityUpgrade<Negotiated<TcpSocket>>,
 {
     let secured = TcpTransport::new().upgrade().authenticate(security);
     match args.muxer.as_str() {
-        "mplex" => build(secured.multiplex(Mplex::default()), key).await,
-        "yamux" => build(secured.multiplex(Yamux::default()), key).await,
+        "mplex" => build(secured.multiplex(Mplex::default()), key, services).await,
+        "yamux" => build(secured.multiplex(Yamux::default()), key, services).await,
         other => Err(format!("unsupported: muxer {other}")),
     }
 }
 
 /// The host of the `peer` program: exactly the stack asked for, limits high enough for the
 /// benchmarks (`--hold 10000` holds ten thousand connections from one peer).
-async fn build<T>(transport: T, key: Keypair) -> Result<Host, String>
+async fn build<T>(transport: T, key: Keypair, services: examples::Services) -> Result<Host, String>
 where
     T: Transport,
     T::Output: IntoConnection,
@@ -221,14 +253,15 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
-    Host::builder(key)
-        .config(config)
+    services
+        .add_to(Host::builder(key).config(config))
         .build_with_transport(transport)
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn run_host(host: Host, args: Args) -> Result<String, String> {
+async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<String, String> {
+    let v2 = !args.bootstrap.is_empty() || kad.is_some() || args.mdns;
     match &args.mode {
         Mode::Listen(addr) => {
             let first = host
@@ -237,6 +270,10 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
             let _ = std::io::stdout().flush();
+            if v2 {
+                examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, true).await?;
+                HELD.store(true, Ordering::SeqCst);
+            }
             std::future::pending::<()>().await;
             Err("listener ended".into())
         }
@@ -287,6 +324,28 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             std::future::pending::<()>().await;
             Err("hold ended".into())
         }
+        Mode::Dial(_) | Mode::Discover if v2 => {
+            if let Mode::Dial(addr) = &args.mode {
+                host.dial(addr.clone())
+                    .await
+                    .map_err(|e| format!("dial: {e}"))?;
+            }
+            let line = examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, false);
+            match line.await? {
+                Some(line) if !args.mdns => Ok(line),
+                line => {
+                    // mDNS keeps reporting until the timeout.
+                    if let Some(line) = line {
+                        println!("{line}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    HELD.store(true, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Err("mdns ended".into())
+                }
+            }
+        }
+        Mode::Discover => Err("nothing to do".into()),
         Mode::Dial(addr) => {
             let mut events = host.events();
             let peer = host
