@@ -41,8 +41,8 @@ use tokio::sync::{mpsc, oneshot, Semaphore};
 use crate::behaviour::{Action, Event, Kad, QueryId, QueryResult, QueryStats, RequestId};
 use crate::config::{Config, Mode};
 use crate::error::{
-    AddProviderError, BootstrapError, DecodeError, FindNodeError, GetProvidersError,
-    GetValueError, InboundError, PutValueError, StartError,
+    AddProviderError, BootstrapError, DecodeError, FindNodeError, GetProvidersError, GetValueError,
+    InboundError, PutValueError, StartError,
 };
 use crate::kbucket::InsertOutcome;
 use crate::proto::{self, PeerInfo, ProtoMessage, PROTOCOL_NAME};
@@ -792,18 +792,16 @@ async fn serve_inbound(
 ) -> Result<(), RequestError> {
     let peer = stream.remote_peer();
     for _ in 0..io.max_requests_per_stream {
-        let message = match tokio::time::timeout(
-            io.inbound_idle_timeout,
-            read_message(&mut stream, max),
-        )
-        .await
-        {
-            Ok(Ok(Some(m))) => m,
-            Ok(Ok(None)) => break,
-            // Junk or a timeout: the stream goes (dropped, hence reset), nothing else.
-            Ok(Err(e)) => return Err(e),
-            Err(_) => return Err(RequestError::Timeout),
-        };
+        let message =
+            match tokio::time::timeout(io.inbound_idle_timeout, read_message(&mut stream, max))
+                .await
+            {
+                Ok(Ok(Some(m))) => m,
+                Ok(Ok(None)) => break,
+                // Junk or a timeout: the stream goes (dropped, hence reset), nothing else.
+                Ok(Err(e)) => return Err(e),
+                Err(_) => return Err(RequestError::Timeout),
+            };
         let (tx, rx) = oneshot::channel();
         let report = Report::Inbound {
             peer,

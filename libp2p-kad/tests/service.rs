@@ -67,7 +67,9 @@ async fn three_hosts_over_tcp() {
 
     // Providers.
     let key = sha256_multihash(b"the key");
-    let told = within(ka.start_providing(key.clone())).await.expect("provide");
+    let told = within(ka.start_providing(key.clone()))
+        .await
+        .expect("provide");
     assert!(told >= 1, "told {told}");
     let providers = within(kc.get_providers(key, Some(1)))
         .await
@@ -79,7 +81,10 @@ async fn three_hosts_over_tcp() {
 
     // A peer by id.
     let addrs = within(kc.find_peer(a.peer_id())).await.expect("find peer");
-    assert!(addrs.iter().any(|x| a.listen_addrs().contains(x)), "{addrs:?}");
+    assert!(
+        addrs.iter().any(|x| a.listen_addrs().contains(x)),
+        "{addrs:?}"
+    );
     let nobody = PeerId::random();
     assert!(within(kc.find_peer(nobody)).await.is_err());
 

@@ -84,7 +84,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut upload, mut download) = (None, None);
     let (mut connections, mut hold) = (None, None);
     let (mut serve_requests, mut request) = (false, None);
-    let (mut bootstrap, mut kad, mut mdns) = (Vec::new(), examples::kad::KadOptions::default(), false);
+    let (mut bootstrap, mut kad, mut mdns) =
+        (Vec::new(), examples::kad::KadOptions::default(), false);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
