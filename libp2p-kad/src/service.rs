@@ -593,8 +593,8 @@ impl Driver {
         match event {
             HostEvent::ConnectionEstablished { peer, .. } => self.kad.on_connection(&peer, true),
             HostEvent::ConnectionClosed {
-                peer, remaining, ..
-            } if remaining == 0 => self.kad.on_connection(&peer, false),
+                peer, remaining: 0, ..
+            } => self.kad.on_connection(&peer, false),
             HostEvent::Identified { peer, info } => {
                 let server = info.protocols.iter().any(|p| p == PROTOCOL_NAME);
                 self.kad.on_identify(peer, &info.listen_addrs, server, now);
