@@ -7,6 +7,9 @@
 //! [`Kad::poll_action`], what the application learns with [`Kad::poll_event`], and when to
 //! call [`Kad::handle_timeout`] with [`Kad::poll_timeout`]. The wire format is in [`proto`].
 //!
+//! The [`service`] module (default feature `service`) is the host service described below,
+//! ready made: [`KadService`] for the host builder and a [`KadHandle`] with async methods.
+//!
 //! # What a host service does with it
 //!
 //! - **Start**: [`Kad::new`]; [`Kad::set_listen_addrs`] with our listen addresses (again

@@ -22,6 +22,36 @@
 //!   addresses (as they change) to [`Kad::set_listen_addrs`].
 //! - **Time**: the core's [`Kad::poll_timeout`] is the task's timer; the periodic refresh
 //!   is the core's [`Config::bootstrap_interval`].
+//!
+//! Two hosts, one bootstrapping from the other and finding a key it provides:
+//!
+//! ```
+//! use libp2p_host::{Host, Keypair};
+//! use libp2p_kad::{sha256_multihash, Config, KadService, ServiceConfig};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let mut nodes = Vec::new();
+//! for _ in 0..2 {
+//!     let (service, kad) = KadService::new(Config::default(), ServiceConfig::default());
+//!     let host = Host::builder(Keypair::generate_ed25519())
+//!         .listen_on("/ip4/127.0.0.1/tcp/0".parse()?)
+//!         .service(service)
+//!         .build()
+//!         .await?;
+//!     nodes.push((host, kad));
+//! }
+//! let (a, ka) = &nodes[0];
+//! let (_b, kb) = &nodes[1];
+//! kb.add_peer(a.peer_id(), a.listen_addrs()).await;
+//! assert_eq!(kb.bootstrap().await?, 1);
+//!
+//! let key = sha256_multihash(b"hello");
+//! kb.start_providing(key.clone()).await?;
+//! let providers = ka.get_providers(key, Some(1)).await?;
+//! assert_eq!(providers[0].id, nodes[1].0.peer_id());
+//! # Ok(()) }
+//! ```
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
