@@ -226,14 +226,28 @@ async fn fifty_hosts_over_memory() {
         let own = nodes[i].0.peer_id();
         async move {
             if target == own {
-                return;
+                return None;
             }
-            let addrs = within(handle.find_peer(target)).await.expect("found");
+            let (addrs, stats) = within(handle.find_peer_with_stats(target))
+                .await
+                .expect("found");
             let memory: Vec<&Multiaddr> = addrs.iter().collect();
             assert!(!memory.is_empty());
+            Some((stats.hops, stats.requests))
         }
     });
-    join_all(lookups).await;
+    let mut hops: Vec<(u32, u32)> = join_all(lookups).await.into_iter().flatten().collect();
+    hops.sort();
+    let mut requests: Vec<u32> = hops.iter().map(|h| h.1).collect();
+    requests.sort();
+    eprintln!(
+        "{N} hosts, {} lookups: hops median {} max {}, requests median {} max {}",
+        hops.len(),
+        hops[hops.len() / 2].0,
+        hops[hops.len() - 1].0,
+        requests[requests.len() / 2],
+        requests[requests.len() - 1]
+    );
 
     let key = sha256_multihash(b"fifty");
     within(nodes[N - 1].1.start_providing(key.clone()))
