@@ -523,7 +523,7 @@ async fn run(service: KadService, ctx: ServiceContext) {
         reports: report_tx,
         shared,
     };
-    let mut inbound_open = true;
+    let (mut inbound_open, mut commands_open) = (true, true);
     loop {
         let deadline = driver
             .kad
@@ -536,21 +536,25 @@ async fn run(service: KadService, ctx: ServiceContext) {
             }
         };
         tokio::select! {
-            command = commands.recv() => match command {
+            command = commands.recv(), if commands_open => match command {
                 Some(command) => driver.on_command(command),
-                // Every handle is gone: nobody can ask anything any more, but we keep
-                // serving the DHT for others until the host closes.
+                // Every handle is gone: nobody can ask anything any more, but a server goes
+                // on serving the DHT for others until the host closes.
                 None => {
+                    commands_open = false;
                     if !inbound_open {
                         break;
                     }
-                    commands = mpsc::channel(1).1;
-                    continue;
                 }
             },
             stream = inbound.next(), if inbound_open => match stream {
                 Some(stream) => driver.on_inbound(stream),
-                None => inbound_open = false,
+                None => {
+                    inbound_open = false;
+                    if !commands_open {
+                        break;
+                    }
+                }
             },
             event = events.next() => match event {
                 Some(event) => driver.on_host_event(event),
@@ -631,6 +635,14 @@ impl Driver {
             }
             HostEvent::ListenAddrAdded { .. } | HostEvent::ListenAddrExpired { .. } => {
                 self.kad.set_listen_addrs(self.host.listen_addrs());
+            }
+            HostEvent::Missed { count } => {
+                // What can be read again is: our addresses and who is connected now.
+                tracing::debug!(count, "kad missed host events; resynchronising");
+                self.kad.set_listen_addrs(self.host.listen_addrs());
+                for peer in self.host.connected_peers() {
+                    self.kad.on_connection(&peer, true);
+                }
             }
             _ => {}
         }

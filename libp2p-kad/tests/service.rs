@@ -263,3 +263,15 @@ async fn fifty_hosts_over_memory() {
     });
     join_all(finds).await;
 }
+
+/// A server whose handles are all gone goes on serving the DHT.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn serves_without_handles() {
+    let (server, ks) = tcp_host(kad_config()).await;
+    let (friend, _kf) = tcp_host(kad_config()).await;
+    assert_eq!(join(&ks, &friend).await, 1);
+    drop(ks);
+    let (_client, kc) = tcp_host(kad_config()).await;
+    // The server answers with the friend, who answers too.
+    assert_eq!(join(&kc, &server).await, 2);
+}

@@ -17,6 +17,11 @@
 //! ```text
 //! ```
 //!
+//! Version 2 (`../shared/PEER-CLI-v2.md`) adds discovery: `--kad`, `--bootstrap ADDR`
+//! (repeatable), `--provide KEY`, `--find-providers KEY`, `--find-peer ID` (see
+//! `examples::kad`) and `--mdns` (see `examples::mdns`); with them neither `--listen` nor
+//! `--dial` is needed for a dial-mode node.
+//!
 //! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
 //! short connections one after another, and N idle connections held open.
 //!
