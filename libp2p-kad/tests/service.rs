@@ -192,9 +192,25 @@ async fn client_mode_refuses_inbound() {
 /// every peer is found from another, and a provider record from everywhere.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_over_memory() {
-    const N: usize = 50;
+    network(50).await;
+}
+
+/// The same with `KAD_HOSTS` hosts (default 200), for a look at larger networks; not run by
+/// default (`cargo test --release -p libp2p-kad --test service -- --ignored --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "a larger network, run by hand"]
+async fn larger_network_over_memory() {
+    let n = std::env::var("KAD_HOSTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    network(n).await;
+}
+
+async fn network(n: usize) {
+    let started = std::time::Instant::now();
     let mut nodes: Vec<(Host, KadHandle)> = Vec::new();
-    for i in 0..N {
+    for i in 0..n {
         let node = memory_host().await;
         if i > 0 {
             // Deterministic choice of the one or two earlier hosts to bootstrap from.
@@ -220,8 +236,8 @@ async fn fifty_hosts_over_memory() {
             r.expect("bootstrap");
         });
 
-    let lookups = (0..N).map(|i| {
-        let target = nodes[(i * 17 + 5) % N].0.peer_id();
+    let lookups = (0..n).map(|i| {
+        let target = nodes[(i * 17 + 5) % n].0.peer_id();
         let handle = nodes[i].1.clone();
         let own = nodes[i].0.peer_id();
         async move {
@@ -241,7 +257,7 @@ async fn fifty_hosts_over_memory() {
     let mut requests: Vec<u32> = hops.iter().map(|h| h.1).collect();
     requests.sort();
     eprintln!(
-        "{N} hosts, {} lookups: hops median {} max {}, requests median {} max {}",
+        "{n} hosts, {} lookups: hops median {} max {}, requests median {} max {}",
         hops.len(),
         hops[hops.len() / 2].0,
         hops[hops.len() - 1].0,
@@ -250,11 +266,12 @@ async fn fifty_hosts_over_memory() {
     );
 
     let key = sha256_multihash(b"fifty");
-    within(nodes[N - 1].1.start_providing(key.clone()))
+    let lookups_done = started.elapsed();
+    within(nodes[n - 1].1.start_providing(key.clone()))
         .await
         .expect("provide");
-    let provider = nodes[N - 1].0.peer_id();
-    let finds = nodes[..N - 1].iter().map(|(_, k)| {
+    let provider = nodes[n - 1].0.peer_id();
+    let finds = nodes[..n - 1].iter().map(|(_, k)| {
         let key = key.clone();
         async move {
             let found = within(k.get_providers(key, Some(1))).await.expect("found");
@@ -262,6 +279,19 @@ async fn fifty_hosts_over_memory() {
         }
     });
     join_all(finds).await;
+    // The process's resident memory (Linux), for a rough figure per host.
+    let rss = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .map(|l| l.trim_start_matches("VmRSS:").trim().to_owned())
+        })
+        .unwrap_or_default();
+    eprintln!(
+        "{n} hosts: built, bootstrapped and looked up in {lookups_done:?}, all in {:?}; rss {rss}",
+        started.elapsed()
+    );
 }
 
 /// A server whose handles are all gone goes on serving the DHT.
