@@ -4,9 +4,9 @@
 
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_host::{Host, Keypair, Multiaddr, NewStreamError, PeerId};
+use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, NewStreamError, PeerId};
 use libp2p_kad::proto::{self, MessageType, ProtoMessage};
 use libp2p_kad::{
     sha256_multihash, Config, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL_NAME,
@@ -40,7 +40,12 @@ async fn memory_host() -> (Host, KadHandle) {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
     let (service, handle) = KadService::new(kad_config(), ServiceConfig::default());
+    // The host closes no idle connection, and a node of a large network ends up connected
+    // to most of the others it ever asked: room for all of them.
+    let mut config = HostConfig::default();
+    config.max_connections = 100_000;
     let host = Host::builder(key)
+        .config(config)
         .listen_on("/memory/0".parse().unwrap())
         .service(service)
         .build_with_transport(transport)
@@ -207,6 +212,15 @@ async fn larger_network_over_memory() {
     network(n).await;
 }
 
+/// Runs `futures`, at most 32 at a time (a thousand lookups at once would measure the
+/// scheduler, and blow the per-operation bound, on a small machine).
+async fn all<T>(futures: impl Iterator<Item = impl std::future::Future<Output = T>>) -> Vec<T> {
+    futures::stream::iter(futures)
+        .buffer_unordered(32)
+        .collect()
+        .await
+}
+
 async fn network(n: usize) {
     let started = std::time::Instant::now();
     let mut nodes: Vec<(Host, KadHandle)> = Vec::new();
@@ -229,12 +243,9 @@ async fn network(n: usize) {
         nodes.push(node);
     }
     // A second round of bootstraps lets the early hosts learn of the later ones.
-    join_all(nodes.iter().map(|(_, k)| within(k.bootstrap())))
-        .await
-        .into_iter()
-        .for_each(|r| {
-            r.expect("bootstrap");
-        });
+    for r in all(nodes.iter().map(|(_, k)| within(k.bootstrap()))).await {
+        r.expect("bootstrap");
+    }
 
     let lookups = (0..n).map(|i| {
         let target = nodes[(i * 17 + 5) % n].0.peer_id();
@@ -252,7 +263,7 @@ async fn network(n: usize) {
             Some((stats.hops, stats.requests))
         }
     });
-    let mut hops: Vec<(u32, u32)> = join_all(lookups).await.into_iter().flatten().collect();
+    let mut hops: Vec<(u32, u32)> = all(lookups).await.into_iter().flatten().collect();
     hops.sort();
     let mut requests: Vec<u32> = hops.iter().map(|h| h.1).collect();
     requests.sort();
@@ -278,7 +289,7 @@ async fn network(n: usize) {
             assert_eq!(found[0].id, provider);
         }
     });
-    join_all(finds).await;
+    all(finds).await;
     // The process's resident memory (Linux), for a rough figure per host.
     let rss = std::fs::read_to_string("/proc/self/status")
         .ok()
