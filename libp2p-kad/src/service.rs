@@ -11,7 +11,8 @@
 //!   one after the other; every length is checked against [`Config::max_message_size`]
 //!   before the body is read, every read has a timeout, and a request that does not decode
 //!   resets that stream and nothing else. At most
-//!   [`ServiceConfig::max_inbound_streams`] are served at once; more are reset.
+//!   [`ServiceConfig::max_inbound_streams`] are served at once, and
+//!   [`ServiceConfig::max_inbound_streams_per_peer`] for one peer; more are reset.
 //! - **Outbound**: [`Action::SendRequest`] opens a stream (the peer's addresses go to the
 //!   host's peerstore first, so the host can dial them), writes the request, reads one
 //!   response if one is due, all by the action's deadline.
@@ -55,7 +56,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -90,6 +91,11 @@ pub struct ServiceConfig {
     /// so even a busy network rarely has more than a few dozen on one node, and the cap
     /// bounds the tasks and buffers (one message each) a flood of streams can cost.
     pub max_inbound_streams: usize,
+    /// Inbound streams served at once for one peer; more from it are reset. Default 8: a
+    /// lookup sends one request at a time to a peer (a few when several queries run), and
+    /// the cap keeps one peer from holding every slot of
+    /// [`max_inbound_streams`](Self::max_inbound_streams).
+    pub max_inbound_streams_per_peer: usize,
     /// How long an inbound stream may stay silent before its next request (or while a
     /// request's bytes trickle in) before it is closed. Default 10 s, the core's request
     /// timeout: a requester waits no longer than that for our answer either.
@@ -119,6 +125,7 @@ impl Default for ServiceConfig {
     fn default() -> Self {
         ServiceConfig {
             max_inbound_streams: 64,
+            max_inbound_streams_per_peer: 8,
             inbound_idle_timeout: Duration::from_secs(10),
             max_requests_per_stream: 1024,
             ping_timeout: Duration::from_secs(10),
@@ -493,7 +500,27 @@ struct Driver {
     pending: HashMap<QueryId, Reply>,
     reports: mpsc::Sender<Report>,
     inbound_slots: Arc<Semaphore>,
+    /// Inbound streams being served, per peer.
+    inbound_per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
     shared: Arc<Shared>,
+}
+
+/// One inbound stream's place in [`Driver::inbound_per_peer`], given back on drop.
+struct PeerSlot {
+    peer: PeerId,
+    table: Arc<Mutex<HashMap<PeerId, usize>>>,
+}
+
+impl Drop for PeerSlot {
+    fn drop(&mut self) {
+        let mut table = self.table.lock().expect("inbound table");
+        if let Some(n) = table.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                table.remove(&self.peer);
+            }
+        }
+    }
 }
 
 async fn run(service: KadService, ctx: ServiceContext) {
@@ -517,6 +544,7 @@ async fn run(service: KadService, ctx: ServiceContext) {
         kad,
         host,
         inbound_slots: Arc::new(Semaphore::new(io.max_inbound_streams)),
+        inbound_per_peer: Arc::default(),
         io,
         max_message,
         pending: HashMap::new(),
@@ -606,8 +634,22 @@ impl Driver {
     }
 
     fn on_inbound(&mut self, stream: Stream) {
+        let peer = stream.remote_peer();
+        let slot = {
+            let mut table = self.inbound_per_peer.lock().expect("inbound table");
+            let n = table.get(&peer).copied().unwrap_or(0);
+            if n >= self.io.max_inbound_streams_per_peer {
+                tracing::debug!(%peer, "too many inbound kad streams from this peer; reset");
+                return;
+            }
+            table.insert(peer, n + 1);
+            PeerSlot {
+                peer,
+                table: self.inbound_per_peer.clone(),
+            }
+        };
         let Ok(permit) = self.inbound_slots.clone().try_acquire_owned() else {
-            tracing::debug!(peer = %stream.remote_peer(), "too many inbound kad streams; reset");
+            tracing::debug!(%peer, "too many inbound kad streams; reset");
             return;
         };
         let reports = self.reports.clone();
@@ -618,7 +660,7 @@ impl Driver {
             if let Err(e) = serve_inbound(stream, reports, io, max).await {
                 tracing::debug!(%peer, error = %e, "inbound kad stream ended");
             }
-            drop(permit);
+            drop((permit, slot));
         });
     }
 

@@ -316,3 +316,60 @@ async fn serves_without_handles() {
     // The server answers with the friend, who answers too.
     assert_eq!(join(&kc, &server).await, 2);
 }
+
+/// One peer holding its limit of streams gets the next one reset; others are still served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_peer_cannot_take_every_slot() {
+    let (server, _ks) = tcp_host(kad_config()).await;
+    let limit = ServiceConfig::default().max_inbound_streams_per_peer;
+    let hog = Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .expect("host");
+    hog.dial(server.p2p_addrs()[0].clone()).await.expect("dial");
+    let request = ProtoMessage {
+        r#type: MessageType::FindNode as i32,
+        key: PeerId::random().to_bytes(),
+        ..Default::default()
+    };
+    let mut frame = Vec::new();
+    proto::encode_frame(&request, &mut frame);
+    let mut held = Vec::new();
+    for _ in 0..limit {
+        let mut s = within(hog.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+            .await
+            .expect("stream");
+        // Answered: the server has taken this stream in.
+        s.write_all(&frame).await.unwrap();
+        s.flush().await.unwrap();
+        within(read_frame(&mut s)).await;
+        held.push(s);
+    }
+    let mut extra = within(hog.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+        .await
+        .expect("stream");
+    let _ = extra.write_all(&frame).await;
+    let _ = extra.flush().await;
+    let mut back = Vec::new();
+    let _ = within(extra.read_to_end(&mut back)).await;
+    assert!(back.is_empty(), "the stream over the limit was served");
+
+    // Another peer is served; so is the hog, on a stream it already holds.
+    let other = Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .expect("host");
+    other
+        .dial(server.p2p_addrs()[0].clone())
+        .await
+        .expect("dial");
+    let mut s = within(other.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+        .await
+        .expect("stream");
+    s.write_all(&frame).await.unwrap();
+    s.flush().await.unwrap();
+    within(read_frame(&mut s)).await;
+    held[0].write_all(&frame).await.unwrap();
+    held[0].flush().await.unwrap();
+    within(read_frame(&mut held[0])).await;
+}
