@@ -4,7 +4,31 @@
 #![warn(missing_docs)]
 
 pub mod gossip;
+pub mod kad;
+pub mod mdns;
 pub mod node;
+
+/// The services the `peer` program adds to its host, by option.
+#[derive(Debug, Default)]
+pub struct Services {
+    /// `--kad` and the options that imply it.
+    pub kad: Option<libp2p_kad::KadService>,
+    /// `--mdns`.
+    pub mdns: Option<libp2p_mdns::MdnsService>,
+}
+
+impl Services {
+    /// Adds them to `builder`.
+    pub fn add_to(self, mut builder: libp2p_host::HostBuilder) -> libp2p_host::HostBuilder {
+        if let Some(kad) = self.kad {
+            builder = builder.service(kad);
+        }
+        if let Some(mdns) = self.mdns {
+            builder = builder.service(mdns);
+        }
+        builder
+    }
+}
 
 use libp2p_core::identity::{self, Keypair};
 

@@ -7,6 +7,14 @@
 use libp2p_core::PeerId;
 use sha2::{Digest, Sha256};
 
+/// The sha2-256 multihash of `data` (`0x12 0x20 || sha256(data)`): the DHT key a content
+/// identifier of `data` is provided under (a CID's multihash).
+pub fn sha256_multihash(data: &[u8]) -> Vec<u8> {
+    let mut mh = vec![0x12, 0x20];
+    mh.extend_from_slice(&Sha256::digest(data));
+    mh
+}
+
 /// A key: its original bytes (what goes on the wire) and its place in the key space.
 #[derive(Clone, PartialEq, Eq, Hash)]
 pub struct Key {

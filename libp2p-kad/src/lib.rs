@@ -7,6 +7,9 @@
 //! [`Kad::poll_action`], what the application learns with [`Kad::poll_event`], and when to
 //! call [`Kad::handle_timeout`] with [`Kad::poll_timeout`]. The wire format is in [`proto`].
 //!
+//! The [`service`] module (default feature `service`) is the host service described below,
+//! ready made: [`KadService`] for the host builder and a [`KadHandle`] with async methods.
+//!
 //! # What a host service does with it
 //!
 //! - **Start**: [`Kad::new`]; [`Kad::set_listen_addrs`] with our listen addresses (again
@@ -71,6 +74,8 @@ pub mod kbucket;
 pub mod key;
 pub mod proto;
 pub mod query;
+#[cfg(feature = "service")]
+pub mod service;
 pub mod store;
 
 pub use behaviour::{Action, Event, Kad, QueryId, QueryResult, QueryStats, RequestId};
@@ -80,8 +85,10 @@ pub use error::{
     InboundError, PutValueError, RecordRejected, StartError, StoreError,
 };
 pub use kbucket::{InsertOutcome, RoutingTable};
-pub use key::{Distance, Key};
+pub use key::{sha256_multihash, Distance, Key};
 pub use proto::{PeerInfo, PROTOCOL_NAME};
+#[cfg(feature = "service")]
+pub use service::{FindPeerError, KadHandle, KadService, QueryError, RequestError, ServiceConfig};
 pub use store::{
     AcceptAll, MemoryStore, MemoryStoreConfig, ProviderRecord, Record, RecordStore, RecordValidator,
 };

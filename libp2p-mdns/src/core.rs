@@ -205,6 +205,16 @@ impl Mdns {
             .map(|(p, addrs)| (*p, addrs.keys().cloned().collect()))
     }
 
+    /// The discovered addresses with the moment each expires (their records' TTL, capped by
+    /// [`Config::max_ttl`], refreshed by every answer that carries them).
+    pub fn peer_expiries(&self) -> impl Iterator<Item = (PeerId, Multiaddr, Instant)> + '_ {
+        self.peers.iter().flat_map(|(peer, addrs)| {
+            addrs
+                .iter()
+                .map(move |(addr, expiry)| (*peer, addr.clone(), *expiry))
+        })
+    }
+
     /// Takes in a datagram received on `link` from `from`. `len` is its size as received
     /// (larger than `bytes.len()` if the receive buffer cut it). A refused packet changes
     /// nothing but the counters.

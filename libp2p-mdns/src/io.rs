@@ -41,6 +41,7 @@ const RECEIVE_ERROR_PAUSE: std::time::Duration = std::time::Duration::from_milli
 enum Command {
     SetListenAddrs(Vec<Multiaddr>),
     Discovered(tokio::sync::oneshot::Sender<Vec<(PeerId, Vec<Multiaddr>)>>),
+    Expiries(tokio::sync::oneshot::Sender<Vec<(PeerId, Multiaddr, Instant)>>),
 }
 
 /// The application's side of a running driver. Dropping it stops the driver.
@@ -54,6 +55,7 @@ impl std::fmt::Debug for Command {
         match self {
             Command::SetListenAddrs(a) => f.debug_tuple("SetListenAddrs").field(a).finish(),
             Command::Discovered(_) => f.write_str("Discovered"),
+            Command::Expiries(_) => f.write_str("Expiries"),
         }
     }
 }
@@ -73,6 +75,14 @@ impl Handle {
     pub async fn discovered(&self) -> Option<Vec<(PeerId, Vec<Multiaddr>)>> {
         let (tx, rx) = tokio::sync::oneshot::channel();
         self.commands.send(Command::Discovered(tx)).await.ok()?;
+        rx.await.ok()
+    }
+
+    /// Every discovered address with the moment it expires; `None` if the driver has
+    /// stopped.
+    pub async fn expiries(&self) -> Option<Vec<(PeerId, Multiaddr, Instant)>> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.commands.send(Command::Expiries(tx)).await.ok()?;
         rx.await.ok()
     }
 }
@@ -204,6 +214,9 @@ impl Driver {
                     Some(Command::SetListenAddrs(addrs)) => self.core.set_listen_addrs(addrs),
                     Some(Command::Discovered(reply)) => {
                         let _ = reply.send(self.core.peers().collect());
+                    }
+                    Some(Command::Expiries(reply)) => {
+                        let _ = reply.send(self.core.peer_expiries().collect());
                     }
                     None => break,
                 },

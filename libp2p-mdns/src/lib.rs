@@ -10,7 +10,9 @@
 //! - [`core`]: the protocol as a plain state machine ([`Mdns`]): query schedule, rate-limited
 //!   answers, the table of discovered peers with TTL expiry, every table capped;
 //! - [`io`]: the tokio driver: one IPv4 and one IPv6 multicast socket per interface, loopback
-//!   skipped; it yields [`Event`]s as a stream.
+//!   skipped; it yields [`Event`]s as a stream;
+//! - [`service`]: the Host service ([`MdnsService`]): announces the host's listen addresses,
+//!   puts discovered peers into its peerstore, optionally dials them.
 //!
 //! ```no_run
 //! use futures::StreamExt;
@@ -56,8 +58,10 @@ pub mod core;
 pub mod error;
 pub mod io;
 pub mod proto;
+pub mod service;
 
 pub use crate::core::{Event, LinkId, Mdns, Stats, Transmit};
 pub use config::Config;
 pub use error::{DecodeError, EncodeError, RecordError, SocketError, StartError};
 pub use io::{spawn, Driver, Events, Handle};
+pub use service::{MdnsHandle, MdnsService, ServiceConfig};

@@ -19,60 +19,12 @@ use std::time::{Duration, Instant};
 /// The longest the whole exchange may take; discovery itself takes milliseconds.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-fn ip(args: &[&str]) -> Result<(), String> {
-    let out = Command::new("ip")
-        .args(args)
-        .output()
-        .map_err(|e| format!("ip {}: {e}", args.join(" ")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        Err(format!(
-            "ip {}: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&out.stderr).trim()
-        ))
-    }
-}
+mod netns_util;
 
-/// The two namespaces; deleting them removes the veth pair too.
-struct Namespaces {
-    names: Vec<String>,
-}
-
-impl Drop for Namespaces {
-    fn drop(&mut self) {
-        for n in &self.names {
-            let _ = ip(&["netns", "del", n]);
-        }
-    }
-}
+use netns_util::Namespaces;
 
 fn setup(tag: &str) -> Result<Namespaces, String> {
-    let a = format!("mdns-a-{tag}");
-    let b = format!("mdns-b-{tag}");
-    let va = format!("mda{tag}");
-    let vb = format!("mdb{tag}");
-    ip(&["netns", "add", &a])?;
-    let mut ns = Namespaces {
-        names: vec![a.clone()],
-    };
-    ip(&["netns", "add", &b])?;
-    ns.names.push(b.clone());
-    // Created directly inside the namespaces: the pair never exists among the host's links.
-    ip(&[
-        "link", "add", &va, "netns", &a, "type", "veth", "peer", "name", &vb, "netns", &b,
-    ])?;
-    for (n, v, four, six) in [
-        (&a, &va, "10.77.0.1/24", "fd00:77::1/64"),
-        (&b, &vb, "10.77.0.2/24", "fd00:77::2/64"),
-    ] {
-        ip(&["-n", n, "link", "set", "lo", "up"])?;
-        ip(&["-n", n, "addr", "add", four, "dev", v])?;
-        ip(&["-n", n, "addr", "add", six, "dev", v, "nodad"])?;
-        ip(&["-n", n, "link", "set", v, "up"])?;
-    }
-    Ok(ns)
+    netns_util::setup("mdns", "md", 77, tag)
 }
 
 struct Node {

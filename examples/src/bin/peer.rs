@@ -9,8 +9,6 @@
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //!      [--request json|cbor]
 //! peer --listen ... --serve-requests
-//! peer --listen ... | --dial ... --gossip TOPIC [--publish MSG [--count N] [--publish-wait SECS]]
-//!      [--bootstrap ADDR]...
 //! ```
 //!
 //! `--serve-requests` and `--request` are a project extension (request-response, see the
@@ -18,6 +16,13 @@
 //!
 //! ```text
 //! ```
+//!
+//! Version 2 (`../shared/PEER-CLI-v2.md`) adds discovery: `--kad`, `--bootstrap ADDR`
+//! (repeatable), `--provide KEY`, `--find-providers KEY`, `--find-peer ID` (see
+//! `examples::kad`) and `--mdns` (see `examples::mdns`); with them neither `--listen` nor
+//! `--dial` is needed for a dial-mode node; and gossipsub: `--gossip TOPIC`, `--publish MSG`,
+//! `--count N`, `--publish-wait SECS` (see `examples::gossip`; without a Kademlia option,
+//! `--bootstrap` only connects).
 //!
 //! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
 //! short connections one after another, and N idle connections held open.
@@ -36,6 +41,7 @@ use examples::{make_key, KeyType};
 use futures::StreamExt;
 use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
 use libp2p_host::{split_peer_id, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_kad::KadHandle;
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -48,6 +54,8 @@ use libp2p_yamux::Yamux;
 enum Mode {
     Listen(Multiaddr),
     Dial(Multiaddr),
+    /// Neither `--listen` nor `--dial`: a v2 dial-mode node (`--bootstrap`, `--mdns`).
+    Discover,
 }
 
 #[derive(Debug)]
@@ -66,6 +74,9 @@ struct Args {
     hold: Option<usize>,
     serve_requests: bool,
     request: Option<String>,
+    bootstrap: Vec<Multiaddr>,
+    kad: examples::kad::KadOptions,
+    mdns: bool,
     gossip: examples::gossip::GossipArgs,
 }
 
@@ -81,6 +92,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut upload, mut download) = (None, None);
     let (mut connections, mut hold) = (None, None);
     let (mut serve_requests, mut request) = (false, None);
+    let (mut bootstrap, mut kad, mut mdns) =
+        (Vec::new(), examples::kad::KadOptions::default(), false);
     let mut gossip = examples::gossip::GossipArgs::default();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -102,6 +115,9 @@ fn parse_args() -> Result<Args, String> {
             "--hold" => hold = Some(number(value()?)? as usize),
             "--serve-requests" => serve_requests = true,
             "--request" => request = Some(value()?),
+            "--bootstrap" => bootstrap.push(value()?.parse().map_err(|e| format!("{e}"))?),
+            "--mdns" => mdns = true,
+            other if kad.parse(other, &mut value)? => {}
             other if gossip.take(other, &mut value)? => {}
             other => return Err(format!("unsupported: option {other}")),
         }
@@ -115,8 +131,13 @@ fn parse_args() -> Result<Args, String> {
         (None, None) => None,
         (u, d) => Some((u.unwrap_or(0), d.unwrap_or(0))),
     };
+    let discover = !bootstrap.is_empty() || kad.enabled() || mdns || gossip.enabled();
+    let mode = mode
+        .or(discover.then_some(Mode::Discover))
+        .ok_or("one of --listen or --dial is required")?;
+    kad.check(matches!(mode, Mode::Listen(_)))?;
     Ok(Args {
-        mode: mode.ok_or("one of --listen or --dial is required")?,
+        mode,
         security,
         muxer,
         key,
@@ -130,6 +151,9 @@ fn parse_args() -> Result<Args, String> {
         hold,
         serve_requests,
         request,
+        bootstrap,
+        kad,
+        mdns,
         gossip,
     })
 }
@@ -187,36 +211,51 @@ async fn run(mut args: Args) -> Result<String, String> {
         .with_writer(std::io::stderr)
         .init();
     let key = make_key(args.key, args.seed)?;
+    // `--bootstrap` is connected by the discovery step (kad or not), before gossip runs.
     args.gossip.prepare(&key)?;
+    let (kad_service, kad) = args.kad.service().unzip();
+    let (mdns_service, mdns) = args.mdns.then(examples::mdns::service).unzip();
+    let s = examples::Services {
+        kad: kad_service,
+        mdns: mdns_service,
+    };
     let host = match args.security.as_str() {
-        "plaintext" => with_security(Plaintext::new(key.clone()), key, &args).await?,
-        "secio" => with_security(Secio::new(key.clone()), key, &args).await?,
-        "noise" => with_security(Noise::new(key.clone()), key, &args).await?,
-        "tls" => with_security(Tls::new(key.clone()), key, &args).await?,
+        "plaintext" => with_security(Plaintext::new(key.clone()), key, &args, s).await?,
+        "secio" => with_security(Secio::new(key.clone()), key, &args, s).await?,
+        "noise" => with_security(Noise::new(key.clone()), key, &args, s).await?,
+        "tls" => with_security(Tls::new(key.clone()), key, &args, s).await?,
         other => return Err(format!("unsupported: security {other}")),
     };
+    if let Some(discoveries) = mdns {
+        examples::mdns::spawn_reporter(&host, discoveries);
+    }
     node::serve(&host)?;
     if args.serve_requests {
         node::serve_requests(&host)?;
     }
-    run_host(host, args).await
+    run_host(host, args, kad).await
 }
 
-async fn with_security<S>(security: S, key: Keypair, args: &Args) -> Result<Host, String>
+async fn with_security<S>(
+    security: S,
+    key: Keypair,
+    args: &Args,
+    services: examples::Services,
+) -> Result<Host, String>
 where
     S: SecurityUpgrade<Negotiated<TcpSocket>>,
 {
     let secured = TcpTransport::new().upgrade().authenticate(security);
     match args.muxer.as_str() {
-        "mplex" => build(secured.multiplex(Mplex::default()), key).await,
-        "yamux" => build(secured.multiplex(Yamux::default()), key).await,
+        "mplex" => build(secured.multiplex(Mplex::default()), key, services).await,
+        "yamux" => build(secured.multiplex(Yamux::default()), key, services).await,
         other => Err(format!("unsupported: muxer {other}")),
     }
 }
 
 /// The host of the `peer` program: exactly the stack asked for, limits high enough for the
 /// benchmarks (`--hold 10000` holds ten thousand connections from one peer).
-async fn build<T>(transport: T, key: Keypair) -> Result<Host, String>
+async fn build<T>(transport: T, key: Keypair, services: examples::Services) -> Result<Host, String>
 where
     T: Transport,
     T::Output: IntoConnection,
@@ -228,14 +267,16 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
-    examples::gossip::install(Host::builder(key))
-        .config(config)
+    let builder = services.add_to(Host::builder(key).config(config));
+    examples::gossip::install(builder)
         .build_with_transport(transport)
         .await
         .map_err(|e| e.to_string())
 }
 
-async fn run_host(host: Host, args: Args) -> Result<String, String> {
+async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<String, String> {
+    let v2 = !args.bootstrap.is_empty() || kad.is_some() || args.mdns;
+    let gossip = args.gossip.enabled();
     match &args.mode {
         Mode::Listen(addr) => {
             let first = host
@@ -244,7 +285,11 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
                 .map_err(|e| e.to_string())?;
             println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
             let _ = std::io::stdout().flush();
-            if args.gossip.enabled() {
+            if v2 {
+                examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, true).await?;
+                HELD.store(true, Ordering::SeqCst);
+            }
+            if gossip {
                 return examples::gossip::run(&host, &args.gossip, None).await;
             }
             std::future::pending::<()>().await;
@@ -297,9 +342,36 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             std::future::pending::<()>().await;
             Err("hold ended".into())
         }
-        Mode::Dial(addr) if args.gossip.enabled() => {
-            examples::gossip::run(&host, &args.gossip, Some(addr.clone())).await
+        Mode::Dial(_) | Mode::Discover if v2 || gossip => {
+            if let Mode::Dial(addr) = &args.mode {
+                host.dial(addr.clone())
+                    .await
+                    .map_err(|e| format!("dial: {e}"))?;
+            }
+            let line = examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, false);
+            let line = line.await?;
+            if gossip {
+                if let Some(line) = line {
+                    println!("{line}");
+                    let _ = std::io::stdout().flush();
+                }
+                return examples::gossip::run(&host, &args.gossip, None).await;
+            }
+            match line {
+                Some(line) if !args.mdns => Ok(line),
+                line => {
+                    // mDNS keeps reporting until the timeout.
+                    if let Some(line) = line {
+                        println!("{line}");
+                        let _ = std::io::stdout().flush();
+                    }
+                    HELD.store(true, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                    Err("mdns ended".into())
+                }
+            }
         }
+        Mode::Discover => Err("nothing to do".into()),
         Mode::Dial(addr) => {
             let mut events = host.events();
             let peer = host
