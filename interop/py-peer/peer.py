@@ -8,7 +8,18 @@ It follows the fixed command-line contract in ../PEER-CLI.md exactly:
     peer.py --dial ADDR/p2p/ID --ping
     peer.py --dial ADDR/p2p/ID --perf-upload N --perf-download M
 
-Stdout carries only the contract's lines (LISTEN, OK, PING OK, PERF, FAIL); everything else goes
+PEER-CLI v2 (/work/shared/PEER-CLI-v2.md; see the "PEER-CLI v2" section below for the choices):
+
+    peer.py --listen /ip4/127.0.0.1/udp/0/quic-v1 --listen /ip4/127.0.0.1/tcp/0/ws ...
+    peer.py --listen ADDR --kad | --bootstrap ADDR/p2p/ID --provide KEY
+    peer.py --bootstrap ADDR/p2p/ID --find-providers KEY | --find-peer ID
+    peer.py --listen ADDR --gossip TOPIC [--bootstrap ADDR/p2p/ID] [--publish MSG --count N]
+    peer.py --listen ADDR --mdns
+
+Every part of v2 is implemented with py-libp2p 0.8.1's own modules; none prints
+`FAIL unsupported` for lack of it (request-response and ECDSA keys stay unsupported, as in v1).
+
+Stdout carries only the contract's lines (LISTEN, OK, PING OK, PERF, FAIL and v2's); everything else goes
 to stderr (py-libp2p's own logging too: set LIBP2P_DEBUG=DEBUG for it, PY_PEER_VERBOSE=1 for ours).
 Exit status: 0 on success, 1 on failure (and on timeout), 2 for an unsupported option or bad usage.
 """
