@@ -4,9 +4,9 @@ rust<->rust and py<->py, over real sockets on loopback (mDNS in two network name
 a veth pair, created here and deleted after; needs root).
 
 Prints one line per check (`PASS`, `FAIL`, `N/A` for what a library lacks: it printed
-`FAIL unsupported`, `KNOWN` for a listed limitation of a library, with its reason) and exits
-non-zero if any check fails (a KNOWN check that passes is reported as `FIXED` and fails the run,
-so the list is kept true).
+`FAIL unsupported`, `KNOWN` for a failure listed in KNOWN below as a bug or limitation of a
+library, with its reason) and exits non-zero if any check fails (a deterministic KNOWN check
+that passes is reported as `FIXED` and fails the run, so the list is kept true).
 
 Usage: interop/v2-foreign.py [--only transport,listen,kad,gossip,mdns] [--impls rust,py]
 The foreign peers must be built first (interop/build.sh).
@@ -29,8 +29,25 @@ IMPLS = {
 PARTS = ["transport", "listen", "kad", "gossip", "mdns"]
 
 # Checks that fail because of a limitation of the foreign library itself (not of the peer
-# program): (check name prefix) -> reason. Printed as KNOWN.
+# program): check name prefix -> (reason, deterministic). A failure prints KNOWN and does not
+# fail the run; a deterministic one that passes prints FIXED and fails the run (so the list is
+# kept true), an intermittent one that passes is a PASS.
 KNOWN = {
+    # rust-libp2p 0.57's mDNS answers with a PTR to a bare one-label peer name
+    # (libp2p-mdns 0.49 dns.rs generate_peer_name: `<random>.`); py-libp2p's zeroconf browser
+    # asks for that service's info and refuses the name ("must end with '.local.'"), so py
+    # never discovers rust. The other way works: rust discovers py and both print
+    # `MDNS CONNECTED`; py prints no `MDNS <rust id>`.
+    "mdns rust<->py": ("py-libp2p (zeroconf) cannot resolve rust-libp2p's mDNS peer name "
+                       "(a bare label, not <name>._p2p._udp.local); rust finds py, py never finds rust",
+                       True),
+    # Intermittent (about one run in three): an echo over py-libp2p 0.8.1's QUIC, with 20
+    # streams at once, comes back a few hundred bytes short at the end of one stream, whichever
+    # side py is on (py's QUIC stream reports the stream closed while data is still due; the
+    # peer drains what is buffered, see read_some in peer.py, but some never arrives).
+    "quic rust->py 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
+    "quic py->rust 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
+    "quic py->py 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
 }
 
 
@@ -39,14 +56,16 @@ class Report:
         self.failed = self.passed = 0
 
     def check(self, name, ok, detail, seconds):
-        known = next((why for k, why in KNOWN.items() if name.startswith(k)), None)
+        known = next((v for k, v in KNOWN.items() if name.startswith(k)), None)
         if ok == "N/A":
             word = "N/A"
-        elif known is not None:
-            word = "FIXED" if ok is True else "KNOWN"
-            detail = (detail + " | " if ok is True else "") + known
-            if ok is True:
-                self.failed += 1
+        elif known is not None and ok is not True:
+            word = "KNOWN"
+            detail = detail[:120] + " | " + known[0]
+        elif known is not None and known[1]:
+            word = "FIXED"
+            detail = detail + " | listed as known: " + known[0]
+            self.failed += 1
         elif ok is True:
             word = "PASS"
             self.passed += 1

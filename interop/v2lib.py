@@ -27,6 +27,10 @@ TRANSPORT_TESTS = {
     "20x64KiB": ["--streams", "20", "--bytes", str(64 * 1024)],
 }
 START_TIMEOUT = 60.0
+# Before a gossip scenario starts its publisher, the other nodes get this long to build their
+# meshes (a relay forwards only to its mesh peers, and rust-libp2p's first heartbeat comes 5 s
+# after start; py-libp2p's here every 1 s): the publisher's --publish-wait covers only its own mesh.
+MESH_SETTLE = 7.0
 
 
 class Node:
@@ -275,6 +279,8 @@ def gossip_chain(cmds, topic="v2-chain", msg="chain", count=3, timeout=60):
         prev = None
         for i, cmd in enumerate(cmds):
             last = i == len(cmds) - 1
+            if last:
+                time.sleep(MESH_SETTLE)
             extra = ["--publish", msg, "--count", str(count), "--publish-wait", "30"] if last else []
             node, addr = _start_gossip(cmd, "ABCDEFG"[i], topic, [prev] if prev else [], extra, timeout * 2)
             nodes.append(node)
@@ -302,6 +308,8 @@ def gossip_star(hub, leaves, publisher_leaf=0, topic="v2-star", msg="star", coun
         order = [i for i in range(len(leaves)) if i != publisher_leaf] + [publisher_leaf]
         pub = None
         for i in order:
+            if i == publisher_leaf:
+                time.sleep(MESH_SETTLE)
             extra = ["--publish", msg, "--count", str(count), "--publish-wait", "30"] if i == publisher_leaf else []
             n, addr = _start_gossip(leaves[i], f"leaf{i}", topic, [haddr], extra, timeout * 2)
             nodes.append(n)

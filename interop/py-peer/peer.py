@@ -291,9 +291,18 @@ async def read_some(stream, n: int) -> bytes:
         # (our write side closed, the remote's FIN received, its buffer drained) as
         # QUICStreamClosedError (wrapped in StreamReset) rather than EOF; a real reset is
         # QUICStreamResetError. Byte counts are checked by the callers either way.
-        if "QUICStreamClosedError" in (type(e).__name__, type(e.__cause__ or e.__context__).__name__):
+        if "QUICStreamClosedError" not in (type(e).__name__, type(e.__cause__ or e.__context__).__name__):
+            raise
+        # Its read checks the receive buffer, then (under another lock) the state: data that
+        # lands in between is still buffered when the error comes. Drain it from the QUIC
+        # stream itself (the net stream now calls itself reset) before calling it the end.
+        muxed = getattr(stream, "muxed_stream", None)
+        if muxed is None:
             return b""
-        raise
+        try:
+            return await muxed.read(n)
+        except Exception:  # noqa: BLE001 - closed with an empty buffer: the end
+            return b""
 
 
 async def read_exactly(stream, n: int) -> bytes:
