@@ -41,13 +41,18 @@ KNOWN = {
     "mdns rust<->py": ("py-libp2p (zeroconf) cannot resolve rust-libp2p's mDNS peer name "
                        "(a bare label, not <name>._p2p._udp.local); rust finds py, py never finds rust",
                        True),
-    # Intermittent (about one run in three): an echo over py-libp2p 0.8.1's QUIC, with 20
-    # streams at once, comes back a few hundred bytes short at the end of one stream, whichever
-    # side py is on (py's QUIC stream reports the stream closed while data is still due; the
-    # peer drains what is buffered, see read_some in peer.py, but some never arrives).
-    "quic rust->py 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
-    "quic py->rust 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
-    "quic py->py 20x64KiB": ("py-libp2p 0.8.1 QUIC loses the tail of a stream now and then", False),
+    # Intermittent (seen in about one run in three): an echo over py-libp2p 0.8.1's QUIC,
+    # whichever side py is on, one stream or 20, comes back a few hundred bytes short at the
+    # end of a stream (never wrong bytes). Not pinned down inside py-libp2p's QUIC stream; not
+    # its 2 MiB receive-buffer drop (the streams are far below it). py's QUIC stream also ends
+    # a stream closed both ways with QUICStreamClosedError, which peer.py takes as the end
+    # after draining its buffer (read_some).
+    "quic rust->py echo-1MiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
+    "quic rust->py 20x64KiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
+    "quic py->rust echo-1MiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
+    "quic py->rust 20x64KiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
+    "quic py->py echo-1MiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
+    "quic py->py 20x64KiB": ("py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream", False),
 }
 
 

@@ -588,8 +588,8 @@ def root_cause(e: BaseException) -> str:
 # - its mDNS (zeroconf) cannot resolve rust-libp2p's mDNS answers (a PTR to a bare one-label
 #   peer name, not <name>._p2p._udp.local: "must end with '.local.'"), so it never discovers a
 #   rust-libp2p node; rust-libp2p discovers py-libp2p and the connection is made.
-# - its QUIC now and then loses the last few hundred bytes of a stream when 20 run at once
-#   (either side), and ends a stream closed both ways with QUICStreamClosedError, not EOF
+# - its QUIC now and then loses the last few hundred bytes of an echo stream (one stream or
+#   20, either side; cause not pinned down), and ends a stream closed both ways with QUICStreamClosedError, not EOF
 #   (read_some takes that as the end after draining the buffer).
 
 SERVING = {"on": False}  # a v2 role that is still serving at --timeout exits 0, no FAIL line
