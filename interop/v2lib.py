@@ -27,6 +27,10 @@ TRANSPORT_TESTS = {
     "20x64KiB": ["--streams", "20", "--bytes", str(64 * 1024)],
 }
 START_TIMEOUT = 60.0
+# py-libp2p 0.8.1's QUIC now and then returns an echo a few hundred bytes short at the end of a
+# stream, whichever side py is on (see v2-foreign.py's KNOWN): such a failure is reported, but
+# as this known limit rather than as a failure of the other side.
+PY_QUIC_TAIL_LOSS = "py-libp2p 0.8.1 QUIC now and then loses the last bytes of a stream"
 # Before a gossip scenario starts its publisher, the other nodes get this long to build their
 # meshes (a relay forwards only to its mesh peers, and rust-libp2p's first heartbeat comes 5 s
 # after start; py-libp2p's here every 1 s): the publisher's --publish-wait covers only its own mesh.
