@@ -23,7 +23,9 @@ use libp2p::{
 use sha2::{Digest as _, Sha256};
 use tokio::time::{sleep_until, Instant};
 
-use super::{log_event, other, print_line, Behaviour, BehaviourEvent, Extras, Fail, Listeners, SERVING};
+use super::{
+    log_event, other, print_line, Behaviour, BehaviourEvent, Extras, Fail, Listeners, SERVING,
+};
 
 /// Pause between two `--publish` messages (the contract's 50 ms).
 const PUBLISH_GAP: Duration = Duration::from_millis(50);
@@ -75,7 +77,10 @@ impl Options {
     }
 
     fn kad_wanted(&self) -> bool {
-        self.kad || self.provide.is_some() || self.find_providers.is_some() || self.find_peer.is_some()
+        self.kad
+            || self.provide.is_some()
+            || self.find_providers.is_some()
+            || self.find_peer.is_some()
     }
 
     pub(crate) fn extras(&self) -> Extras {
@@ -87,23 +92,32 @@ impl Options {
     }
 
     pub(crate) fn check(&self) -> Result<(), Fail> {
-        let finds = self.find_providers.is_some() as u8 + self.find_peer.is_some() as u8 + self.provide.is_some() as u8;
+        let finds = self.find_providers.is_some() as u8
+            + self.find_peer.is_some() as u8
+            + self.provide.is_some() as u8;
         if finds > 1 {
             return Err(Fail::Usage(
                 "--provide, --find-providers and --find-peer exclude each other".into(),
             ));
         }
         if self.provide.is_some() && self.listen.is_empty() {
-            return Err(Fail::Usage("--provide needs --listen (a provider must be reachable)".into()));
+            return Err(Fail::Usage(
+                "--provide needs --listen (a provider must be reachable)".into(),
+            ));
         }
         if (self.find_providers.is_some() || self.find_peer.is_some()) && !self.listen.is_empty() {
-            return Err(Fail::Usage("--find-providers and --find-peer are dial-mode options".into()));
+            return Err(Fail::Usage(
+                "--find-providers and --find-peer are dial-mode options".into(),
+            ));
         }
         if self.publish.is_some() && self.gossip.is_none() {
             return Err(Fail::Usage("--publish needs --gossip".into()));
         }
-        if self.listen.is_empty() && self.dial.is_empty() && self.bootstrap.is_empty() && !self.mdns {
-            return Err(Fail::Usage("nothing to listen on and nobody to connect to".into()));
+        if self.listen.is_empty() && self.dial.is_empty() && self.bootstrap.is_empty() && !self.mdns
+        {
+            return Err(Fail::Usage(
+                "nothing to listen on and nobody to connect to".into(),
+            ));
         }
         Ok(())
     }
@@ -157,7 +171,8 @@ pub(crate) async fn run(mut swarm: Swarm<Behaviour>, options: Options) -> Result
     let mut listeners = Listeners::start(&mut swarm, &options.listen)?;
     let topic = options.gossip.as_ref().map(gossipsub::IdentTopic::new);
     if let (Some(topic), Some(g)) = (&topic, swarm.behaviour_mut().gossipsub.as_mut()) {
-        g.subscribe(topic).map_err(|e| other(format!("subscribe {topic}: {e}")))?;
+        g.subscribe(topic)
+            .map_err(|e| other(format!("subscribe {topic}: {e}")))?;
     }
     let mut node = Node {
         swarm,
@@ -174,7 +189,9 @@ pub(crate) async fn run(mut swarm: Swarm<Behaviour>, options: Options) -> Result
     }
     loop {
         let wake = match node.phase {
-            Phase::MeshWait(_) | Phase::Publishing(..) => Instant::now() + Duration::from_millis(10),
+            Phase::MeshWait(_) | Phase::Publishing(..) => {
+                Instant::now() + Duration::from_millis(10)
+            }
             _ => Instant::now() + Duration::from_secs(3600),
         };
         let event = tokio::select! {
@@ -183,7 +200,11 @@ pub(crate) async fn run(mut swarm: Swarm<Behaviour>, options: Options) -> Result
         };
         if let Some(event) = event {
             log_event(&event);
-            if let SwarmEvent::NewListenAddr { listener_id, address } = &event {
+            if let SwarmEvent::NewListenAddr {
+                listener_id,
+                address,
+            } = &event
+            {
                 listeners.bound(*listener_id, address.clone());
                 if node.phase == Phase::Listening && listeners.all_printed() {
                     node.connect()?;
@@ -202,7 +223,13 @@ impl Node {
     /// After the `LISTEN` lines: dial every `--dial` and `--bootstrap` peer.
     fn connect(&mut self) -> Result<(), Fail> {
         self.phase = Phase::Connecting;
-        let peers: Vec<_> = self.options.dial.iter().chain(&self.options.bootstrap).cloned().collect();
+        let peers: Vec<_> = self
+            .options
+            .dial
+            .iter()
+            .chain(&self.options.bootstrap)
+            .cloned()
+            .collect();
         for (addr, peer) in peers {
             if let Some(k) = self.swarm.behaviour_mut().kad.as_mut() {
                 k.add_address(&peer, without_p2p(&addr));
@@ -225,12 +252,17 @@ impl Node {
         if !self.options.bootstrap.is_empty() {
             if kad_wanted {
                 let kad = self.swarm.behaviour_mut().kad.as_mut().expect("kad is on");
-                let id = kad.bootstrap().map_err(|e| other(format!("bootstrap: {e}")))?;
+                let id = kad
+                    .bootstrap()
+                    .map_err(|e| other(format!("bootstrap: {e}")))?;
                 self.phase = Phase::Bootstrapping(id);
                 return Ok(());
             }
             // Gossip without Kademlia: --bootstrap only connects.
-            print_line(&format!("BOOTSTRAP OK {}", self.swarm.connected_peers().count()));
+            print_line(&format!(
+                "BOOTSTRAP OK {}",
+                self.swarm.connected_peers().count()
+            ));
         }
         self.act()
     }
@@ -239,11 +271,16 @@ impl Node {
     fn act(&mut self) -> Result<(), Fail> {
         if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
             let query = if let Some(key) = &self.options.provide {
-                Some(kad.start_providing(dht_key(key)).map_err(|e| other(format!("provide: {e}")))?)
+                Some(
+                    kad.start_providing(dht_key(key))
+                        .map_err(|e| other(format!("provide: {e}")))?,
+                )
             } else if let Some(key) = &self.options.find_providers {
                 Some(kad.get_providers(dht_key(key)))
             } else {
-                self.options.find_peer.map(|peer| kad.get_closest_peers(peer))
+                self.options
+                    .find_peer
+                    .map(|peer| kad.get_closest_peers(peer))
             };
             if let Some(id) = query {
                 self.phase = Phase::Acting(id);
@@ -291,12 +328,20 @@ impl Node {
                     self.connected_check()?;
                 }
             }
-            SwarmEvent::OutgoingConnectionError { peer_id: Some(peer), error, .. } if self.pending.contains(&peer) => {
+            SwarmEvent::OutgoingConnectionError {
+                peer_id: Some(peer),
+                error,
+                ..
+            } if self.pending.contains(&peer) => {
                 if self.phase == Phase::Connecting && !self.swarm.is_connected(&peer) {
                     return Err(other(format!("connect {peer}: {error}")));
                 }
             }
-            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received { peer_id, info, .. })) => {
+            SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+                peer_id,
+                info,
+                ..
+            })) => {
                 // Kademlia learns a peer's listen addresses from identify (as rust-libp2p's
                 // examples do): the routing table then holds dialable addresses.
                 if let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() {
@@ -308,9 +353,18 @@ impl Node {
                 }
             }
             SwarmEvent::Behaviour(BehaviourEvent::Kad(event)) => return self.on_kad(event),
-            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message { message, .. })) => {
-                let author = message.source.map(|p| p.to_string()).unwrap_or_else(|| "-".into());
-                print_line(&format!("GOSSIP {author} {}", String::from_utf8_lossy(&message.data)));
+            SwarmEvent::Behaviour(BehaviourEvent::Gossipsub(gossipsub::Event::Message {
+                message,
+                ..
+            })) => {
+                let author = message
+                    .source
+                    .map(|p| p.to_string())
+                    .unwrap_or_else(|| "-".into());
+                print_line(&format!(
+                    "GOSSIP {author} {}",
+                    String::from_utf8_lossy(&message.data)
+                ));
             }
             SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                 let mut by_peer: HashMap<PeerId, Vec<Multiaddr>> = HashMap::new();
@@ -327,7 +381,9 @@ impl Node {
                         print_line(&format!("MDNS CONNECTED {peer}"));
                     } else {
                         // A failure shows as no `MDNS CONNECTED` line (the remote may dial us).
-                        let _ = self.swarm.dial(DialOpts::peer_id(peer).addresses(addrs).build());
+                        let _ = self
+                            .swarm
+                            .dial(DialOpts::peer_id(peer).addresses(addrs).build());
                     }
                 }
             }
@@ -337,7 +393,10 @@ impl Node {
     }
 
     fn on_kad(&mut self, event: kad::Event) -> Result<Option<String>, Fail> {
-        let kad::Event::OutboundQueryProgressed { id, result, step, .. } = event else {
+        let kad::Event::OutboundQueryProgressed {
+            id, result, step, ..
+        } = event
+        else {
             return Ok(None);
         };
         match (&self.phase, result) {
@@ -362,14 +421,23 @@ impl Node {
             }
             (Phase::Acting(q), kad::QueryResult::GetProviders(result)) if *q == id => {
                 match result {
-                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => self.providers.extend(providers),
+                    Ok(kad::GetProvidersOk::FoundProviders { providers, .. }) => {
+                        self.providers.extend(providers)
+                    }
                     Ok(_) => {}
                     Err(e) => eprintln!("rust-peer: get providers: {e}"),
                 }
                 if !self.providers.is_empty() {
-                    let mut ids: Vec<String> = self.providers.iter().map(|p| p.to_string()).collect();
+                    let mut ids: Vec<String> =
+                        self.providers.iter().map(|p| p.to_string()).collect();
                     ids.sort();
-                    if let Some(mut q) = self.swarm.behaviour_mut().kad.as_mut().and_then(|k| k.query_mut(&id)) {
+                    if let Some(mut q) = self
+                        .swarm
+                        .behaviour_mut()
+                        .kad
+                        .as_mut()
+                        .and_then(|k| k.query_mut(&id))
+                    {
                         q.finish();
                     }
                     return self.done(format!("PROVIDERS {}", ids.join(",")));
@@ -384,7 +452,9 @@ impl Node {
                     Ok(ok) => ok.peers,
                     Err(kad::GetClosestPeersError::Timeout { peers, .. }) => peers,
                 };
-                let found = peers.iter().any(|p| p.peer_id == target && !p.addrs.is_empty())
+                let found = peers
+                    .iter()
+                    .any(|p| p.peer_id == target && !p.addrs.is_empty())
                     || self.in_routing_table(&target);
                 if found {
                     return self.done(format!("PEER {target}"));
@@ -402,8 +472,10 @@ impl Node {
         let Some(kad) = self.swarm.behaviour_mut().kad.as_mut() else {
             return false;
         };
-        kad.kbucket(*peer)
-            .is_some_and(|b| b.iter().any(|e| e.node.key.preimage() == peer && e.node.value.iter().next().is_some()))
+        kad.kbucket(*peer).is_some_and(|b| {
+            b.iter()
+                .any(|e| e.node.key.preimage() == peer && e.node.value.iter().next().is_some())
+        })
     }
 
     /// Publishing: wait for a mesh peer (bounded by `--publish-wait`), then the messages 50 ms
@@ -415,13 +487,23 @@ impl Node {
         };
         match self.phase {
             Phase::MeshWait(deadline) => {
-                let g = self.swarm.behaviour().gossipsub.as_ref().expect("gossip is on");
+                let g = self
+                    .swarm
+                    .behaviour()
+                    .gossipsub
+                    .as_ref()
+                    .expect("gossip is on");
                 if g.mesh_peers(&topic.hash()).next().is_some() || now >= deadline {
                     self.phase = Phase::Publishing(1, now);
                 }
             }
             Phase::Publishing(i, at) if now >= at => {
-                let g = self.swarm.behaviour_mut().gossipsub.as_mut().expect("gossip is on");
+                let g = self
+                    .swarm
+                    .behaviour_mut()
+                    .gossipsub
+                    .as_mut()
+                    .expect("gossip is on");
                 g.publish(topic.clone(), format!("{msg}-{i}").into_bytes())
                     .map_err(|e| other(format!("publish {msg}-{i}: {e}")))?;
                 if i >= self.options.count {
