@@ -26,12 +26,12 @@ use std::{
 
 use futures::{AsyncReadExt as _, AsyncWriteExt as _, StreamExt as _};
 use libp2p::{
-    identify,
+    gossipsub, identify, kad, mdns,
     identity::{self, Keypair},
     multiaddr::{Multiaddr, Protocol},
     noise, ping, plaintext,
     request_response::{self, ProtocolSupport},
-    swarm::{dial_opts::DialOpts, NetworkBehaviour, SwarmEvent},
+    swarm::{behaviour::toggle::Toggle, dial_opts::DialOpts, NetworkBehaviour, SwarmEvent},
     tcp, yamux, PeerId, Stream, StreamProtocol, Swarm, SwarmBuilder,
 };
 use libp2p_stream::Control;
@@ -49,12 +49,17 @@ const REQUESTS: u64 = 5;
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
 static HELD: AtomicBool = AtomicBool::new(false);
+/// Set while the node serves in a PEER-CLI v2 role (a listener, a gossip node, an mDNS node):
+/// the timeout then ends the process quietly, exit status 0.
+pub(crate) static SERVING: AtomicBool = AtomicBool::new(false);
+
+mod v2;
 
 // ---------------------------------------------------------------------------------------------
 // Failures
 
 /// A failure: printed as `FAIL <reason>` on stdout.
-enum Fail {
+pub(crate) enum Fail {
     /// The peer does not implement the requested protocol or option: exit status 2.
     Unsupported(String),
     /// Bad command line: exit status 2.
@@ -73,7 +78,7 @@ impl Fail {
     }
 }
 
-fn other(why: impl std::fmt::Display) -> Fail {
+pub(crate) fn other(why: impl std::fmt::Display) -> Fail {
     Fail::Other(why.to_string())
 }
 
@@ -127,8 +132,11 @@ enum Codec {
 }
 
 enum Mode {
-    Listen(Multiaddr),
+    /// `--listen` (repeatable): the addresses in the order given.
+    Listen(Vec<Multiaddr>),
     Dial(Multiaddr, PeerId),
+    /// Any PEER-CLI v2 role (Kademlia, gossipsub, mDNS, `--bootstrap`): see `v2.rs`.
+    V2(v2::Options),
 }
 
 enum Action {
@@ -164,8 +172,9 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
     let mut key = KeyKind::Ed25519;
     let mut seed = None;
     let mut timeout = 60u64;
-    let mut listen = None;
+    let mut listen: Vec<Multiaddr> = Vec::new();
     let mut dial = None;
+    let mut v2 = v2::Options::default();
     let mut bytes = 1024usize;
     let mut streams = 1usize;
     let mut ping = false;
@@ -220,7 +229,7 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
             "--timeout" => timeout = number(&opt, &value()?)?,
             "--listen" => {
                 let v = value()?;
-                listen = Some(
+                listen.push(
                     v.parse::<Multiaddr>()
                         .map_err(|e| Fail::Usage(format!("--listen {v}: {e}")))?,
                 );
@@ -257,6 +266,39 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
                 }
                 serve_requests = true
             }
+            "--kad" | "--mdns" => {
+                if inline.is_some() {
+                    return Err(Fail::Usage(format!("{opt} takes no value")));
+                }
+                if opt == "--kad" {
+                    v2.kad = true
+                } else {
+                    v2.mdns = true
+                }
+            }
+            "--bootstrap" => {
+                let v = value()?;
+                let addr = v
+                    .parse::<Multiaddr>()
+                    .map_err(|e| Fail::Usage(format!("--bootstrap {v}: {e}")))?;
+                match addr.iter().last() {
+                    Some(Protocol::P2p(peer)) => v2.bootstrap.push((addr, peer)),
+                    _ => return Err(Fail::Usage(format!("--bootstrap {v}: must end in /p2p/<peer id>"))),
+                }
+            }
+            "--provide" => v2.provide = Some(value()?),
+            "--find-providers" => v2.find_providers = Some(value()?),
+            "--find-peer" => {
+                let v = value()?;
+                v2.find_peer = Some(
+                    v.parse::<PeerId>()
+                        .map_err(|e| Fail::Usage(format!("--find-peer {v}: {e}")))?,
+                );
+            }
+            "--gossip" => v2.gossip = Some(value()?),
+            "--publish" => v2.publish = Some(value()?),
+            "--count" => v2.count = number(&opt, &value()?)?,
+            "--publish-wait" => v2.publish_wait = Duration::from_secs_f64(number::<f64>(&opt, &value()?)?.max(0.0)),
             "-h" | "--help" => {
                 eprintln!(
                     "usage: rust-peer (--listen ADDR | --dial ADDR/p2p/ID [--bytes N] [--streams K] \
@@ -270,8 +312,29 @@ fn parse_args(argv: impl IntoIterator<Item = String>) -> Result<Args, Fail> {
         }
     }
 
+    if v2.any() {
+        v2.listen = listen;
+        if let Some(addr) = dial {
+            match addr.iter().last() {
+                Some(Protocol::P2p(peer)) => v2.dial.push((addr, peer)),
+                _ => return Err(Fail::Usage("--dial address must end in /p2p/<peer id>".into())),
+            }
+        }
+        v2.check()?;
+        return Ok(Args {
+            security,
+            muxer,
+            key,
+            seed,
+            timeout,
+            serve_requests,
+            mode: Mode::V2(v2),
+            action: Action::Ping,
+        });
+    }
+    let listen = if listen.is_empty() { None } else { Some(listen) };
     let mode = match (listen, dial) {
-        (Some(addr), None) => Mode::Listen(addr),
+        (Some(addrs), None) => Mode::Listen(addrs),
         (None, Some(mut addr)) => match addr.pop() {
             Some(Protocol::P2p(peer)) => {
                 // Dial with the /p2p suffix so the swarm checks the remote's identity.
@@ -410,7 +473,7 @@ fn pkcs1_to_pkcs8(pkcs1: &[u8]) -> Vec<u8> {
 // Swarm
 
 #[derive(NetworkBehaviour)]
-struct Behaviour {
+pub(crate) struct Behaviour {
     /// Serves /echo/1.0.0 and /perf/1.0.0 (inbound).
     serve: serve::Behaviour,
     /// Opens /echo/1.0.0 and /perf/1.0.0 streams (outbound).
@@ -421,6 +484,20 @@ struct Behaviour {
     reqresp_json: request_response::json::Behaviour<Request, Response>,
     /// `/reqresp-cbor/1.0.0`: requests out (`--request cbor`), and in with `--serve-requests`.
     reqresp_cbor: request_response::cbor::Behaviour<Request, Response>,
+    /// `/ipfs/kad/1.0.0` in server mode (`--kad` and the options that imply it).
+    kad: Toggle<kad::Behaviour<kad::store::MemoryStore>>,
+    /// Gossipsub (`--gossip`), strict signing, the library's default message id.
+    gossipsub: Toggle<gossipsub::Behaviour>,
+    /// mDNS (`--mdns`), tokio flavour, IPv4.
+    mdns: Toggle<mdns::tokio::Behaviour>,
+}
+
+/// The optional behaviours of a PEER-CLI v2 role.
+#[derive(Clone, Copy, Default)]
+pub(crate) struct Extras {
+    pub(crate) kad: bool,
+    pub(crate) gossip: bool,
+    pub(crate) mdns: bool,
 }
 
 /// The request of both request-response protocols. Unknown fields are refused, so a body
@@ -449,14 +526,47 @@ fn reqresp_config() -> request_response::Config {
         .with_max_concurrent_streams(100)
 }
 
-fn make_behaviour(key: &Keypair, ping_config: ping::Config, serve_requests: bool) -> Behaviour {
+fn make_behaviour(key: &Keypair, ping_config: ping::Config, serve_requests: bool, extras: Extras) -> Result<Behaviour, Fail> {
+    let local = key.public().to_peer_id();
+    let kad = extras.kad.then(|| {
+        let mut kad = kad::Behaviour::with_config(
+            local,
+            kad::store::MemoryStore::new(local),
+            kad::Config::new(kad::PROTOCOL_NAME),
+        );
+        // Server mode from the start: on loopback no external address is ever confirmed, so
+        // the automatic mode would stay client and answer nothing.
+        kad.set_mode(Some(kad::Mode::Server));
+        kad
+    });
+    let gossipsub = match extras.gossip {
+        false => None,
+        true => Some(
+            // The library's defaults: strict validation, message id = source (base58) and
+            // sequence number (decimal), flood publishing, heartbeat 1 s after 5 s.
+            gossipsub::Behaviour::new(gossipsub::MessageAuthenticity::Signed(key.clone()), gossipsub::Config::default())
+                .map_err(|e| other(format!("gossipsub: {e}")))?,
+        ),
+    };
+    let mdns = match extras.mdns {
+        false => None,
+        true => {
+            // Queries every 2 s (the default, 5 min, would leave a node that starts second
+            // unseen by one that asked before it was up until the next round).
+            let config = mdns::Config {
+                query_interval: Duration::from_secs(2),
+                ..mdns::Config::default()
+            };
+            Some(mdns::tokio::Behaviour::new(config, local).map_err(|e| other(format!("mdns: {e}")))?)
+        }
+    };
     // Without --serve-requests inbound requests are refused at protocol negotiation.
     let support = if serve_requests {
         ProtocolSupport::Full
     } else {
         ProtocolSupport::Outbound
     };
-    Behaviour {
+    Ok(Behaviour {
         serve: serve::Behaviour,
         stream: libp2p_stream::Behaviour::new(),
         ping: ping::Behaviour::new(ping_config),
@@ -466,35 +576,56 @@ fn make_behaviour(key: &Keypair, ping_config: ping::Config, serve_requests: bool
         ),
         reqresp_json: request_response::json::Behaviour::new([(REQRESP_JSON, support.clone())], reqresp_config()),
         reqresp_cbor: request_response::cbor::Behaviour::new([(REQRESP_CBOR, support)], reqresp_config()),
-    }
+        kad: kad.into(),
+        gossipsub: gossipsub.into(),
+        mdns: mdns.into(),
+    })
 }
 
 fn plaintext_config(key: &Keypair) -> Result<plaintext::Config, Infallible> {
     Ok(plaintext::Config::new(key))
 }
 
-fn build_swarm(
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn build_swarm(
     security: Security,
     muxer: Muxer,
     key: Keypair,
     ping_config: ping::Config,
     idle: Duration,
     serve_requests: bool,
+    extras: Extras,
 ) -> Result<Swarm<Behaviour>, Fail> {
-    // One arm per (security, muxer): each offers exactly that one protocol.
+    // One arm per (security, muxer): each offers exactly that one protocol, on TCP and on
+    // WebSocket (over TCP); QUIC brings its own TLS and muxing.
     macro_rules! build {
-        ($security:expr, $muxer:expr) => {
-            SwarmBuilder::with_existing_identity(key)
+        ($security:expr, $muxer:expr) => {{
+            let mut made = None;
+            let swarm = SwarmBuilder::with_existing_identity(key)
                 .with_tokio()
                 .with_tcp(tcp::Config::default().nodelay(true), $security, $muxer)
                 .map_err(|e| other(format!("security: {e}")))?
+                .with_quic()
                 .with_dns()
                 .map_err(|e| other(format!("dns: {e}")))?
-                .with_behaviour(|k| make_behaviour(k, ping_config, serve_requests))
-                .map_err(|e| other(format!("behaviour: {e:?}")))?
-                .with_swarm_config(|c| c.with_idle_connection_timeout(idle))
-                .build()
-        };
+                .with_websocket($security, $muxer)
+                .await
+                .map_err(|e| other(format!("websocket: {e}")))?
+                .with_behaviour(|k| {
+                    let behaviour = make_behaviour(k, ping_config, serve_requests, extras);
+                    match behaviour {
+                        Ok(b) => Ok(b),
+                        Err(e) => {
+                            made = Some(e);
+                            Err(Box::<dyn std::error::Error + Send + Sync>::from("behaviour"))
+                        }
+                    }
+                });
+            match swarm {
+                Ok(b) => b.with_swarm_config(|c| c.with_idle_connection_timeout(idle)).build(),
+                Err(e) => return Err(made.unwrap_or_else(|| other(format!("behaviour: {e:?}")))),
+            }
+        }};
     }
     Ok(match (security, muxer) {
         (Security::Noise, Muxer::Yamux) => build!(noise::Config::new, yamux::Config::default),
@@ -506,7 +637,7 @@ fn build_swarm(
     })
 }
 
-fn log_event(event: &SwarmEvent<BehaviourEvent>) {
+pub(crate) fn log_event(event: &SwarmEvent<BehaviourEvent>) {
     match event {
         SwarmEvent::IncomingConnectionError { send_back_addr, error, .. } => {
             eprintln!("rust-peer: incoming connection from {send_back_addr} failed: {error}")
@@ -859,22 +990,13 @@ async fn run_perf(mut control: Control, peer: PeerId, upload: u64, download: u64
 // ---------------------------------------------------------------------------------------------
 // Modes
 
-async fn listen(mut swarm: Swarm<Behaviour>, addr: Multiaddr) -> Result<String, Fail> {
-    let local = *swarm.local_peer_id();
-    swarm
-        .listen_on(addr.clone())
-        .map_err(|e| other(format!("listen on {addr}: {e}")))?;
-    let mut announced = false;
+async fn listen(mut swarm: Swarm<Behaviour>, addrs: Vec<Multiaddr>) -> Result<String, Fail> {
+    let mut listeners = Listeners::start(&mut swarm, &addrs)?;
     loop {
         let event = swarm.select_next_some().await;
         log_event(&event);
         match event {
-            SwarmEvent::NewListenAddr { address, .. } if !announced => {
-                announced = true;
-                let mut out = io::stdout().lock();
-                let _ = writeln!(out, "LISTEN {address}/p2p/{local}");
-                let _ = out.flush();
-            }
+            SwarmEvent::NewListenAddr { listener_id, address } => listeners.bound(listener_id, address),
             SwarmEvent::ListenerClosed { reason, .. } => {
                 return Err(other(format!("listener closed: {reason:?}")));
             }
@@ -967,6 +1089,60 @@ async fn dial(mut swarm: Swarm<Behaviour>, addr: Multiaddr, peer: PeerId, action
     })
     .await;
     Ok(line)
+}
+
+/// The listeners of `--listen` (repeatable): one `LISTEN` line per address, in the order the
+/// addresses were given (a later listener that binds first waits for the earlier ones).
+pub(crate) struct Listeners {
+    local: PeerId,
+    ids: Vec<libp2p::core::transport::ListenerId>,
+    bound: Vec<Option<Multiaddr>>,
+    printed: usize,
+}
+
+impl Listeners {
+    pub(crate) fn start(swarm: &mut Swarm<Behaviour>, addrs: &[Multiaddr]) -> Result<Self, Fail> {
+        let mut ids = Vec::with_capacity(addrs.len());
+        for addr in addrs {
+            ids.push(
+                swarm
+                    .listen_on(addr.clone())
+                    .map_err(|e| other(format!("listen on {addr}: {e}")))?,
+            );
+        }
+        Ok(Listeners {
+            local: *swarm.local_peer_id(),
+            bound: vec![None; ids.len()],
+            ids,
+            printed: 0,
+        })
+    }
+
+    /// A `NewListenAddr`: the first address of each listener is the one announced.
+    pub(crate) fn bound(&mut self, id: libp2p::core::transport::ListenerId, address: Multiaddr) {
+        if let Some(i) = self.ids.iter().position(|l| *l == id) {
+            if self.bound[i].is_none() {
+                self.bound[i] = Some(address);
+            }
+        }
+        while self.printed < self.bound.len() {
+            let Some(address) = &self.bound[self.printed] else { break };
+            print_line(&format!("LISTEN {address}/p2p/{}", self.local));
+            self.printed += 1;
+        }
+    }
+
+    /// Every listener has printed its line.
+    pub(crate) fn all_printed(&self) -> bool {
+        self.printed == self.bound.len()
+    }
+}
+
+/// Print one contract line (not the last), flushed.
+pub(crate) fn print_line(line: &str) {
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
 }
 
 /// The answer to an inbound request (`--serve-requests`): `message` upper-cased, `n + 1`. For
@@ -1171,7 +1347,7 @@ async fn hold(mut swarm: Swarm<Behaviour>, addr: Multiaddr, count: usize) -> Res
 async fn run(args: Args) -> Result<String, Fail> {
     let key = make_key(args.key, args.seed)?;
     match args.mode {
-        Mode::Listen(addr) => {
+        Mode::Listen(addrs) => {
             let swarm = build_swarm(
                 args.security,
                 args.muxer,
@@ -1179,23 +1355,38 @@ async fn run(args: Args) -> Result<String, Fail> {
                 ping::Config::new(),
                 Duration::from_secs(60),
                 args.serve_requests,
-            )?;
-            listen(swarm, addr).await
+                Extras::default(),
+            )
+            .await?;
+            listen(swarm, addrs).await
+        }
+        Mode::V2(options) => {
+            let swarm = build_swarm(
+                args.security,
+                args.muxer,
+                key,
+                ping::Config::new(),
+                timeout_of(&args.timeout),
+                args.serve_requests,
+                options.extras(),
+            )
+            .await?;
+            v2::run(swarm, options).await
         }
         Mode::Dial(addr, peer) => {
             let swarm = match args.action {
                 Action::Hold(n) => {
                     // Idle connections: default ping interval, kept open until the timeout.
-                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), timeout_of(&args.timeout), false)?;
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), timeout_of(&args.timeout), false, Extras::default()).await?;
                     return hold(swarm, addr, n).await;
                 }
                 Action::Connections(n) => {
-                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60), false)?;
+                    let swarm = build_swarm(args.security, args.muxer, key, ping::Config::new(), Duration::from_secs(60), false, Extras::default()).await?;
                     return connections(swarm, addr, peer, n).await;
                 }
                 _ => {
                     let ping_config = ping::Config::new().with_interval(Duration::from_millis(100));
-                    build_swarm(args.security, args.muxer, key, ping_config, Duration::from_secs(60), false)?
+                    build_swarm(args.security, args.muxer, key, ping_config, Duration::from_secs(60), false, Extras::default()).await?
                 }
             };
             dial(swarm, addr, peer, args.action).await
@@ -1213,7 +1404,7 @@ fn main() {
         .build()
         .unwrap_or_else(|e| other(format!("runtime: {e}")).exit());
     match runtime.block_on(async { tokio::time::timeout(timeout, run(args)).await }) {
-        Err(_) if HELD.load(Ordering::SeqCst) => exit(0),
+        Err(_) if HELD.load(Ordering::SeqCst) || SERVING.load(Ordering::SeqCst) => exit(0),
         Err(_) => finish("FAIL timeout", 1),
         Ok(Err(fail)) => fail.exit(),
         Ok(Ok(line)) => finish(&line, 0),
