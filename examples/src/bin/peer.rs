@@ -4,7 +4,7 @@
 //! `interop/PEER-CLI.md`):
 //!
 //! ```text
-//! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] [--key K] [--seed N]
+//! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] (noise, yamux unless given) [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //!      [--request json|cbor]
@@ -86,7 +86,7 @@ static HELD: AtomicBool = AtomicBool::new(false);
 fn parse_args() -> Result<Args, String> {
     let mut args = std::env::args().skip(1);
     let mut mode = None;
-    let (mut security, mut muxer) = ("secio".to_string(), "mplex".to_string());
+    let (mut security, mut muxer) = ("noise".to_string(), "yamux".to_string());
     let (mut key, mut seed, mut timeout) = (KeyType::Ed25519, None, 60);
     let (mut bytes, mut streams, mut ping) = (1024, 1, false);
     let (mut upload, mut download) = (None, None);
