@@ -171,6 +171,8 @@ pub struct HostBuilder {
     transports: Vec<Arc<dyn DynTransport>>,
     services: Vec<Box<dyn Service>>,
     tcp: bool,
+    #[cfg(feature = "quic")]
+    quic: bool,
     #[cfg(feature = "secio")]
     secio: bool,
     #[cfg(feature = "mplex")]
@@ -222,6 +224,15 @@ impl HostBuilder {
         self
     }
 
+    /// Adds QUIC (`/udp/P/quic-v1`, TLS 1.3 and QUIC's own streams) beside the default TCP
+    /// stack: the host listens on both kinds of address and dials each with its own transport.
+    #[cfg(feature = "quic")]
+    pub fn with_quic(mut self) -> Self {
+        self.quic = true;
+        self.tcp = true;
+        self
+    }
+
     /// Offers secio after noise on the default TCP stack. Off by default: multistream-select
     /// is unauthenticated, so an active attacker could push both sides down to the weaker
     /// protocol; turn it on only to reach peers that speak nothing else.
@@ -254,6 +265,13 @@ impl HostBuilder {
         if self.tcp || self.transports.is_empty() {
             let tcp = self.default_tcp();
             self.transports.push(tcp);
+        }
+        #[cfg(feature = "quic")]
+        if self.quic {
+            let config =
+                libp2p_quic::Config::default().with_handshake_timeout(self.config.handshake_timeout);
+            let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
+            self.transports.push(Arc::new(quic));
         }
         self.start().await
     }
@@ -355,6 +373,8 @@ impl Host {
             transports: Vec::new(),
             services: Vec::new(),
             tcp: false,
+            #[cfg(feature = "quic")]
+            quic: false,
             #[cfg(feature = "secio")]
             secio: false,
             #[cfg(feature = "mplex")]

@@ -19,6 +19,11 @@ const CLOSE_CODE: u32 = 0;
 
 /// A QUIC connection's streams. Cheap to clone. When the last clone and the last stream are
 /// dropped, quinn closes the connection.
+///
+/// Closing the connection (by [`StreamMuxer::close`] or by dropping it) is QUIC's immediate
+/// close: bytes of finished streams the remote has not acknowledged yet are abandoned, so a
+/// side that wants its last reply delivered keeps the connection until the remote is done
+/// with it (the remote closing its side of the stream, say).
 #[derive(Debug, Clone)]
 pub struct QuicMuxer {
     conn: quinn::Connection,
