@@ -4,7 +4,8 @@
 //! `interop/PEER-CLI.md`):
 //!
 //! ```text
-//! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] [--key K] [--seed N]
+//! peer --listen /ip4/127.0.0.1/tcp/0 [--listen /ip4/127.0.0.1/udp/0/quic-v1 ...]
+//!      [--security S] [--muxer M] [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //!      [--request json|cbor]
@@ -44,7 +45,8 @@ use libp2p_yamux::Yamux;
 
 #[derive(Debug)]
 enum Mode {
-    Listen(Multiaddr),
+    /// Every `--listen` address, in the order given.
+    Listen(Vec<Multiaddr>),
     Dial(Multiaddr),
 }
 
@@ -82,7 +84,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--listen" => mode = Some(Mode::Listen(value()?.parse().map_err(|e| format!("{e}"))?)),
+            "--listen" => add_listen(&mut mode, value()?.parse().map_err(|e| format!("{e}"))?),
             "--dial" => mode = Some(Mode::Dial(value()?.parse().map_err(|e| format!("{e}"))?)),
             "--security" => security = value()?,
             "--muxer" => muxer = value()?,
@@ -221,22 +223,20 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
+    let quic = quic_transport(&key, &config);
     Host::builder(key)
         .config(config)
-        .build_with_transport(transport)
+        .transport(transport)
+        .transport(quic)
+        .build()
         .await
         .map_err(|e| e.to_string())
 }
 
 async fn run_host(host: Host, args: Args) -> Result<String, String> {
     match &args.mode {
-        Mode::Listen(addr) => {
-            let first = host
-                .listen_on(addr.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
-            let _ = std::io::stdout().flush();
+        Mode::Listen(addrs) => {
+            listen_all(&host, addrs).await?;
             std::future::pending::<()>().await;
             Err("listener ended".into())
         }
@@ -323,6 +323,39 @@ async fn run_host(host: Host, args: Args) -> Result<String, String> {
             Ok(line)
         }
     }
+}
+
+/// Adds a `--listen` address (the option repeats; `--dial` after it wins, as before).
+fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
+    match mode {
+        Some(Mode::Listen(addrs)) => addrs.push(addr),
+        _ => *mode = Some(Mode::Listen(vec![addr])),
+    }
+}
+
+/// QUIC beside the TCP stack asked for: the address picks the transport (`/udp/P/quic-v1`
+/// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
+fn quic_transport(key: &Keypair, config: &HostConfig) -> libp2p_quic::QuicTransport {
+    let streams = u32::try_from(config.max_inbound_streams_per_connection).unwrap_or(u32::MAX);
+    let quic = libp2p_quic::Config::default()
+        .with_handshake_timeout(config.handshake_timeout)
+        .with_max_concurrent_streams(streams)
+        .with_max_pending_handshakes(u32::try_from(config.max_pending_incoming).unwrap_or(128));
+    libp2p_quic::QuicTransport::with_config(key.clone(), quic)
+}
+
+/// Listens on every address in order, printing one `LISTEN <addr>/p2p/<id>` line for each
+/// (its first reachable address), flushed at once.
+async fn listen_all(host: &Host, addrs: &[Multiaddr]) -> Result<(), String> {
+    for addr in addrs {
+        let first = host
+            .listen_on(addr.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
 }
 
 /// Waits (at most 2 s) until identify has told us about `peer`.
