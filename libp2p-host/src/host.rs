@@ -268,8 +268,8 @@ impl HostBuilder {
         }
         #[cfg(feature = "quic")]
         if self.quic {
-            let config =
-                libp2p_quic::Config::default().with_handshake_timeout(self.config.handshake_timeout);
+            let config = libp2p_quic::Config::default()
+                .with_handshake_timeout(self.config.handshake_timeout);
             let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
             self.transports.push(Arc::new(quic));
         }

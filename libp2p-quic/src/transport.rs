@@ -181,7 +181,11 @@ impl QuicTransport {
 
     /// The local addresses of the UDP sockets in use (listening ones first), for diagnostics.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        let endpoints = self.inner.endpoints.lock().expect("quic endpoints poisoned");
+        let endpoints = self
+            .inner
+            .endpoints
+            .lock()
+            .expect("quic endpoints poisoned");
         endpoints
             .listening
             .iter()

@@ -89,7 +89,9 @@ async fn nothing_listening_fails_within_the_handshake_timeout() {
     // A bound UDP socket that never answers.
     let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = silent.local_addr().unwrap().port();
-    let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().unwrap();
+    let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        .parse()
+        .unwrap();
     let result = within(10, "dial a silent socket", a.dial(addr)).await;
     match result {
         Err(e) => assert_eq!(e.fault(), Fault::Timeout, "{e}"),
@@ -182,12 +184,10 @@ async fn idle_then_use(config: Config, idle: Duration) -> bool {
         && within(10, "use after idle", async {
             match dialed.muxer.open().await {
                 Ok(mut s) => {
-                    s.write_all(b"still there?").await.is_ok()
-                        && s.close().await.is_ok()
-                        && {
-                            let mut back = Vec::new();
-                            s.read_to_end(&mut back).await.is_ok() && back == b"still there?"
-                        }
+                    s.write_all(b"still there?").await.is_ok() && s.close().await.is_ok() && {
+                        let mut back = Vec::new();
+                        s.read_to_end(&mut back).await.is_ok() && back == b"still there?"
+                    }
                 }
                 Err(_) => false,
             }
@@ -267,7 +267,12 @@ async fn a_dropped_listener_accepts_no_more_but_its_connections_go_on() {
         })
     };
     let stream = dialed.muxer.open().await.unwrap();
-    within(10, "echo on the old connection", echo_roundtrip(stream, b"on")).await;
+    within(
+        10,
+        "echo on the old connection",
+        echo_roundtrip(stream, b"on"),
+    )
+    .await;
     server.await.unwrap();
     drop(accepted);
 }
