@@ -173,6 +173,8 @@ pub struct HostBuilder {
     tcp: bool,
     #[cfg(feature = "quic")]
     quic: bool,
+    #[cfg(feature = "websocket")]
+    websocket: bool,
     #[cfg(feature = "secio")]
     secio: bool,
     #[cfg(feature = "mplex")]
@@ -233,6 +235,15 @@ impl HostBuilder {
         self
     }
 
+    /// Adds WebSocket (`/tcp/P/ws`, noise and yamux on top as over TCP) beside the default
+    /// TCP stack.
+    #[cfg(feature = "websocket")]
+    pub fn with_websocket(mut self) -> Self {
+        self.websocket = true;
+        self.tcp = true;
+        self
+    }
+
     /// Offers secio after noise on the default TCP stack. Off by default: multistream-select
     /// is unauthenticated, so an active attacker could push both sides down to the weaker
     /// protocol; turn it on only to reach peers that speak nothing else.
@@ -272,6 +283,16 @@ impl HostBuilder {
                 .with_handshake_timeout(self.config.handshake_timeout);
             let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
             self.transports.push(Arc::new(quic));
+        }
+        #[cfg(feature = "websocket")]
+        if self.websocket {
+            use libp2p_core::TransportExt;
+            let ws = libp2p_websocket::WsTransport::new(libp2p_transport_tcp::TcpTransport::new())
+                .upgrade()
+                .timeout(self.config.handshake_timeout)
+                .authenticate(libp2p_noise::Noise::new(self.key.clone()))
+                .multiplex(libp2p_yamux::Yamux::default());
+            self.transports.push(Arc::new(ws));
         }
         self.start().await
     }
@@ -375,6 +396,8 @@ impl Host {
             tcp: false,
             #[cfg(feature = "quic")]
             quic: false,
+            #[cfg(feature = "websocket")]
+            websocket: false,
             #[cfg(feature = "secio")]
             secio: false,
             #[cfg(feature = "mplex")]
