@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! peer --listen /ip4/127.0.0.1/tcp/0 [--listen /ip4/127.0.0.1/udp/0/quic-v1 ...]
+//!      [--listen /ip4/127.0.0.1/tcp/0/ws ...]
 //!      [--security S] [--muxer M] [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
@@ -41,6 +42,7 @@ use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_tls::Tls;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
+use libp2p_websocket::{WsSocket, WsTransport};
 use libp2p_yamux::Yamux;
 
 #[derive(Debug)]
@@ -199,22 +201,34 @@ async fn run(args: Args) -> Result<String, String> {
 
 async fn with_security<S>(security: S, key: Keypair, args: &Args) -> Result<Host, String>
 where
-    S: SecurityUpgrade<Negotiated<TcpSocket>>,
+    S: SecurityUpgrade<Negotiated<TcpSocket>> + SecurityUpgrade<Negotiated<WsSocket<TcpSocket>>>,
 {
-    let secured = TcpTransport::new().upgrade().authenticate(security);
+    let secured = TcpTransport::new().upgrade().authenticate(security.clone());
+    // `/tcp/P/ws`: the same security and muxer over WebSocket.
+    let ws = WsTransport::new(TcpTransport::new())
+        .upgrade()
+        .authenticate(security);
     match args.muxer.as_str() {
-        "mplex" => build(secured.multiplex(Mplex::default()), key).await,
-        "yamux" => build(secured.multiplex(Yamux::default()), key).await,
+        "mplex" => {
+            let ws = ws.multiplex(Mplex::default());
+            build(secured.multiplex(Mplex::default()), ws, key).await
+        }
+        "yamux" => {
+            let ws = ws.multiplex(Yamux::default());
+            build(secured.multiplex(Yamux::default()), ws, key).await
+        }
         other => Err(format!("unsupported: muxer {other}")),
     }
 }
 
 /// The host of the `peer` program: exactly the stack asked for, limits high enough for the
 /// benchmarks (`--hold 10000` holds ten thousand connections from one peer).
-async fn build<T>(transport: T, key: Keypair) -> Result<Host, String>
+async fn build<T, W>(transport: T, ws: W, key: Keypair) -> Result<Host, String>
 where
     T: Transport,
     T::Output: IntoConnection,
+    W: Transport,
+    W::Output: IntoConnection,
 {
     let mut config = HostConfig::default();
     config.max_connections = 20_000;
@@ -227,6 +241,7 @@ where
     Host::builder(key)
         .config(config)
         .transport(transport)
+        .transport(ws)
         .transport(quic)
         .build()
         .await
