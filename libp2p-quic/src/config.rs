@@ -30,6 +30,12 @@ pub struct Config {
     /// bidirectional stream limit; more wait on the remote's side until one ends). Default
     /// 256, the host's default per-connection inbound stream limit and rust-libp2p's.
     pub max_concurrent_streams: u32,
+    /// Bound on opening a stream: how long `open` waits for the remote to allow one more
+    /// (QUIC grants streams as credit; at its limit, opens wait for its streams to end).
+    /// Default 30 s: a burst of opens past the limit gets through as earlier streams end,
+    /// while a remote that never grants credit (its limit at zero, its streams never closed)
+    /// fails the open instead of holding it forever.
+    pub open_timeout: Duration,
     /// Bytes the remote may send on one stream before we read them (the stream's flow-control
     /// window). Default 8 MiB: enough for a single stream to fill a fast path with a long
     /// round trip (8 MiB per 20 ms is over 3 Gbit/s), while a stalled reader holds at most
@@ -55,6 +61,7 @@ impl Default for Config {
             idle_timeout: Duration::from_secs(30),
             keep_alive_interval: Some(Duration::from_secs(5)),
             max_concurrent_streams: 256,
+            open_timeout: Duration::from_secs(30),
             stream_receive_window: 8 << 20,
             connection_receive_window: 24 << 20,
             send_window: 24 << 20,
@@ -85,6 +92,12 @@ impl Config {
     /// The same settings with another [`Config::max_concurrent_streams`].
     pub fn with_max_concurrent_streams(mut self, streams: u32) -> Self {
         self.max_concurrent_streams = streams;
+        self
+    }
+
+    /// The same settings with another [`Config::open_timeout`].
+    pub fn with_open_timeout(mut self, limit: Duration) -> Self {
+        self.open_timeout = limit;
         self
     }
 

@@ -35,6 +35,9 @@
 //!             stream.read_to_end(&mut got).await.unwrap();
 //!             stream.write_all(&got).await.unwrap();
 //!             stream.close().await.unwrap();
+//!             // Keep the connection until the dialer is done with it: closing it at once
+//!             // would abandon the echo not yet acknowledged.
+//!             let _ = conn.muxer.accept().await;
 //!         }
 //!     }
 //! });
@@ -47,6 +50,7 @@
 //! let mut back = Vec::new();
 //! stream.read_to_end(&mut back).await.unwrap();
 //! assert_eq!(back, b"hello");
+//! conn.muxer.close().await.unwrap();
 //! # }
 //! ```
 #![forbid(unsafe_code)]

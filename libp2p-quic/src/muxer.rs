@@ -27,11 +27,12 @@ const CLOSE_CODE: u32 = 0;
 #[derive(Debug, Clone)]
 pub struct QuicMuxer {
     conn: quinn::Connection,
+    open_timeout: std::time::Duration,
 }
 
 impl QuicMuxer {
-    pub(crate) fn new(conn: quinn::Connection) -> Self {
-        QuicMuxer { conn }
+    pub(crate) fn new(conn: quinn::Connection, open_timeout: std::time::Duration) -> Self {
+        QuicMuxer { conn, open_timeout }
     }
 
     /// The quinn connection (for its statistics, round-trip time and addresses).
@@ -56,8 +57,17 @@ impl StreamMuxer for QuicMuxer {
 
     fn open(&self) -> impl Future<Output = Result<Self::Stream, MuxerError>> + Send + 'static {
         let conn = self.conn.clone();
+        let limit = self.open_timeout;
         async move {
-            let (send, recv) = conn.open_bi().await.map_err(muxer_error)?;
+            let (send, recv) = tokio::time::timeout(limit, conn.open_bi())
+                .await
+                .map_err(|_| {
+                    MuxerError::Io(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "the remote granted no stream in time",
+                    ))
+                })?
+                .map_err(muxer_error)?;
             Ok(QuicStream::new(send, recv))
         }
     }

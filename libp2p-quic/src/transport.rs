@@ -472,7 +472,7 @@ impl Transport for QuicTransport {
             let (raw, _) = libp2p_core::split_peer_id(&addr);
             Ok(Connection {
                 peer,
-                muxer: QuicMuxer::new(conn),
+                muxer: QuicMuxer::new(conn, inner.config.open_timeout),
                 info: ConnectionInfo::new(PROTOCOL, PROTOCOL, local, raw, Direction::Outbound),
             })
         }
@@ -505,6 +505,7 @@ impl Transport for QuicTransport {
         pending: Self::Pending,
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
         let limit = self.inner.config.handshake_timeout;
+        let open_timeout = self.inner.config.open_timeout;
         async move {
             let QuicPending { incoming, local } = pending;
             let remote = unmap(incoming.remote_address());
@@ -513,7 +514,7 @@ impl Transport for QuicTransport {
             let peer = peer_of(&conn)?;
             Ok(Connection {
                 peer,
-                muxer: QuicMuxer::new(conn),
+                muxer: QuicMuxer::new(conn, open_timeout),
                 info: ConnectionInfo::new(
                     PROTOCOL,
                     PROTOCOL,

@@ -291,3 +291,19 @@ async fn listening_twice_on_one_port_is_address_in_use() {
         Err(TransportError::MultiaddrNotSupported(_))
     ));
 }
+
+#[tokio::test]
+async fn an_open_past_the_remotes_stream_limit_times_out() {
+    let config = Config::default()
+        .with_max_concurrent_streams(1)
+        .with_open_timeout(Duration::from_millis(300));
+    let (dialed, accepted) = common::connected(config).await;
+    let mut first = dialed.muxer.open().await.expect("first stream");
+    first.write_all(b"hold").await.unwrap();
+    let _theirs = within(10, "accept", accepted.muxer.accept()).await.unwrap();
+    let second = within(10, "second open", dialed.muxer.open()).await;
+    match second {
+        Err(e) => assert_eq!(e.fault(), Fault::Timeout, "{e}"),
+        Ok(_) => panic!("the remote allows one stream at a time"),
+    }
+}
