@@ -351,10 +351,10 @@ fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
 /// QUIC beside the TCP stack asked for: the address picks the transport (`/udp/P/quic-v1`
 /// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
 fn quic_transport(key: &Keypair, config: &HostConfig) -> libp2p_quic::QuicTransport {
-    let streams = u32::try_from(config.max_inbound_streams_per_connection).unwrap_or(u32::MAX);
+    // QUIC's default stream limit (256) stays: quinn keeps state for every stream the remote
+    // may open, so 1024 would cost about 100 KiB per idle connection (see `--hold`).
     let quic = libp2p_quic::Config::default()
         .with_handshake_timeout(config.handshake_timeout)
-        .with_max_concurrent_streams(streams)
         .with_max_pending_handshakes(u32::try_from(config.max_pending_incoming).unwrap_or(128));
     libp2p_quic::QuicTransport::with_config(key.clone(), quic)
 }
