@@ -3,7 +3,9 @@
 //!
 //! One quinn endpoint, that is one UDP socket, per address family serves both directions:
 //! a listener's socket is the one dials of its family leave from (so a remote sees our dials
-//! come from our listening port, which hole punching will need); before any listener exists,
+//! come from our listening port, which hole punching will need), as long as it can reach the
+//! remote (a listener on the unspecified address reaches all, one on loopback only loopback);
+//! before any listener exists,
 //! dials leave from a socket bound to an ephemeral port, and a later listen on port 0 of the
 //! unspecified address takes that socket over.
 
@@ -228,12 +230,23 @@ impl Inner {
         Ok((config, seen))
     }
 
-    /// The endpoint dials to `remote`'s family leave from: the first listening one of the
-    /// family, else the dial-only one (made now if need be).
+    /// The endpoint dials to `remote` leave from: the first listening one of its family
+    /// that can reach it, else the dial-only one (made now if need be).
     fn dial_endpoint(&self, remote: SocketAddr) -> Result<quinn::Endpoint, TransportError> {
         let v4 = remote.is_ipv4();
         let mut endpoints = self.endpoints.lock().expect("quic endpoints poisoned");
-        if let Some(l) = endpoints.listening.iter().find(|l| l.v4 == v4) {
+        // A socket bound to one address can only reach what that address routes to: a
+        // listener on loopback serves dials to loopback, one on the unspecified address
+        // serves every dial of its family.
+        let usable = |l: &&Listening| {
+            l.v4 == v4
+                && l.endpoint.local_addr().is_ok_and(|local| {
+                    local.ip().is_unspecified()
+                        || local.ip() == remote.ip()
+                        || (local.ip().is_loopback() && remote.ip().is_loopback())
+                })
+        };
+        if let Some(l) = endpoints.listening.iter().find(usable) {
             return Ok(l.endpoint.clone());
         }
         if let Some(e) = endpoints.dial_slot(v4) {
