@@ -154,3 +154,69 @@ fn failures_are_reported_as_fail_lines() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("FAIL unsupported"));
 }
+
+/// PEER-CLI v2's transport part: `--listen` repeats (one LISTEN line per address, in order),
+/// and the address picks the transport: QUIC ignores `--security`/`--muxer`, WebSocket takes
+/// them.
+#[test]
+fn repeated_listens_and_every_transport() {
+    let mut child = Command::new(PEER)
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0"])
+        .args(["--listen", "/ip4/127.0.0.1/udp/0/quic-v1"])
+        .args(["--listen", "/ip4/127.0.0.1/tcp/0/ws"])
+        .args(["--security", "noise", "--muxer", "yamux", "--timeout", "60"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start listener");
+    let mut reader = BufReader::new(child.stdout.take().unwrap());
+    let mut addrs = Vec::new();
+    for _ in 0..3 {
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        let addr = line
+            .strip_prefix("LISTEN ")
+            .unwrap_or_else(|| panic!("expected a LISTEN line, got {line:?}"))
+            .trim()
+            .to_string();
+        addrs.push(addr);
+    }
+    let listener = Listener {
+        child,
+        addr: addrs[0].clone(),
+    };
+    assert!(addrs[0].starts_with("/ip4/127.0.0.1/tcp/") && !addrs[0].contains("/ws/"));
+    assert!(addrs[1].contains("/udp/") && addrs[1].contains("/quic-v1/p2p/"));
+    assert!(addrs[2].contains("/tcp/") && addrs[2].contains("/ws/p2p/"));
+    for addr in &addrs {
+        for extra in [&["--bytes", "1048576"][..], &["--ping"][..]] {
+            let out = Command::new(PEER)
+                .args(["--dial", addr, "--security", "noise", "--muxer", "yamux"])
+                .args(["--timeout", "60"])
+                .args(extra)
+                .output()
+                .expect("run dialer");
+            let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            assert!(out.status.success(), "{addr} {extra:?}: {line}");
+            assert!(
+                line.starts_with("OK ") || line.starts_with("PING OK "),
+                "{line}"
+            );
+        }
+    }
+    // Over QUIC the security and muxer flags do not apply: any values work.
+    let out = Command::new(PEER)
+        .args([
+            "--dial",
+            &addrs[1],
+            "--security",
+            "secio",
+            "--muxer",
+            "mplex",
+        ])
+        .args(["--timeout", "60", "--bytes", "1000", "--streams", "20"])
+        .output()
+        .expect("run dialer");
+    let line = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(out.status.success() && line.starts_with("OK "), "{line}");
+    drop(listener);
+}

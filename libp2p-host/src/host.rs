@@ -190,6 +190,10 @@ pub struct HostBuilder {
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Metrics>,
     tcp: bool,
+    #[cfg(feature = "quic")]
+    quic: bool,
+    #[cfg(feature = "websocket")]
+    websocket: bool,
     #[cfg(feature = "secio")]
     secio: bool,
     #[cfg(feature = "mplex")]
@@ -237,6 +241,24 @@ impl HostBuilder {
     /// the transports given. `build` adds it by itself when no transport was given.
     #[cfg(feature = "default-stack")]
     pub fn with_tcp(mut self) -> Self {
+        self.tcp = true;
+        self
+    }
+
+    /// Adds QUIC (`/udp/P/quic-v1`, TLS 1.3 and QUIC's own streams) beside the default TCP
+    /// stack: the host listens on both kinds of address and dials each with its own transport.
+    #[cfg(feature = "quic")]
+    pub fn with_quic(mut self) -> Self {
+        self.quic = true;
+        self.tcp = true;
+        self
+    }
+
+    /// Adds WebSocket (`/tcp/P/ws`, noise and yamux on top as over TCP) beside the default
+    /// TCP stack.
+    #[cfg(feature = "websocket")]
+    pub fn with_websocket(mut self) -> Self {
+        self.websocket = true;
         self.tcp = true;
         self
     }
@@ -289,6 +311,23 @@ impl HostBuilder {
         if self.tcp || self.transports.is_empty() {
             let tcp = self.default_tcp();
             self.transports.push(tcp);
+        }
+        #[cfg(feature = "quic")]
+        if self.quic {
+            let config = libp2p_quic::Config::default()
+                .with_handshake_timeout(self.config.handshake_timeout);
+            let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
+            self.transports.push(Arc::new(quic));
+        }
+        #[cfg(feature = "websocket")]
+        if self.websocket {
+            use libp2p_core::TransportExt;
+            let ws = libp2p_websocket::WsTransport::new(libp2p_transport_tcp::TcpTransport::new())
+                .upgrade()
+                .timeout(self.config.handshake_timeout)
+                .authenticate(libp2p_noise::Noise::new(self.key.clone()))
+                .multiplex(libp2p_yamux::Yamux::default());
+            self.transports.push(Arc::new(ws));
         }
         self.start().await
     }
@@ -398,6 +437,10 @@ impl Host {
             #[cfg(feature = "metrics")]
             metrics: None,
             tcp: false,
+            #[cfg(feature = "quic")]
+            quic: false,
+            #[cfg(feature = "websocket")]
+            websocket: false,
             #[cfg(feature = "secio")]
             secio: false,
             #[cfg(feature = "mplex")]

@@ -254,7 +254,7 @@ fn extension(cert: &X509Certificate<'_>) -> Result<(PublicKey, Vec<u8>), Certifi
 
 /// The TLS 1.3 signature schemes we accept in a `CertificateVerify`, best first: those ring
 /// verifies and TLS 1.3 allows.
-pub(crate) const SIGNATURE_SCHEMES: &[SignatureScheme] = &[
+pub const SIGNATURE_SCHEMES: &[SignatureScheme] = &[
     SignatureScheme::ECDSA_NISTP256_SHA256,
     SignatureScheme::ECDSA_NISTP384_SHA384,
     SignatureScheme::ED25519,
@@ -266,7 +266,7 @@ pub(crate) const SIGNATURE_SCHEMES: &[SignatureScheme] = &[
 /// Checks a TLS 1.3 `CertificateVerify`: `signature` by the key of the certificate `der`
 /// over `message`, in `scheme`. An ECDSA scheme only verifies with a key on its own curve
 /// (ring refuses a point of another curve).
-pub(crate) fn verify_handshake_signature(
+pub fn verify_handshake_signature(
     der: &[u8],
     scheme: SignatureScheme,
     message: &[u8],

@@ -66,8 +66,9 @@ use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
 use rustls::sign::CertifiedKey;
 
 pub use certificate::{
-    decode_signed_key, encode_signed_key, signed_key_extension, verify_certificate, Certificate,
-    PeerCertificate, EXTENSION_OID, SIGNATURE_PREFIX,
+    decode_signed_key, encode_signed_key, signed_key_extension, verify_certificate,
+    verify_handshake_signature, Certificate, PeerCertificate, EXTENSION_OID, SIGNATURE_PREFIX,
+    SIGNATURE_SCHEMES,
 };
 pub use config::TlsConfig;
 pub use error::{CertificateError, GenerateError, TlsError};

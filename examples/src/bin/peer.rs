@@ -4,7 +4,9 @@
 //! `interop/PEER-CLI.md`):
 //!
 //! ```text
-//! peer --listen /ip4/127.0.0.1/tcp/0 [--security S] [--muxer M] (noise, yamux unless given) [--key K] [--seed N]
+//! peer --listen /ip4/127.0.0.1/tcp/0 [--listen /ip4/127.0.0.1/udp/0/quic-v1 ...]
+//!      [--listen /ip4/127.0.0.1/tcp/0/ws ...]
+//!      [--security S] [--muxer M] (noise, yamux unless given) [--key K] [--seed N]
 //! peer --dial /ip4/127.0.0.1/tcp/4001/p2p/<id> [--bytes N] [--streams K] [--ping]
 //!      [--perf-upload N --perf-download M] [--connections N] [--hold N] [--timeout SECS]
 //!      [--request json|cbor]
@@ -48,11 +50,13 @@ use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_tls::Tls;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
+use libp2p_websocket::{WsSocket, WsTransport};
 use libp2p_yamux::Yamux;
 
 #[derive(Debug)]
 enum Mode {
-    Listen(Multiaddr),
+    /// Every `--listen` address, in the order given.
+    Listen(Vec<Multiaddr>),
     Dial(Multiaddr),
     /// Neither `--listen` nor `--dial`: a v2 dial-mode node (`--bootstrap`, `--mdns`).
     Discover,
@@ -99,7 +103,7 @@ fn parse_args() -> Result<Args, String> {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
         match flag.as_str() {
-            "--listen" => mode = Some(Mode::Listen(value()?.parse().map_err(|e| format!("{e}"))?)),
+            "--listen" => add_listen(&mut mode, value()?.parse().map_err(|e| format!("{e}"))?),
             "--dial" => mode = Some(Mode::Dial(value()?.parse().map_err(|e| format!("{e}"))?)),
             "--security" => security = value()?,
             "--muxer" => muxer = value()?,
@@ -243,22 +247,39 @@ async fn with_security<S>(
     services: examples::Services,
 ) -> Result<Host, String>
 where
-    S: SecurityUpgrade<Negotiated<TcpSocket>>,
+    S: SecurityUpgrade<Negotiated<TcpSocket>> + SecurityUpgrade<Negotiated<WsSocket<TcpSocket>>>,
 {
-    let secured = TcpTransport::new().upgrade().authenticate(security);
+    let secured = TcpTransport::new().upgrade().authenticate(security.clone());
+    // `/tcp/P/ws`: the same security and muxer over WebSocket.
+    let ws = WsTransport::new(TcpTransport::new())
+        .upgrade()
+        .authenticate(security);
     match args.muxer.as_str() {
-        "mplex" => build(secured.multiplex(Mplex::default()), key, services).await,
-        "yamux" => build(secured.multiplex(Yamux::default()), key, services).await,
+        "mplex" => {
+            let ws = ws.multiplex(Mplex::default());
+            build(secured.multiplex(Mplex::default()), ws, key, services).await
+        }
+        "yamux" => {
+            let ws = ws.multiplex(Yamux::default());
+            build(secured.multiplex(Yamux::default()), ws, key, services).await
+        }
         other => Err(format!("unsupported: muxer {other}")),
     }
 }
 
 /// The host of the `peer` program: exactly the stack asked for, limits high enough for the
 /// benchmarks (`--hold 10000` holds ten thousand connections from one peer).
-async fn build<T>(transport: T, key: Keypair, services: examples::Services) -> Result<Host, String>
+async fn build<T, W>(
+    transport: T,
+    ws: W,
+    key: Keypair,
+    services: examples::Services,
+) -> Result<Host, String>
 where
     T: Transport,
     T::Output: IntoConnection,
+    W: Transport,
+    W::Output: IntoConnection,
 {
     let mut config = HostConfig::default();
     config.max_connections = 20_000;
@@ -267,9 +288,13 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
+    let quic = quic_transport(&key, &config);
     let builder = services.add_to(Host::builder(key).config(config));
     examples::gossip::install(builder)
-        .build_with_transport(transport)
+        .transport(transport)
+        .transport(ws)
+        .transport(quic)
+        .build()
         .await
         .map_err(|e| e.to_string())
 }
@@ -278,13 +303,8 @@ async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<Stri
     let v2 = !args.bootstrap.is_empty() || kad.is_some() || args.mdns;
     let gossip = args.gossip.enabled();
     match &args.mode {
-        Mode::Listen(addr) => {
-            let first = host
-                .listen_on(addr.clone())
-                .await
-                .map_err(|e| e.to_string())?;
-            println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
-            let _ = std::io::stdout().flush();
+        Mode::Listen(addrs) => {
+            listen_all(&host, addrs).await?;
             if v2 {
                 examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, true).await?;
                 HELD.store(true, Ordering::SeqCst);
@@ -408,6 +428,39 @@ async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<Stri
             Ok(line)
         }
     }
+}
+
+/// Adds a `--listen` address (the option repeats; `--dial` after it wins, as before).
+fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
+    match mode {
+        Some(Mode::Listen(addrs)) => addrs.push(addr),
+        _ => *mode = Some(Mode::Listen(vec![addr])),
+    }
+}
+
+/// QUIC beside the TCP stack asked for: the address picks the transport (`/udp/P/quic-v1`
+/// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
+fn quic_transport(key: &Keypair, config: &HostConfig) -> libp2p_quic::QuicTransport {
+    // QUIC's default stream limit (256) stays: quinn keeps state for every stream the remote
+    // may open, so 1024 would cost about 100 KiB per idle connection (see `--hold`).
+    let quic = libp2p_quic::Config::default()
+        .with_handshake_timeout(config.handshake_timeout)
+        .with_max_pending_handshakes(u32::try_from(config.max_pending_incoming).unwrap_or(128));
+    libp2p_quic::QuicTransport::with_config(key.clone(), quic)
+}
+
+/// Listens on every address in order, printing one `LISTEN <addr>/p2p/<id>` line for each
+/// (its first reachable address), flushed at once.
+async fn listen_all(host: &Host, addrs: &[Multiaddr]) -> Result<(), String> {
+    for addr in addrs {
+        let first = host
+            .listen_on(addr.clone())
+            .await
+            .map_err(|e| e.to_string())?;
+        println!("LISTEN {}", first.with(Protocol::P2p(host.peer_id())));
+        let _ = std::io::stdout().flush();
+    }
+    Ok(())
 }
 
 /// Waits (at most 2 s) until identify has told us about `peer`.

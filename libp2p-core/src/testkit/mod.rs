@@ -10,7 +10,7 @@ mod security;
 pub mod tamper;
 mod transport;
 
-pub use muxer::{muxer_kit, MuxerKitConfig};
+pub use muxer::{muxer_kit, muxer_kit_pairs, MuxerKitConfig};
 pub use security::{security_kit, security_kit_over_transport};
 pub use transport::transport_kit;
 
