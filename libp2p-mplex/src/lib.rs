@@ -293,7 +293,22 @@ struct State {
     blocked_on: Option<Key>,
     close_requested: bool,
     closed: Option<String>,
+    /// Why the driver failed, when it did: `accept` gives it to the host, which reports it
+    /// as the connection's close cause.
+    failure: Option<MuxerError>,
     close_wakers: Vec<Waker>,
+}
+
+/// A copy of a muxer error for another caller (`MuxerError` holds an `io::Error`, which is
+/// not `Clone`).
+fn error_copy(e: &MuxerError) -> MuxerError {
+    match e {
+        MuxerError::Closed => MuxerError::Closed,
+        MuxerError::Io(e) => MuxerError::Io(io::Error::new(e.kind(), e.to_string())),
+        MuxerError::TooManyStreams { limit } => MuxerError::TooManyStreams { limit: *limit },
+        MuxerError::Protocol(s) => MuxerError::Protocol(s.clone()),
+        other => MuxerError::Other(other.to_string().into()),
+    }
 }
 
 impl State {
@@ -318,6 +333,7 @@ impl State {
             blocked_on: None,
             close_requested: false,
             closed: None,
+            failure: None,
             close_wakers: Vec::new(),
         }
     }
@@ -558,7 +574,10 @@ impl StreamMuxer for MplexMuxer {
                 }));
             }
             if st.closed.is_some() {
-                return Poll::Ready(Err(MuxerError::Closed));
+                return Poll::Ready(Err(st
+                    .failure
+                    .as_ref()
+                    .map_or(MuxerError::Closed, error_copy)));
             }
             register(&mut st.accept_wakers, cx.waker());
             Poll::Pending
@@ -1174,6 +1193,7 @@ impl<C: Socket> Future for MplexDriver<C> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "mplex connection failed");
+                this.shared.lock().failure = Some(error_copy(e));
                 this.finish(e.to_string());
             }
         }

@@ -259,6 +259,7 @@ impl Yamux {
             driver_waker: AtomicWaker::new(),
             live_streams: Arc::new(AtomicUsize::new(0)),
             max_streams,
+            failure: std::sync::Mutex::new(None),
         });
         let (open_tx, open_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(self.config.accept_queue.max(1));
@@ -576,6 +577,9 @@ struct Shared {
     live_streams: Arc<AtomicUsize>,
     /// The limit on `live_streams`.
     max_streams: usize,
+    /// Why the driver failed, when it did: `accept` gives it to the host, which reports it
+    /// as the connection's close cause.
+    failure: std::sync::Mutex<Option<MuxerError>>,
 }
 
 type OpenReply = oneshot::Sender<Result<YamuxStream, MuxerError>>;
@@ -635,9 +639,17 @@ impl StreamMuxer for YamuxMuxer {
 
     fn accept(&self) -> impl Future<Output = Result<YamuxStream, MuxerError>> + Send + 'static {
         let inbound = self.inner.inbound_rx.clone();
+        let shared = self.inner.shared.clone();
         async move {
             let mut rx = inbound.lock().await;
-            rx.recv().await.ok_or(MuxerError::Closed)
+            rx.recv().await.ok_or_else(|| {
+                shared
+                    .failure
+                    .lock()
+                    .expect("lock")
+                    .as_ref()
+                    .map_or(MuxerError::Closed, error_copy)
+            })
         }
     }
 
@@ -886,6 +898,9 @@ impl<C: Socket> YamuxDriver<C> {
             Ok(()) | Err(MuxerError::Closed) => MuxerError::Closed,
             Err(e) => error_copy(e),
         };
+        if !matches!(shown, MuxerError::Closed) {
+            *self.shared.failure.lock().expect("lock") = Some(error_copy(&shown));
+        }
         for reply in self.pending_opens.drain(..) {
             let _ = reply.send(Err(error_copy(&shown)));
         }
