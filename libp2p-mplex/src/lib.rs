@@ -1052,7 +1052,12 @@ impl<C: Socket> MplexDriver<C> {
             if close_now {
                 return match Pin::new(&mut self.socket).poll_close(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        // A close that cannot flush is a stalled write like any other.
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                        self.poll_frame_deadline(cx)?;
+                        Poll::Pending
+                    }
                 };
             }
 

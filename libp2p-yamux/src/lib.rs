@@ -560,7 +560,16 @@ impl<C: Socket> AsyncWrite for Coalesce<C> {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.written = false;
-        Pin::new(&mut self.socket).poll_close(cx)
+        match Pin::new(&mut self.socket).poll_close(cx) {
+            Poll::Pending => {
+                self.stall.stalled(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                self.stall.progress();
+                Poll::Ready(result)
+            }
+        }
     }
 }
 
