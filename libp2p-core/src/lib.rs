@@ -45,8 +45,8 @@ pub use or::Or;
 pub use peerstore::Peerstore;
 pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt, UpgradeConfig};
 pub use service::{
-    AcceptError, CloseCause, DialAttempt, DialError, Event, Events, HostContext, IdentifyInfo,
-    Incoming, NewStreamError, RefusedReason, Service, ServiceContext,
+    AcceptError, CloseCause, ConnectionRefusedReason, DialAttempt, DialError, Event, Events,
+    HostContext, IdentifyInfo, Incoming, NewStreamError, RefusedReason, Service, ServiceContext,
 };
 pub use stream::{BoxedStream, FuturesStream, Stream};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};

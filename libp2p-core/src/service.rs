@@ -254,6 +254,14 @@ pub enum Event {
         /// Why.
         reason: RefusedReason,
     },
+    /// An inbound connection was closed before its upgrade began: a limit on inbound
+    /// connections refused it.
+    InboundConnectionRefused {
+        /// Where it came from.
+        remote_addr: Multiaddr,
+        /// Which limit.
+        reason: ConnectionRefusedReason,
+    },
     /// This subscriber fell behind and missed this many events (the host never waits for a
     /// slow subscriber).
     Missed {
@@ -272,6 +280,32 @@ pub enum CloseCause {
     Remote,
     /// The connection failed.
     Error(Arc<MuxerError>),
+}
+
+/// Which limit refused an inbound connection (see the host's config for each).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ConnectionRefusedReason {
+    /// The host had its limit of established connections.
+    ConnectionLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// The host had its limit of inbound connections in their upgrade.
+    PendingLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// This source IP had its limit of inbound connections in their upgrade.
+    PendingPerIp {
+        /// The limit.
+        limit: usize,
+    },
+    /// This source IP had opened its limit of inbound connections in the last second.
+    RatePerIp {
+        /// The limit (connections per second).
+        limit: u32,
+    },
 }
 
 /// Why an inbound stream was refused.

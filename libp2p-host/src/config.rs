@@ -27,6 +27,21 @@ pub struct HostConfig {
     /// once; further ones are closed at once. Default 128: a silent peer holds its slot for
     /// the handshake timeout at most, and well-behaved handshakes take milliseconds.
     pub max_pending_incoming: usize,
+    /// Most inbound connections from one source IP in their upgrade at once; further ones
+    /// from that IP are closed at once (an [`Event::InboundConnectionRefused`] and a debug
+    /// line), while other sources go on. Default 16: a host behind one address opens a few
+    /// connections at once, not dozens; without it one source of silent sockets takes all of
+    /// `max_pending_incoming` (and the descriptors) for the handshake timeout.
+    ///
+    /// [`Event::InboundConnectionRefused`]: crate::Event::InboundConnectionRefused
+    pub max_pending_incoming_per_ip: usize,
+    /// Most inbound connections one source IP may open per second (a fixed one-second window
+    /// per source, counting the connections admitted); further ones in the same second are
+    /// closed at once, reported like the limit above. Default 32: reconnects and a few
+    /// parallel dials fit; a source opening connections as fast as it can is slowed to a
+    /// rate whose handshakes cost little. Sources without an IP (memory transports) have no
+    /// such limits.
+    pub max_incoming_per_ip_per_second: u32,
     /// Most inbound streams open at once on one connection (being negotiated, queued for an
     /// `accept` or held by the application); further ones are reset. Default 256, the muxers'
     /// own default stream limit.
@@ -74,6 +89,8 @@ impl Default for HostConfig {
             max_connections: 256,
             max_connections_per_peer: 8,
             max_pending_incoming: 128,
+            max_pending_incoming_per_ip: 16,
+            max_incoming_per_ip_per_second: 32,
             max_inbound_streams_per_connection: 256,
             accept_queue: 256,
             handshake_timeout: Duration::from_secs(20),

@@ -12,10 +12,10 @@ use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
 use libp2p_core::multistream::{self, NegotiationError, ProtocolSet};
 use libp2p_core::{
-    split_peer_id, AcceptError, CloseCause, ConnectionId, ConnectionInfo, DialAttempt, DialError,
-    Event, Events, IdentifyInfo, Incoming, IntoConnection, Keypair, ListenerEvent, Multiaddr,
-    MuxerError, NewStreamError, PeerId, Peerstore, Protocol, RefusedReason, Service,
-    ServiceContext, Stream, Transport,
+    split_peer_id, AcceptError, CloseCause, ConnectionId, ConnectionInfo, ConnectionRefusedReason,
+    DialAttempt, DialError, Event, Events, IdentifyInfo, Incoming, IntoConnection, Keypair,
+    ListenerEvent, Multiaddr, MuxerError, NewStreamError, PeerId, Peerstore, Protocol,
+    RefusedReason, Service, ServiceContext, Stream, Transport,
 };
 use tokio::sync::broadcast;
 use tokio::sync::mpsc;
@@ -121,6 +121,8 @@ pub(crate) struct Inner {
     events: broadcast::Sender<Event>,
     pings: Mutex<HashMap<PeerId, PingSlot>>,
     pending_incoming: AtomicUsize,
+    /// Per-source-IP limits on inbound connections.
+    sources: crate::limits::SourceLimits,
     /// Connections in `conns`, all peers together (kept beside the map, so that the limit
     /// check of every inbound connection does not walk the whole pool).
     established: AtomicUsize,
@@ -395,6 +397,10 @@ impl HostBuilder {
             events,
             pings: Mutex::default(),
             pending_incoming: AtomicUsize::new(0),
+            sources: crate::limits::SourceLimits::new(
+                self.config.max_pending_incoming_per_ip,
+                self.config.max_incoming_per_ip_per_second,
+            ),
             established: AtomicUsize::new(0),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
@@ -1421,22 +1427,35 @@ async fn run_listener(
                 remote_addr,
                 ..
             } => {
+                let refuse = |reason: ConnectionRefusedReason| {
+                    tracing::debug!(%remote_addr, ?reason, "inbound connection refused");
+                    inner.emit(Event::InboundConnectionRefused {
+                        remote_addr: remote_addr.clone(),
+                        reason,
+                    });
+                };
                 if connection_count(&inner) >= inner.config.max_connections {
-                    tracing::debug!(%remote_addr, "connection limit reached; inbound dropped");
-                    #[cfg(feature = "metrics")]
-                    if let Some(m) = &inner.metrics {
-                        m.refuse("connection", "connection_limit");
-                    }
+                    refuse(ConnectionRefusedReason::ConnectionLimit {
+                        limit: inner.config.max_connections,
+                    });
                     continue;
                 }
+                let slot = match crate::limits::source_ip(&remote_addr) {
+                    Some(ip) => match inner.sources.admit(ip, std::time::Instant::now()) {
+                        Ok(slot) => Some(slot),
+                        Err(reason) => {
+                            refuse(reason);
+                            continue;
+                        }
+                    },
+                    None => None,
+                };
                 let pending_now = inner.pending_incoming.fetch_add(1, Ordering::SeqCst);
                 if pending_now >= inner.config.max_pending_incoming {
                     inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
-                    tracing::debug!(%remote_addr, "too many pending upgrades; inbound dropped");
-                    #[cfg(feature = "metrics")]
-                    if let Some(m) = &inner.metrics {
-                        m.refuse("connection", "pending_limit");
-                    }
+                    refuse(ConnectionRefusedReason::PendingLimit {
+                        limit: inner.config.max_pending_incoming,
+                    });
                     continue;
                 }
                 let weak = weak.clone();
@@ -1447,6 +1466,7 @@ async fn run_listener(
                         let result = tokio::time::timeout(limit, pending)
                             .await
                             .unwrap_or(Err(libp2p_core::TransportError::Timeout(limit)));
+                        drop(slot);
                         let Some(inner) = weak.upgrade() else { return };
                         inner.pending_incoming.fetch_sub(1, Ordering::SeqCst);
                         match result {

@@ -63,6 +63,7 @@ mod erased;
 mod error;
 mod host;
 pub mod identify;
+mod limits;
 pub mod perf;
 pub mod ping;
 pub mod request_response;
@@ -74,9 +75,9 @@ pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
 pub use libp2p_core::{
     self as core, split_peer_id, AcceptError, Classify, CloseCause, ConnectionId, ConnectionInfo,
-    DialAttempt, DialError, Direction, Event, Events, Fault, FuturesStream, HostContext,
-    IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId, Peerstore, Protocol,
-    PublicKey, RefusedReason, Service, ServiceContext, Stream,
+    ConnectionRefusedReason, DialAttempt, DialError, Direction, Event, Events, Fault,
+    FuturesStream, HostContext, IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId,
+    Peerstore, Protocol, PublicKey, RefusedReason, Service, ServiceContext, Stream,
 };
 /// Name resolution for dialed addresses (the `dns` feature): give the host your own
 /// [`dns::Resolve`] or limits with [`HostBuilder::dns`].

@@ -22,8 +22,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use libp2p_core::{
-    BoxedStream, Classify, CloseCause, ConnectionInfo, Direction, Event, Fault, Multiaddr,
-    Protocol, RefusedReason, TransportError,
+    BoxedStream, Classify, CloseCause, ConnectionInfo, ConnectionRefusedReason, Direction, Event,
+    Fault, Multiaddr, Protocol, RefusedReason, TransportError,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -229,6 +229,16 @@ impl Recorder {
                         cause,
                     })
                     .inc();
+            }
+            Event::InboundConnectionRefused { reason, .. } => {
+                let reason = match reason {
+                    ConnectionRefusedReason::ConnectionLimit { .. } => "connection_limit",
+                    ConnectionRefusedReason::PendingLimit { .. } => "pending_limit",
+                    ConnectionRefusedReason::PendingPerIp { .. } => "pending_per_ip",
+                    ConnectionRefusedReason::RatePerIp { .. } => "rate_per_ip",
+                    _ => "other",
+                };
+                self.refuse("connection", reason);
             }
             Event::InboundStreamRefused { reason, .. } => {
                 let reason = match reason {

@@ -20,12 +20,20 @@ pub enum MplexError {
         /// The configured bound.
         timeout: Duration,
     },
+    /// The socket took none of our bytes for
+    /// [`MplexConfig::write_timeout`](crate::MplexConfig::write_timeout): the remote does not
+    /// read.
+    #[error("the remote took no bytes for {timeout:?} (write timeout): it does not read")]
+    WriteTimeout {
+        /// The configured bound.
+        timeout: Duration,
+    },
 }
 
 impl Classify for MplexError {
     fn fault(&self) -> Fault {
         match self {
-            MplexError::FrameTimeout { .. } => Fault::Timeout,
+            MplexError::FrameTimeout { .. } | MplexError::WriteTimeout { .. } => Fault::Timeout,
         }
     }
 }
@@ -34,7 +42,9 @@ impl MplexError {
     /// As the `io::Error` that carries it in [`MuxerError::Io`](libp2p_core::MuxerError::Io).
     pub(crate) fn into_io(self) -> std::io::Error {
         let kind = match self {
-            MplexError::FrameTimeout { .. } => std::io::ErrorKind::TimedOut,
+            MplexError::FrameTimeout { .. } | MplexError::WriteTimeout { .. } => {
+                std::io::ErrorKind::TimedOut
+            }
         };
         std::io::Error::new(kind, self)
     }

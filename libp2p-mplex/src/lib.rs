@@ -112,6 +112,17 @@ pub struct MplexConfig {
     /// below any link a libp2p connection is useful on, and no real peer pauses inside a frame
     /// (they write frames whole), so only a stalled or hostile peer hits it.
     pub frame_timeout: Duration,
+    /// How long a write to the socket may make no progress at all (the socket refusing every
+    /// byte because the remote does not read) before the connection ends with
+    /// [`MplexError::WriteTimeout`] (inside [`MuxerError::Io`], kind `TimedOut`). mplex has no
+    /// flow control, so a remote that sends requests and never reads the answers would
+    /// otherwise hold the connection, and what our streams queued for it, forever. The clock
+    /// runs only while we have bytes the socket will not take. `Duration::MAX` turns it off.
+    /// Needs a tokio runtime with the time driver.
+    ///
+    /// Default 60 s: the kernel's send buffer takes megabytes, so no byte accepted for a
+    /// minute means a remote that stopped reading (or vanished), never just a slow link.
+    pub write_timeout: Duration,
 }
 
 impl Default for MplexConfig {
@@ -124,6 +135,7 @@ impl Default for MplexConfig {
             split_send_size: 64 * 1024,
             write_buffer_len: 512 * 1024,
             frame_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -166,6 +178,8 @@ impl Mplex {
                 partial_since: None,
             },
             frame_timeout: self.config.frame_timeout,
+            write_timeout: self.config.write_timeout,
+            write_stalled_since: None,
             frame_timer: None,
             writing: BytesMut::new(),
             written: 0,
@@ -279,7 +293,22 @@ struct State {
     blocked_on: Option<Key>,
     close_requested: bool,
     closed: Option<String>,
+    /// Why the driver failed, when it did: `accept` gives it to the host, which reports it
+    /// as the connection's close cause.
+    failure: Option<MuxerError>,
     close_wakers: Vec<Waker>,
+}
+
+/// A copy of a muxer error for another caller (`MuxerError` holds an `io::Error`, which is
+/// not `Clone`).
+fn error_copy(e: &MuxerError) -> MuxerError {
+    match e {
+        MuxerError::Closed => MuxerError::Closed,
+        MuxerError::Io(e) => MuxerError::Io(io::Error::new(e.kind(), e.to_string())),
+        MuxerError::TooManyStreams { limit } => MuxerError::TooManyStreams { limit: *limit },
+        MuxerError::Protocol(s) => MuxerError::Protocol(s.clone()),
+        other => MuxerError::Other(other.to_string().into()),
+    }
 }
 
 impl State {
@@ -304,6 +333,7 @@ impl State {
             blocked_on: None,
             close_requested: false,
             closed: None,
+            failure: None,
             close_wakers: Vec::new(),
         }
     }
@@ -544,7 +574,10 @@ impl StreamMuxer for MplexMuxer {
                 }));
             }
             if st.closed.is_some() {
-                return Poll::Ready(Err(MuxerError::Closed));
+                return Poll::Ready(Err(st
+                    .failure
+                    .as_ref()
+                    .map_or(MuxerError::Closed, error_copy)));
             }
             register(&mut st.accept_wakers, cx.waker());
             Poll::Pending
@@ -781,8 +814,13 @@ pub struct MplexDriver<C> {
     inbox: Inbox,
     /// [`MplexConfig::frame_timeout`].
     frame_timeout: Duration,
-    /// Wakes the driver when an unfinished frame may have run out of time; allocated the
-    /// first time a frame is incomplete when the driver waits, then reset as needed.
+    /// [`MplexConfig::write_timeout`].
+    write_timeout: Duration,
+    /// Since when the socket has refused our bytes (or our flush); `None` while writes go
+    /// through or nothing is to be written.
+    write_stalled_since: Option<Instant>,
+    /// Wakes the driver when an unfinished frame or a stalled write may have run out of time;
+    /// allocated the first time the driver waits with either, then reset as needed.
     frame_timer: Option<Pin<Box<tokio::time::Sleep>>>,
     /// The output buffer being written; `written` bytes of it are out.
     writing: BytesMut,
@@ -960,18 +998,22 @@ impl<C: Socket> MplexDriver<C> {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(MuxerError::Closed)),
                     Poll::Ready(Ok(n)) => {
                         self.written += n;
+                        self.write_stalled_since = None;
                         progress = true;
                         if self.written == self.writing.len() {
                             self.need_flush = true;
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                    }
                 }
             }
             if self.written == self.writing.len() && self.need_flush {
                 match Pin::new(&mut self.socket).poll_flush(cx) {
                     Poll::Ready(Ok(())) => {
+                        self.write_stalled_since = None;
                         self.need_flush = false;
                         progress = true;
                         let mut state = self.shared.lock();
@@ -981,7 +1023,9 @@ impl<C: Socket> MplexDriver<C> {
                         }
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(MuxerError::Io(e))),
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                    }
                 }
             }
             let close_now;
@@ -1008,7 +1052,12 @@ impl<C: Socket> MplexDriver<C> {
             if close_now {
                 return match Pin::new(&mut self.socket).poll_close(cx) {
                     Poll::Ready(_) => Poll::Ready(Ok(())),
-                    Poll::Pending => Poll::Pending,
+                    Poll::Pending => {
+                        // A close that cannot flush is a stalled write like any other.
+                        self.write_stalled_since.get_or_insert_with(Instant::now);
+                        self.poll_frame_deadline(cx)?;
+                        Poll::Pending
+                    }
                 };
             }
 
@@ -1059,23 +1108,48 @@ impl<C: Socket> MplexDriver<C> {
         Poll::Pending
     }
 
-    /// Fails when the unfinished frame has run out of time; otherwise makes sure the driver
-    /// is woken when it does. The timer is reset only when it fires early (the deadline moves
-    /// only later, with each new frame), so a bulk transfer does not touch it per frame.
+    /// Fails when the unfinished frame or the stalled write has run out of time; otherwise
+    /// makes sure the driver is woken when one does. The timer is reset only when it fires
+    /// early (the frame deadline moves only later, with each new frame), so a bulk transfer
+    /// does not touch it per frame.
     fn poll_frame_deadline(&mut self, cx: &mut Context<'_>) -> Result<(), MuxerError> {
-        let Some(deadline) = self
+        let frame = self
             .inbox
             .partial_since
             .and_then(|since| since.checked_add(self.frame_timeout))
-        else {
+            .map(|at| {
+                (
+                    at,
+                    MplexError::FrameTimeout {
+                        timeout: self.frame_timeout,
+                    },
+                )
+            });
+        let write = self
+            .write_stalled_since
+            .and_then(|since| since.checked_add(self.write_timeout))
+            .map(|at| {
+                (
+                    at,
+                    MplexError::WriteTimeout {
+                        timeout: self.write_timeout,
+                    },
+                )
+            });
+        let earliest = match (frame, write) {
+            (Some(f), Some(w)) => Some(if w.0 < f.0 { w } else { f }),
+            (f, w) => f.or(w),
+        };
+        let Some((deadline, error)) = earliest else {
             return Ok(());
         };
-        let expired = || {
+        let mut error = Some(error);
+        let mut expired = || {
             MuxerError::Io(
-                MplexError::FrameTimeout {
-                    timeout: self.frame_timeout,
-                }
-                .into_io(),
+                error
+                    .take()
+                    .expect("a deadline expires at most once")
+                    .into_io(),
             )
         };
         if Instant::now() >= deadline {
@@ -1124,6 +1198,7 @@ impl<C: Socket> Future for MplexDriver<C> {
             }
             Err(e) => {
                 tracing::debug!(error = %e, "mplex connection failed");
+                this.shared.lock().failure = Some(error_copy(e));
                 this.finish(e.to_string());
             }
         }

@@ -92,6 +92,7 @@ const STREAM_WINDOW: usize = yamux::DEFAULT_CREDIT as usize;
 /// | [`read_after_close`](Config::read_after_close) | `true` |
 /// | [`split_send_size`](Config::split_send_size) | 16 KiB |
 /// | [`accept_queue`](Config::accept_queue) | 1,024 |
+/// | [`write_timeout`](Config::write_timeout) | 60 s |
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The maximum number of streams alive at once on a connection, inbound and outbound
@@ -127,6 +128,16 @@ pub struct Config {
     /// and such streams should not be reset while we are within the stream limit. Values
     /// below 1 are treated as 1.
     pub accept_queue: usize,
+    /// How long a write to the socket may make no progress at all (the socket refusing every
+    /// byte because the remote does not read) before the connection ends with an error of
+    /// kind `TimedOut`. Without it a remote that never reads holds the connection, and all
+    /// that is queued for it, forever: a ping flood whose pongs it never reads, say. The
+    /// clock runs only while we have bytes the socket will not take. `Duration::MAX` turns
+    /// it off. Needs a tokio runtime with the time driver.
+    ///
+    /// Default 60 s: the kernel's send buffer takes megabytes, so no byte accepted for a
+    /// minute means a remote that stopped reading (or vanished), never just a slow link.
+    pub write_timeout: std::time::Duration,
 }
 
 impl Default for Config {
@@ -137,6 +148,7 @@ impl Default for Config {
             read_after_close: true,
             split_send_size: 16 * 1024,
             accept_queue: 1024,
+            write_timeout: std::time::Duration::from_secs(60),
         }
     }
 }
@@ -169,6 +181,12 @@ impl Config {
     /// Sets [`accept_queue`](Config::accept_queue).
     pub fn with_accept_queue(mut self, n: usize) -> Self {
         self.accept_queue = n;
+        self
+    }
+
+    /// Sets [`write_timeout`](Config::write_timeout).
+    pub fn with_write_timeout(mut self, timeout: std::time::Duration) -> Self {
+        self.write_timeout = timeout;
         self
     }
 
@@ -230,7 +248,7 @@ impl Yamux {
         };
         let flush = Arc::new(FlushControl::default());
         let connection = yamux::Connection::new(
-            Coalesce::new(socket, flush.clone()),
+            Coalesce::new(socket, flush.clone(), self.config.write_timeout),
             self.config.to_yamux(),
             mode,
         );
@@ -241,6 +259,7 @@ impl Yamux {
             driver_waker: AtomicWaker::new(),
             live_streams: Arc::new(AtomicUsize::new(0)),
             max_streams,
+            failure: std::sync::Mutex::new(None),
         });
         let (open_tx, open_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(self.config.accept_queue.max(1));
@@ -315,6 +334,72 @@ struct Coalesce<C> {
     control: Arc<FlushControl>,
     /// Where the written bytes stand in yamux's frame sequence.
     tracker: WriteTracker,
+    /// Deadline on writes that make no progress ([`Config::write_timeout`]).
+    stall: WriteStall,
+}
+
+/// Ends a write that the socket has refused for longer than a timeout: the clock starts when
+/// the socket first answers `Pending` and stops at the next byte it takes.
+struct WriteStall {
+    timeout: std::time::Duration,
+    /// When the socket started refusing; `None` while writes go through.
+    since: Option<tokio::time::Instant>,
+    /// Wakes the task at the deadline; allocated at the first stall.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl fmt::Debug for WriteStall {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WriteStall")
+            .field("timeout", &self.timeout)
+            .field("since", &self.since)
+            .finish()
+    }
+}
+
+impl WriteStall {
+    fn new(timeout: std::time::Duration) -> Self {
+        WriteStall {
+            timeout,
+            since: None,
+            timer: None,
+        }
+    }
+
+    /// The socket took bytes (or flushed): the clock stops.
+    fn progress(&mut self) {
+        self.since = None;
+    }
+
+    /// The socket answered `Pending`: starts the clock, or fails once it has run out (and
+    /// otherwise makes sure the task is woken when it does).
+    fn stalled(&mut self, cx: &mut Context<'_>) -> io::Result<()> {
+        let now = tokio::time::Instant::now();
+        let since = *self.since.get_or_insert(now);
+        let Some(deadline) = since.checked_add(self.timeout) else {
+            return Ok(());
+        };
+        if now >= deadline {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!(
+                    "the remote took no bytes for {:?} (write timeout): it does not read",
+                    self.timeout
+                ),
+            ));
+        }
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        // Registers the waker; a timer already due means the next poll fails.
+        if timer.as_mut().poll(cx).is_ready() {
+            cx.waker().wake_by_ref();
+        }
+        Ok(())
+    }
 }
 
 /// Size of a yamux frame header: version, type, flags (2 bytes), stream id (4), length (4).
@@ -396,12 +481,13 @@ struct FlushControl {
 }
 
 impl<C> Coalesce<C> {
-    fn new(socket: C, control: Arc<FlushControl>) -> Self {
+    fn new(socket: C, control: Arc<FlushControl>, write_timeout: std::time::Duration) -> Self {
         Coalesce {
             socket,
             written: false,
             control,
             tracker: WriteTracker::default(),
+            stall: WriteStall::new(write_timeout),
         }
     }
 }
@@ -434,7 +520,14 @@ impl<C: Socket> AsyncWrite for Coalesce<C> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.socket).poll_write(cx, buf))?;
+        let n = match Pin::new(&mut self.socket).poll_write(cx, buf) {
+            Poll::Pending => {
+                self.stall.stalled(cx)?;
+                return Poll::Pending;
+            }
+            Poll::Ready(result) => result?,
+        };
+        self.stall.progress();
         self.written |= n > 0;
         if let Some(code) = self.tracker.feed(&buf[..n]) {
             let _ = self.control.go_away.compare_exchange(
@@ -453,12 +546,30 @@ impl<C: Socket> AsyncWrite for Coalesce<C> {
             self.control.deferred.store(true, Ordering::Relaxed);
             return Poll::Pending;
         }
-        Pin::new(&mut self.socket).poll_flush(cx)
+        match Pin::new(&mut self.socket).poll_flush(cx) {
+            Poll::Pending => {
+                self.stall.stalled(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                self.stall.progress();
+                Poll::Ready(result)
+            }
+        }
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         self.written = false;
-        Pin::new(&mut self.socket).poll_close(cx)
+        match Pin::new(&mut self.socket).poll_close(cx) {
+            Poll::Pending => {
+                self.stall.stalled(cx)?;
+                Poll::Pending
+            }
+            Poll::Ready(result) => {
+                self.stall.progress();
+                Poll::Ready(result)
+            }
+        }
     }
 }
 
@@ -475,6 +586,9 @@ struct Shared {
     live_streams: Arc<AtomicUsize>,
     /// The limit on `live_streams`.
     max_streams: usize,
+    /// Why the driver failed, when it did: `accept` gives it to the host, which reports it
+    /// as the connection's close cause.
+    failure: std::sync::Mutex<Option<MuxerError>>,
 }
 
 type OpenReply = oneshot::Sender<Result<YamuxStream, MuxerError>>;
@@ -534,9 +648,17 @@ impl StreamMuxer for YamuxMuxer {
 
     fn accept(&self) -> impl Future<Output = Result<YamuxStream, MuxerError>> + Send + 'static {
         let inbound = self.inner.inbound_rx.clone();
+        let shared = self.inner.shared.clone();
         async move {
             let mut rx = inbound.lock().await;
-            rx.recv().await.ok_or(MuxerError::Closed)
+            rx.recv().await.ok_or_else(|| {
+                shared
+                    .failure
+                    .lock()
+                    .expect("lock")
+                    .as_ref()
+                    .map_or(MuxerError::Closed, error_copy)
+            })
         }
     }
 
@@ -785,6 +907,9 @@ impl<C: Socket> YamuxDriver<C> {
             Ok(()) | Err(MuxerError::Closed) => MuxerError::Closed,
             Err(e) => error_copy(e),
         };
+        if !matches!(shown, MuxerError::Closed) {
+            *self.shared.failure.lock().expect("lock") = Some(error_copy(&shown));
+        }
         for reply in self.pending_opens.drain(..) {
             let _ = reply.send(Err(error_copy(&shown)));
         }
@@ -901,7 +1026,11 @@ mod tests {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let control = Arc::new(FlushControl::default());
-        let mut c = Coalesce::new(futures::io::Cursor::new(Vec::new()), control.clone());
+        let mut c = Coalesce::new(
+            futures::io::Cursor::new(Vec::new()),
+            control.clone(),
+            std::time::Duration::MAX,
+        );
         let mut c = Pin::new(&mut c);
         let write = |c: &mut Pin<&mut Coalesce<_>>, cx: &mut Context<'_>, data: &[u8]| {
             assert!(

@@ -29,6 +29,21 @@
 //! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
 //! short connections one after another, and N idle connections held open.
 //!
+//! Bounds for tests (the hostile-peer suite sets them small), from the environment; each is
+//! optional, and without it the value is the one below:
+//!
+//! | variable | sets | default here |
+//! |---|---|---|
+//! | `PEER_HANDSHAKE_TIMEOUT` | `HostConfig::handshake_timeout` (seconds, `0.5` allowed) | 20 s |
+//! | `PEER_NEGOTIATION_TIMEOUT` | `HostConfig::negotiation_timeout` | 10 s |
+//! | `PEER_WRITE_TIMEOUT` | the muxer's `write_timeout` (mplex and yamux) | 60 s |
+//! | `PEER_FRAME_TIMEOUT` | `MplexConfig::frame_timeout` | 30 s |
+//! | `PEER_MAX_PENDING_PER_IP` | `HostConfig::max_pending_incoming_per_ip` | 1,024 |
+//! | `PEER_MAX_INCOMING_PER_IP_PER_SECOND` | `HostConfig::max_incoming_per_ip_per_second` | 1,000,000 |
+//!
+//! (The per-source limits are high here because the benchmarks dial thousands of
+//! connections from one address.)
+//!
 //! It runs on the Host, like any application: the listener's echo and perf are stream
 //! handlers, identify and ping are the host's own services, so the interop matrix exercises
 //! the host's pool, dispatch and services against foreign peers.
@@ -44,14 +59,14 @@ use futures::StreamExt;
 use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
 use libp2p_host::{split_peer_id, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
 use libp2p_kad::KadHandle;
-use libp2p_mplex::Mplex;
+use libp2p_mplex::{Mplex, MplexConfig};
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_tls::Tls;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_websocket::{WsSocket, WsTransport};
-use libp2p_yamux::Yamux;
+use libp2p_yamux::{Config as YamuxConfig, Yamux};
 
 #[derive(Debug)]
 enum Mode {
@@ -254,14 +269,23 @@ where
     let ws = WsTransport::new(TcpTransport::new())
         .upgrade()
         .authenticate(security);
+    let mut mplex = MplexConfig::default();
+    let mut yamux = YamuxConfig::default();
+    if let Some(t) = env_secs("PEER_WRITE_TIMEOUT")? {
+        mplex.write_timeout = t;
+        yamux.write_timeout = t;
+    }
+    if let Some(t) = env_secs("PEER_FRAME_TIMEOUT")? {
+        mplex.frame_timeout = t;
+    }
     match args.muxer.as_str() {
         "mplex" => {
-            let ws = ws.multiplex(Mplex::default());
-            build(secured.multiplex(Mplex::default()), ws, key, services).await
+            let ws = ws.multiplex(Mplex::new(mplex.clone()));
+            build(secured.multiplex(Mplex::new(mplex)), ws, key, services).await
         }
         "yamux" => {
-            let ws = ws.multiplex(Yamux::default());
-            build(secured.multiplex(Yamux::default()), ws, key, services).await
+            let ws = ws.multiplex(Yamux::new(yamux.clone()));
+            build(secured.multiplex(Yamux::new(yamux)), ws, key, services).await
         }
         other => Err(format!("unsupported: muxer {other}")),
     }
@@ -288,6 +312,15 @@ where
     config.max_inbound_streams_per_connection = 1_024;
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
+    config.max_pending_incoming_per_ip = env_number("PEER_MAX_PENDING_PER_IP")?.unwrap_or(1_024);
+    config.max_incoming_per_ip_per_second =
+        env_number("PEER_MAX_INCOMING_PER_IP_PER_SECOND")?.unwrap_or(1_000_000);
+    if let Some(t) = env_secs("PEER_HANDSHAKE_TIMEOUT")? {
+        config.handshake_timeout = t;
+    }
+    if let Some(t) = env_secs("PEER_NEGOTIATION_TIMEOUT")? {
+        config.negotiation_timeout = t;
+    }
     let quic = quic_transport(&key, &config);
     let builder = services.add_to(Host::builder(key).config(config));
     examples::gossip::install(builder)
@@ -297,6 +330,30 @@ where
         .build()
         .await
         .map_err(|e| e.to_string())
+}
+
+/// A duration in seconds from the environment variable `name`, when set.
+fn env_secs(name: &str) -> Result<Option<Duration>, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse::<f64>()
+            .ok()
+            .and_then(|s| Duration::try_from_secs_f64(s).ok())
+            .map(Some)
+            .ok_or_else(|| format!("{name}: not a number of seconds: {v}")),
+    }
+}
+
+/// A number from the environment variable `name`, when set.
+fn env_number<N: std::str::FromStr>(name: &str) -> Result<Option<N>, String> {
+    match std::env::var(name) {
+        Err(_) => Ok(None),
+        Ok(v) => v
+            .parse::<N>()
+            .map(Some)
+            .map_err(|_| format!("{name}: not a number: {v}")),
+    }
 }
 
 async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<String, String> {
