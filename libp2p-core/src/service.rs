@@ -105,6 +105,14 @@ pub trait HostContext: Send + Sync + 'static {
         peer: PeerId,
         protocols: Vec<String>,
     ) -> BoxFuture<'static, Result<Stream, NewStreamError>>;
+    /// Opens a stream to `peer` as [`HostContext::new_stream`] does, but only on a live
+    /// connection: it never dials. For protocols that only make sense while connected
+    /// (identify and its push), so that one racing a disconnection does not reconnect.
+    fn new_stream_connected(
+        &self,
+        peer: PeerId,
+        protocols: Vec<String>,
+    ) -> BoxFuture<'static, Result<Stream, NewStreamError>>;
     /// Accepts inbound streams of one more protocol (replacing an earlier registration of the
     /// same name, whose stream then ends). Connected peers learn of it through identify push.
     fn accept(&self, protocol: &str) -> Result<Incoming, AcceptError>;
@@ -478,6 +486,12 @@ pub enum NewStreamError {
     /// The host is closed.
     #[error("the host is closed")]
     Closed,
+    /// No live connection to the peer, and the call was one that never dials.
+    #[error("not connected to {peer}")]
+    NotConnected {
+        /// The peer.
+        peer: PeerId,
+    },
 }
 
 impl Classify for NewStreamError {
@@ -489,6 +503,7 @@ impl Classify for NewStreamError {
             NewStreamError::Muxer { source, .. } => source.fault(),
             NewStreamError::Timeout { .. } => Fault::Timeout,
             NewStreamError::Closed => Fault::Local,
+            NewStreamError::NotConnected { .. } => Fault::Network,
         }
     }
 }

@@ -101,6 +101,22 @@ impl HostContext for HostRef {
         .boxed()
     }
 
+    fn new_stream_connected(
+        &self,
+        peer: PeerId,
+        protocols: Vec<String>,
+    ) -> BoxFuture<'static, Result<Stream, NewStreamError>> {
+        let host = self.host();
+        async move {
+            let Some(host) = host else {
+                return Err(NewStreamError::Closed);
+            };
+            let names: Vec<&str> = protocols.iter().map(String::as_str).collect();
+            host.new_stream_connected(peer, &names).await
+        }
+        .boxed()
+    }
+
     fn accept(&self, protocol: &str) -> Result<Incoming, AcceptError> {
         self.host()
             .ok_or(AcceptError::Closed)

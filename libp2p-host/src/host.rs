@@ -773,6 +773,23 @@ impl Host {
             .await
     }
 
+    /// Opens a stream to `peer` for the first of `protocols` it supports, on a live
+    /// connection only: it never dials (for protocols that only make sense while connected;
+    /// identify and its push use it, so that one racing a disconnection does not reconnect).
+    pub async fn new_stream_connected(
+        &self,
+        peer: PeerId,
+        protocols: &[&str],
+    ) -> Result<Stream, NewStreamError> {
+        let conn = self
+            .live_connection(&peer)
+            .ok_or(NewStreamError::NotConnected { peer })?;
+        let span = tracing::debug_span!("new_stream", %peer, ?protocols);
+        open_on(&conn, protocols, self.inner.config.negotiation_timeout)
+            .instrument(span)
+            .await
+    }
+
     /// Pings `peer` once and returns the round-trip time. Repeated pings reuse one stream;
     /// each waits at most the negotiation timeout.
     pub async fn ping(&self, peer: PeerId) -> Result<Duration, PingError> {

@@ -249,7 +249,7 @@ impl libp2p_core::Service for IdentifyService {
                 tokio::spawn(async move {
                     let result = bounded(limit, async {
                         let stream = host
-                            .new_stream(peer, vec![PROTOCOL.to_string()])
+                            .new_stream_connected(peer, vec![PROTOCOL.to_string()])
                             .await
                             .map_err(|e| IdentifyError::Io(io::Error::other(e)))?;
                         receive(stream.into_futures()).await
@@ -279,7 +279,7 @@ impl libp2p_core::Service for IdentifyService {
                     tokio::spawn(async move {
                         let result = bounded(this.timeout, async {
                             let stream = host
-                                .new_stream(peer, vec![PUSH_PROTOCOL.to_string()])
+                                .new_stream_connected(peer, vec![PUSH_PROTOCOL.to_string()])
                                 .await
                                 .map_err(|e| IdentifyError::Io(io::Error::other(e)))?;
                             let observed = Some(stream.remote_addr().clone());
