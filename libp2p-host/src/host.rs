@@ -1245,6 +1245,15 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
     Ok(conn)
 }
 
+/// Whether an I/O error only says that the socket ended (the remote closed or reset it).
+fn is_socket_end(e: &std::io::Error) -> bool {
+    use std::io::ErrorKind::*;
+    matches!(
+        e.kind(),
+        BrokenPipe | ConnectionReset | ConnectionAborted | UnexpectedEof | NotConnected
+    )
+}
+
 /// Holds one inbound stream's place in its connection's count.
 struct InboundGuard(Arc<AtomicUsize>);
 
@@ -1321,6 +1330,8 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
     } else {
         match end {
             MuxerError::Closed => CloseCause::Remote,
+            // The socket ended under a write or a read: the remote went away, it broke nothing.
+            MuxerError::Io(e) if is_socket_end(&e) => CloseCause::Remote,
             other => CloseCause::Error(Arc::new(other)),
         }
     };
