@@ -34,6 +34,35 @@ impl HostRef {
     }
 }
 
+/// Whether opening a stream may dial.
+#[derive(Clone, Copy)]
+enum Dial {
+    IfNeeded,
+    Never,
+}
+
+impl HostRef {
+    fn open(
+        &self,
+        peer: PeerId,
+        protocols: Vec<String>,
+        dial: Dial,
+    ) -> BoxFuture<'static, Result<Stream, NewStreamError>> {
+        let host = self.host();
+        async move {
+            let Some(host) = host else {
+                return Err(NewStreamError::Closed);
+            };
+            let names: Vec<&str> = protocols.iter().map(String::as_str).collect();
+            match dial {
+                Dial::IfNeeded => host.new_stream(peer, &names).await,
+                Dial::Never => host.new_stream_connected(peer, &names).await,
+            }
+        }
+        .boxed()
+    }
+}
+
 impl HostContext for HostRef {
     fn local_peer_id(&self) -> PeerId {
         self.peer_id
@@ -90,15 +119,7 @@ impl HostContext for HostRef {
         peer: PeerId,
         protocols: Vec<String>,
     ) -> BoxFuture<'static, Result<Stream, NewStreamError>> {
-        let host = self.host();
-        async move {
-            let Some(host) = host else {
-                return Err(NewStreamError::Closed);
-            };
-            let names: Vec<&str> = protocols.iter().map(String::as_str).collect();
-            host.new_stream(peer, &names).await
-        }
-        .boxed()
+        self.open(peer, protocols, Dial::IfNeeded)
     }
 
     fn new_stream_connected(
@@ -106,15 +127,7 @@ impl HostContext for HostRef {
         peer: PeerId,
         protocols: Vec<String>,
     ) -> BoxFuture<'static, Result<Stream, NewStreamError>> {
-        let host = self.host();
-        async move {
-            let Some(host) = host else {
-                return Err(NewStreamError::Closed);
-            };
-            let names: Vec<&str> = protocols.iter().map(String::as_str).collect();
-            host.new_stream_connected(peer, &names).await
-        }
-        .boxed()
+        self.open(peer, protocols, Dial::Never)
     }
 
     fn accept(&self, protocol: &str) -> Result<Incoming, AcceptError> {
