@@ -56,30 +56,6 @@ pub(crate) fn unmap(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-/// The addresses a socket bound to `local` is reachable at: itself, or one per interface of
-/// its family when it is bound to the unspecified address.
-pub(crate) fn listen_addresses(local: SocketAddr) -> Vec<Multiaddr> {
-    if !local.ip().is_unspecified() {
-        return vec![to_multiaddr(local)];
-    }
-    let interfaces = match if_addrs::get_if_addrs() {
-        Ok(list) => list,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list interfaces; reporting the unspecified address");
-            return vec![to_multiaddr(local)];
-        }
-    };
-    let mut addrs: Vec<Multiaddr> = interfaces
-        .into_iter()
-        .map(|iface| iface.ip())
-        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
-        .map(|ip| to_multiaddr(SocketAddr::new(ip, local.port())))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,7 +61,6 @@ mod config;
 mod error;
 mod muxer;
 mod transport;
-mod verifier;
 
 pub use config::Config;
 pub use error::{HandshakeError, SetupError};

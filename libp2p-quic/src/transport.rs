@@ -21,13 +21,12 @@ use libp2p_core::{
     Connection, ConnectionInfo, Direction, Keypair, ListenerEvent, Multiaddr, PeerId, Transport,
     TransportError,
 };
-use libp2p_tls::Tls;
+use libp2p_tls::{MetInstead, Tls};
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
 
-use crate::addr::{listen_addresses, parse, to_multiaddr, unmap};
+use crate::addr::{parse, to_multiaddr, unmap};
 use crate::error::{HandshakeError, SetupError};
 use crate::muxer::QuicMuxer;
-use crate::verifier::{ExpectPeer, Seen};
 use crate::{Config, PROTOCOL};
 
 /// Bytes quinn buffers for one inbound connection attempt before it is accepted (its first
@@ -56,6 +55,8 @@ struct Inner {
     /// The rustls client configuration for dials to any peer (the base of the per-dial ones),
     /// and the quinn server configuration; or why they could not be made.
     tls: Result<(Arc<rustls::ClientConfig>, quinn::ServerConfig), Arc<SetupError>>,
+    /// The identity's TLS side, for the per-dial client configurations.
+    identity: Tls,
     endpoints: Mutex<Endpoints>,
 }
 
@@ -147,6 +148,7 @@ impl QuicTransport {
                 peer,
                 config,
                 tls: made,
+                identity: tls,
                 endpoints: Mutex::default(),
             }),
         }
@@ -207,20 +209,21 @@ impl Inner {
     }
 
     /// The client configuration for a dial to `expected` (any peer if `None`), and where its
-    /// verifier notes a mismatch.
+    /// verifier (libp2p-tls's, which also refuses another peer before our certificate goes
+    /// out) notes the peer met instead.
     fn client_config(
         &self,
         expected: Option<PeerId>,
-    ) -> Result<(quinn::ClientConfig, Option<Seen>), TransportError> {
+    ) -> Result<(quinn::ClientConfig, Option<MetInstead>), TransportError> {
         let (base, _) = self.tls()?;
         let (crypto, seen) = match expected {
             None => (base.clone(), None),
             Some(peer) => {
-                let verifier = Arc::new(ExpectPeer::new(peer));
-                let seen = verifier.mismatch.clone();
-                let mut config = rustls::ClientConfig::clone(base);
-                config.dangerous().set_certificate_verifier(verifier);
-                (Arc::new(config), Some(seen))
+                let (config, met) = self
+                    .identity
+                    .client_config_noting(peer)
+                    .map_err(|e| HandshakeError::Setup(Arc::new(SetupError::Tls(e))))?;
+                (config, Some(met))
             }
         };
         let crypto = QuicClientConfig::try_from(crypto)
@@ -461,7 +464,7 @@ impl Transport for QuicTransport {
             let conn = match handshake(inner.config.handshake_timeout, connecting).await {
                 Ok(conn) => conn,
                 Err(e) => {
-                    let actual = seen.and_then(|s| s.lock().ok().and_then(|mut s| s.take()));
+                    let actual = seen.and_then(|met| met.take());
                     return Err(match (expected, actual) {
                         (Some(expected), Some(actual)) => TransportError::PeerIdMismatch {
                             expected: Box::new(expected),
@@ -508,7 +511,7 @@ impl Transport for QuicTransport {
             id,
             endpoint,
             local,
-            announce: listen_addresses(local).into(),
+            announce: libp2p_core::net::listen_addresses(local, to_multiaddr).into(),
             accept: None,
         })
     }

@@ -73,7 +73,7 @@ pub use certificate::{
 pub use config::TlsConfig;
 pub use error::{CertificateError, GenerateError, TlsError};
 pub use stream::TlsStream;
-pub use verifier::ALPN;
+pub use verifier::{MetInstead, ALPN};
 
 /// The protocol name.
 pub const PROTOCOL: &str = "/tls/1.0.0";
@@ -173,6 +173,25 @@ impl Tls {
         self.local()?.client_for(expected)
     }
 
+    /// As [`client_config`](Self::client_config) for a dial to `expected`, with the peer met
+    /// instead noted when the verifier refuses it: a transport that runs TLS itself (QUIC)
+    /// gets only an alert back from a refused handshake, and can name the peer from this.
+    pub fn client_config_noting(
+        &self,
+        expected: PeerId,
+    ) -> Result<(Arc<rustls::ClientConfig>, MetInstead), TlsError> {
+        let local = self.local()?;
+        let met = MetInstead::default();
+        let config = verifier::client_config(
+            &local.provider,
+            &local.certificate,
+            Some(expected),
+            Some(met.clone()),
+        )
+        .map_err(TlsError::Tls)?;
+        Ok((Arc::new(config), met))
+    }
+
     fn local(&self) -> Result<&Arc<Local>, TlsError> {
         self.local
             .as_ref()
@@ -188,7 +207,7 @@ impl Local {
             .load_private_key(certificate.private_key())?;
         let certificate = Arc::new(CertifiedKey::new(vec![certificate.der.clone()], key));
         let server = Arc::new(verifier::server_config(&provider, &certificate)?);
-        let client = Arc::new(verifier::client_config(&provider, &certificate, None)?);
+        let client = Arc::new(verifier::client_config(&provider, &certificate, None, None)?);
         Ok(Local {
             config,
             provider,
@@ -201,7 +220,7 @@ impl Local {
     fn client_for(&self, expected: Option<PeerId>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         match expected {
             None => Ok(self.client.clone()),
-            Some(peer) => verifier::client_config(&self.provider, &self.certificate, Some(peer))
+            Some(peer) => verifier::client_config(&self.provider, &self.certificate, Some(peer), None)
                 .map(Arc::new)
                 .map_err(TlsError::Tls),
         }

@@ -2,7 +2,7 @@
 //! libp2p certificate), the resolvers that always present our one certificate, and the
 //! client and server configurations built from them.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use libp2p_core::PeerId;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
@@ -25,6 +25,28 @@ pub const ALPN: &[u8] = b"libp2p";
 #[derive(Debug)]
 pub(crate) struct Libp2pVerifier {
     expected: Option<PeerId>,
+    /// Where a mismatch is noted, for a transport that gets only an alert back (QUIC).
+    met: Option<MetInstead>,
+}
+
+/// The peer a dial met instead of the one it expected, noted by the certificate verifier of
+/// [`Tls::client_config_noting`](crate::Tls::client_config_noting). A transport that runs TLS
+/// itself (QUIC) learns of a refused certificate only as a TLS alert; this lets it name the
+/// peer it met in its error.
+#[derive(Debug, Clone, Default)]
+pub struct MetInstead(Arc<Mutex<Option<PeerId>>>);
+
+impl MetInstead {
+    /// The other peer, if the verifier refused one (taken: a second call gives `None`).
+    pub fn take(&self) -> Option<PeerId> {
+        self.0.lock().ok().and_then(|mut met| met.take())
+    }
+
+    fn note(&self, peer: PeerId) {
+        if let Ok(mut met) = self.0.lock() {
+            *met = Some(peer);
+        }
+    }
 }
 
 impl Libp2pVerifier {
@@ -43,11 +65,16 @@ impl Libp2pVerifier {
         let now = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
         let peer = verify_at(end_entity.as_ref(), now)?;
         match self.expected {
-            Some(expected) if expected != peer.peer_id => Err(Refusal::PeerIdMismatch {
-                expected,
-                actual: peer.peer_id,
+            Some(expected) if expected != peer.peer_id => {
+                if let Some(met) = &self.met {
+                    met.note(peer.peer_id);
+                }
+                Err(Refusal::PeerIdMismatch {
+                    expected,
+                    actual: peer.peer_id,
+                }
+                .into_rustls())
             }
-            .into_rustls()),
             _ => Ok(()),
         }
     }
@@ -189,7 +216,10 @@ pub(crate) fn server_config(
 ) -> Result<rustls::ServerConfig, rustls::Error> {
     let mut config = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
-        .with_client_cert_verifier(Arc::new(Libp2pVerifier { expected: None }))
+        .with_client_cert_verifier(Arc::new(Libp2pVerifier {
+            expected: None,
+            met: None,
+        }))
         .with_cert_resolver(Arc::new(OneCertificate(certificate.clone())));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.send_tls13_tickets = 0;
@@ -200,16 +230,17 @@ pub(crate) fn server_config(
 
 /// The client side: TLS 1.3 only, our certificate always sent, ALPN `libp2p`, no SNI, never
 /// resuming; `expected` (when known) is checked by the verifier, before our certificate goes
-/// out.
+/// out, and a mismatch noted in `met` when given.
 pub(crate) fn client_config(
     provider: &Arc<CryptoProvider>,
     certificate: &Arc<CertifiedKey>,
     expected: Option<PeerId>,
+    met: Option<MetInstead>,
 ) -> Result<rustls::ClientConfig, rustls::Error> {
     let mut config = rustls::ClientConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(Libp2pVerifier { expected }))
+        .with_custom_certificate_verifier(Arc::new(Libp2pVerifier { expected, met }))
         .with_client_cert_resolver(Arc::new(OneCertificate(certificate.clone())));
     config.alpn_protocols = vec![ALPN.to_vec()];
     config.resumption = Resumption::disabled();
