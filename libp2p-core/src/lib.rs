@@ -21,6 +21,7 @@ pub mod duration;
 pub mod fault;
 pub mod memory;
 pub mod memory_muxed;
+pub mod net;
 pub mod or;
 pub mod peerstore;
 pub mod pipeline;

@@ -3,8 +3,9 @@
 //! Dials and listens on `/ip4/<ip>/tcp/<port>` and `/ip6/<ip>/tcp/<port>`. A trailing
 //! `/p2p/<id>` is accepted (the upgrade pipeline checks it). Names (`/dns4/<name>/tcp/<port>`
 //! and the like) are not this transport's business: the host resolves them with `libp2p-dns`
-//! before it picks a transport, so every transport shares one resolver. Sockets have `TCP_NODELAY` set: libp2p protocols write
-//! whole frames and flush when they want them sent. Listening on port 0 reports the port the
+//! before it picks a transport, so every transport shares one resolver. Sockets have
+//! `TCP_NODELAY` set by default: libp2p protocols write whole frames and flush when they want
+//! them sent ([`Config`] says what else can be set). Listening on port 0 reports the port the
 //! system chose; listening on `0.0.0.0` or `::` reports every matching interface address.
 //!
 //! ```no_run
@@ -23,6 +24,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+mod config;
+
+pub use config::Config;
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -43,13 +48,23 @@ pub type TcpSocket = Compat<TcpStream>;
 /// The TCP transport.
 #[derive(Debug, Clone, Default)]
 pub struct TcpTransport {
-    _private: (),
+    config: Config,
 }
 
 impl TcpTransport {
-    /// A TCP transport with `TCP_NODELAY` on.
+    /// A TCP transport with the default [`Config`] (`TCP_NODELAY` on).
     pub fn new() -> Self {
-        TcpTransport { _private: () }
+        Self::with_config(Config::default())
+    }
+
+    /// A TCP transport with these settings.
+    pub fn with_config(config: Config) -> Self {
+        TcpTransport { config }
+    }
+
+    /// Its settings.
+    pub fn config(&self) -> &Config {
+        &self.config
     }
 }
 
@@ -84,76 +99,47 @@ pub fn socket_to_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
 }
 
-async fn connect(addr: SocketAddr) -> io::Result<TcpStream> {
+async fn connect(addr: SocketAddr, nodelay: bool) -> io::Result<TcpStream> {
     let stream = TcpStream::connect(addr).await?;
-    stream.set_nodelay(true)?;
+    stream.set_nodelay(nodelay)?;
     Ok(stream)
 }
-
-/// The addresses a listener bound to `local` is reachable at.
-fn listen_addresses(local: SocketAddr) -> Vec<Multiaddr> {
-    if !local.ip().is_unspecified() {
-        return vec![socket_to_multiaddr(local)];
-    }
-    let interfaces = match if_addrs::get_if_addrs() {
-        Ok(list) => list,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot list interfaces; reporting the unspecified address");
-            return vec![socket_to_multiaddr(local)];
-        }
-    };
-    let mut addrs: Vec<Multiaddr> = interfaces
-        .into_iter()
-        .map(|iface| iface.ip())
-        .filter(|ip| ip.is_ipv4() == local.is_ipv4())
-        .map(|ip| socket_to_multiaddr(SocketAddr::new(ip, local.port())))
-        .collect();
-    addrs.sort();
-    addrs.dedup();
-    addrs
-}
-
-/// The first pause of the accept loop after an error. Short: the usual cause (the descriptor
-/// table full, `EMFILE`) often clears within milliseconds as connections close.
-pub const ACCEPT_BACKOFF_MIN: Duration = Duration::from_millis(10);
-/// The longest pause of the accept loop after errors: the pause doubles from
-/// [`ACCEPT_BACKOFF_MIN`] with each error in a row up to this, so a listener that cannot
-/// accept costs about one attempt a second, and accepts again at most a second after the
-/// cause is gone.
-pub const ACCEPT_BACKOFF_MAX: Duration = Duration::from_secs(1);
 
 /// How the accept loop paces itself after errors: a plain state machine, no clock.
 ///
 /// An accept error such as `EMFILE` (too many open files) leaves the pending connection in
 /// the queue, so the listener stays ready and an immediate retry fails again: without a pause
 /// the loop would spin at full speed. A run of errors (an episode) is reported once, with its
-/// first error; each error doubles the pause from [`ACCEPT_BACKOFF_MIN`] up to
-/// [`ACCEPT_BACKOFF_MAX`]; the first successful accept ends the episode and resets the pause.
+/// first error; each error doubles the pause from [`Config::accept_backoff_min`] up to
+/// [`Config::accept_backoff_max`]; the first successful accept ends the episode and resets the
+/// pause.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct AcceptBackoff {
     /// The pause after the next error.
     next: Duration,
     /// Errors in the current episode (0: none going on).
     errors: u64,
-}
-
-impl Default for AcceptBackoff {
-    fn default() -> Self {
-        AcceptBackoff {
-            next: ACCEPT_BACKOFF_MIN,
-            errors: 0,
-        }
-    }
+    min: Duration,
+    max: Duration,
 }
 
 impl AcceptBackoff {
+    fn new(min: Duration, max: Duration) -> Self {
+        AcceptBackoff {
+            next: min,
+            errors: 0,
+            min,
+            max: max.max(min),
+        }
+    }
+
     /// An accept failed: how long to pause, and whether the error starts an episode (and so
     /// is the one to report).
     fn on_error(&mut self) -> (Duration, bool) {
         let first = self.errors == 0;
         self.errors += 1;
         let pause = self.next;
-        self.next = (self.next * 2).min(ACCEPT_BACKOFF_MAX);
+        self.next = (self.next * 2).min(self.max);
         (pause, first)
     }
 
@@ -164,7 +150,7 @@ impl AcceptBackoff {
             return None;
         }
         let errors = self.errors;
-        *self = AcceptBackoff::default();
+        *self = AcceptBackoff::new(self.min, self.max);
         Some(errors)
     }
 }
@@ -184,8 +170,8 @@ fn is_per_connection(e: &io::Error) -> bool {
 /// A TCP listener: first its addresses, then incoming connections.
 ///
 /// Accept errors that are about the listener rather than one connection (the descriptor
-/// table full, out of memory) do not end it: it pauses (see [`ACCEPT_BACKOFF_MIN`] and
-/// [`ACCEPT_BACKOFF_MAX`]) and tries again, and reports only the first error of a run as a
+/// table full, out of memory) do not end it: it pauses (see [`Config::accept_backoff_min`]
+/// and [`Config::accept_backoff_max`]) and tries again, and reports only the first error of a run as a
 /// [`ListenerEvent::Error`]; the end of the run is logged at debug with its count.
 #[derive(Debug)]
 pub struct TcpListenStream {
@@ -286,12 +272,13 @@ impl Transport for TcpTransport {
         addr: Multiaddr,
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
         let target = parse(&addr);
+        let nodelay = self.config.nodelay;
         async move {
             let Some(socket) = target else {
                 return Err(TransportError::MultiaddrNotSupported(addr));
             };
             tracing::trace!(%socket, "tcp connect");
-            Ok(connect(socket).await?.compat())
+            Ok(connect(socket, nodelay).await?.compat())
         }
     }
 
@@ -299,23 +286,33 @@ impl Transport for TcpTransport {
         let Some(local) = parse(&addr) else {
             return Err(TransportError::MultiaddrNotSupported(addr));
         };
-        let std_listener = std::net::TcpListener::bind(local).map_err(|e| {
+        let socket = if local.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        // As the standard library's bind does: a restarted node gets its port back while
+        // the old connections are in TIME_WAIT.
+        socket.set_reuseaddr(true)?;
+        socket.bind(local).map_err(|e| {
             if e.kind() == io::ErrorKind::AddrInUse {
                 TransportError::AddressInUse(addr.clone())
             } else {
                 TransportError::Io(e)
             }
         })?;
-        std_listener.set_nonblocking(true)?;
-        let listener = TcpListener::from_std(std_listener)?;
+        let listener = socket.listen(self.config.backlog)?;
         let local = listener.local_addr()?;
         Ok(TcpListenStream {
             listener,
             local,
-            announce: listen_addresses(local).into(),
+            announce: libp2p_core::net::listen_addresses(local, socket_to_multiaddr).into(),
             pause: None,
             pausing: false,
-            backoff: AcceptBackoff::default(),
+            backoff: AcceptBackoff::new(
+                self.config.accept_backoff_min,
+                self.config.accept_backoff_max,
+            ),
             accept_errors: 0,
         })
     }
@@ -326,7 +323,7 @@ impl Transport for TcpTransport {
     ) -> impl Future<Output = Result<Self::Output, TransportError>> + Send + 'static {
         futures::future::ready(
             pending
-                .set_nodelay(true)
+                .set_nodelay(self.config.nodelay)
                 .map(|()| pending.compat())
                 .map_err(TransportError::Io),
         )
@@ -339,7 +336,9 @@ mod tests {
 
     #[test]
     fn accept_errors_back_off_doubling_and_reset_on_success() {
-        let mut b = AcceptBackoff::default();
+        let config = Config::default();
+        let fresh = AcceptBackoff::new(config.accept_backoff_min, config.accept_backoff_max);
+        let mut b = fresh.clone();
         assert_eq!(b.on_success(), None, "no episode yet");
         let pauses: Vec<(u64, bool)> = (0..10)
             .map(|_| {
@@ -363,9 +362,9 @@ mod tests {
             ]
         );
         assert_eq!(b.on_success(), Some(10));
-        assert_eq!(b, AcceptBackoff::default());
+        assert_eq!(b, fresh);
         // A new episode starts from the shortest pause and is reported again.
-        assert_eq!(b.on_error(), (ACCEPT_BACKOFF_MIN, true));
+        assert_eq!(b.on_error(), (config.accept_backoff_min, true));
     }
 
     #[test]
