@@ -45,13 +45,6 @@ impl MemoryTransport {
     pub fn new() -> Self {
         MemoryTransport { buffer: 64 * 1024 }
     }
-
-    /// Sets the bytes each pipe buffers before a writer waits.
-    pub fn with_buffer(buffer: usize) -> Self {
-        MemoryTransport {
-            buffer: buffer.max(1),
-        }
-    }
 }
 
 fn memory_port(addr: &Multiaddr) -> Result<u64, TransportError> {
