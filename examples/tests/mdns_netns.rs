@@ -6,9 +6,6 @@
 //! reaches the host's own interfaces. Without root or `ip` the test skips with a message,
 //! unless `CI` is set, where it fails.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[path = "../../libp2p-mdns/tests/netns_util/mod.rs"]
@@ -17,37 +14,16 @@ mod netns_util;
 /// The longest the whole exchange may take; discovery and dialing take well under a second.
 const DEADLINE: Duration = Duration::from_secs(30);
 
-struct Peer {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Peer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Peer = netns_util::Child;
 
 fn start_peer(ns: &str, ip: &str) -> Peer {
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns, env!("CARGO_BIN_EXE_peer")])
-        .args(["--listen", &format!("/ip4/{ip}/tcp/0"), "--mdns"])
-        .args(["--security", "noise", "--muxer", "yamux", "--timeout", "40"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run peer under ip netns exec");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Peer { child, lines: rx }
+    let listen = format!("/ip4/{ip}/tcp/0");
+    netns_util::Child::spawn_in(
+        ns,
+        env!("CARGO_BIN_EXE_peer").as_ref(),
+        &["--listen", &listen, "--mdns", "--security", "noise", "--muxer", "yamux", "--timeout", "40"],
+        &[],
+    )
 }
 
 #[derive(Default, Debug)]

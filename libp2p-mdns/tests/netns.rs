@@ -11,9 +11,6 @@
 //! Without root or without `ip` the test skips with a message, unless `CI` is set, where it
 //! fails.
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 /// The longest the whole exchange may take; discovery itself takes milliseconds.
@@ -27,46 +24,17 @@ fn setup(tag: &str) -> Result<Namespaces, String> {
     netns_util::setup("mdns", "md", 77, tag)
 }
 
-struct Node {
-    child: Child,
-    lines: mpsc::Receiver<String>,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
+type Node = netns_util::Child;
 
 fn start_node(ns: &str, port: u16) -> Node {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new("ip")
-        .args(["netns", "exec", ns])
-        .arg(exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "netns_node",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env("MDNS_NETNS_PORT", port.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("run the node under ip netns exec");
-    let stdout = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    Node { child, lines: rx }
+    let port = port.to_string();
+    netns_util::Child::spawn_in(
+        ns,
+        exe.as_os_str(),
+        &["--ignored", "--exact", "netns_node", "--nocapture", "--test-threads=1"],
+        &[("MDNS_NETNS_PORT", &port)],
+    )
 }
 
 /// What one node reported: its own id, and (peer, address) pairs it discovered.

@@ -63,3 +63,47 @@ pub fn setup(prefix: &str, veth: &str, net: u8, tag: &str) -> Result<Namespaces,
     }
     Ok(ns)
 }
+
+/// A process run inside a namespace (`ip netns exec`), killed when dropped, whose stdout
+/// lines arrive on a channel as they are printed.
+pub struct Child {
+    child: std::process::Child,
+    /// Its stdout, line by line.
+    pub lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Child {
+    /// Runs `program` with `args` inside namespace `ns`, with the extra environment `env`;
+    /// stderr goes to the test's.
+    pub fn spawn_in(ns: &str, program: &std::ffi::OsStr, args: &[&str], env: &[(&str, &str)]) -> Child {
+        use std::io::BufRead;
+        use std::process::Stdio;
+        let mut child = Command::new("ip")
+            .args(["netns", "exec", ns])
+            .arg(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run under ip netns exec");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Child { child, lines: rx }
+    }
+}
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
