@@ -5,7 +5,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== building our peer"
-cargo build --release -p examples --bin peer
+# Built as `cargo test --workspace --release` builds it (the examples' tests spawn it), so the
+# features are unified the same way and nothing is compiled twice: after the test build this
+# is a no-op. `cargo build -p examples` would resolve features without the dev-dependencies and
+# rebuild the host and everything under it.
+cargo test --workspace --release --no-run
+test -x target/release/peer
 echo "== building the rust-libp2p peer"
 cargo build --release --locked --manifest-path interop/rust-peer/Cargo.toml \
   --target-dir interop/rust-peer/target
