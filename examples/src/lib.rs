@@ -1,7 +1,7 @@
 //! Pieces shared by the example programs: deterministic keys and the node logic of the
 //! `peer` program (serve echo, ping, identify and perf; dial and check).
 #![forbid(unsafe_code)]
-#![warn(missing_docs)]
+#![deny(missing_docs)]
 
 pub mod gossip;
 pub mod kad;
