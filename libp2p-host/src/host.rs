@@ -408,7 +408,13 @@ impl HostBuilder {
         let host = Host { inner };
         let mut services = self.services;
         if self.config.ping {
-            services.insert(0, Box::new(ping::PingService));
+            services.insert(
+                0,
+                Box::new(ping::PingService {
+                    interval: self.config.ping_interval,
+                    timeout: self.config.ping_timeout,
+                }),
+            );
         }
         if self.config.identify {
             services.insert(

@@ -86,12 +86,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pinger<S> {
 }
 
 /// The ping service: answers inbound pings (at most [`MAX_INBOUND_PER_PEER`] streams per peer
-/// at once, as py-libp2p allows two) on a task per stream.
-pub(crate) struct PingService;
+/// at once, as py-libp2p allows two) on a task per stream, and, when `interval` is not zero,
+/// checks that every connected peer is alive: each `interval` it pings each peer (one stream
+/// per peer, kept for the next round), and a peer whose ping fails or takes longer than
+/// `timeout` is disconnected. Without this, a peer that vanishes without a FIN or RST (a
+/// machine that lost power, a NAT that dropped its mapping, a frozen process) would hold its
+/// connection, and every read waiting on it, until TCP gives up hours later.
+pub(crate) struct PingService {
+    /// Time between liveness rounds; zero turns them off.
+    pub(crate) interval: Duration,
+    /// Bound on one liveness ping, opening its stream included.
+    pub(crate) timeout: Duration,
+}
 
 /// Inbound ping streams served at once per peer; more are reset. One is the rule (pings reuse
 /// a stream); a few allow for a peer's reconnects.
 pub const MAX_INBOUND_PER_PEER: usize = 4;
+
+/// Where a connected peer's liveness check stands.
+enum Slot {
+    /// Its stream, idle between rounds.
+    Idle(Pinger<libp2p_core::FuturesStream>),
+    /// A ping is in flight (it ends within the timeout).
+    InFlight,
+    /// It does not speak ping: it is not checked (a peer is not dropped for lacking an
+    /// optional protocol).
+    Unsupported,
+}
+
+/// The liveness slots, one per connected peer.
+type Pingers = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<libp2p_core::PeerId, Slot>>>;
 
 impl libp2p_core::Service for PingService {
     fn name(&self) -> &'static str {
@@ -111,31 +135,137 @@ impl libp2p_core::Service for PingService {
         use std::sync::{Arc, Mutex};
         Box::pin(async move {
             let active: Arc<Mutex<HashMap<libp2p_core::PeerId, usize>>> = Arc::default();
-            while let Some(stream) = ctx.inbound.next().await {
-                let peer = stream.remote_peer();
-                {
-                    let mut active = active.lock().expect("ping table");
-                    let count = active.entry(peer).or_default();
-                    if *count >= MAX_INBOUND_PER_PEER {
-                        tracing::debug!(%peer, "too many inbound ping streams; reset");
-                        continue;
+            let pingers: Pingers = Arc::default();
+            // The first round comes one interval after the start: a new connection is alive.
+            let period = if self.interval.is_zero() {
+                Duration::from_secs(86_400 * 365)
+            } else {
+                self.interval
+            };
+            let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                tokio::select! {
+                    stream = ctx.inbound.next() => {
+                        let Some(stream) = stream else { break };
+                        serve_inbound(&active, stream);
                     }
-                    *count += 1;
+                    _ = ticks.tick(), if !self.interval.is_zero() => {
+                        liveness_round(&ctx, &pingers, self.timeout);
+                    }
                 }
-                let active = active.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve(stream.into_futures()).await {
-                        tracing::debug!(%peer, error = %e, "ping stream failed");
-                    }
-                    let mut active = active.lock().expect("ping table");
-                    if let Some(count) = active.get_mut(&peer) {
-                        *count -= 1;
-                        if *count == 0 {
-                            active.remove(&peer);
-                        }
-                    }
-                });
             }
         })
     }
+}
+
+fn serve_inbound(
+    active: &std::sync::Arc<
+        std::sync::Mutex<std::collections::HashMap<libp2p_core::PeerId, usize>>,
+    >,
+    stream: libp2p_core::Stream,
+) {
+    let peer = stream.remote_peer();
+    {
+        let mut active = active.lock().expect("ping table");
+        let count = active.entry(peer).or_default();
+        if *count >= MAX_INBOUND_PER_PEER {
+            tracing::debug!(%peer, "too many inbound ping streams; reset");
+            return;
+        }
+        *count += 1;
+    }
+    let active = active.clone();
+    tokio::spawn(async move {
+        if let Err(e) = serve(stream.into_futures()).await {
+            tracing::debug!(%peer, error = %e, "ping stream failed");
+        }
+        let mut active = active.lock().expect("ping table");
+        if let Some(count) = active.get_mut(&peer) {
+            *count -= 1;
+            if *count == 0 {
+                active.remove(&peer);
+            }
+        }
+    });
+}
+
+/// Pings every connected peer whose previous liveness ping is done, each on a task of its own
+/// bounded by `timeout`; forgets the slots of peers no longer connected.
+fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout: Duration) {
+    let connected: std::collections::HashSet<_> =
+        ctx.host.connected_peers().into_iter().collect();
+    let mut table = pingers.lock().expect("pingers");
+    table.retain(|peer, _| connected.contains(peer));
+    for peer in connected {
+        let pinger = match table.insert(peer, Slot::InFlight) {
+            None => None,
+            Some(Slot::Idle(pinger)) => Some(pinger),
+            Some(other) => {
+                table.insert(peer, other);
+                continue;
+            }
+        };
+        let host = ctx.host.clone();
+        let pingers = pingers.clone();
+        tokio::spawn(async move {
+            let outcome = tokio::time::timeout(timeout, liveness_ping(&*host, peer, pinger)).await;
+            let slot = match outcome {
+                Ok(Ok(pinger)) => Slot::Idle(pinger),
+                Ok(Err(Dead::Unsupported)) => {
+                    tracing::debug!(%peer, "peer does not speak ping; not checking its liveness");
+                    Slot::Unsupported
+                }
+                Ok(Err(Dead::Failed(error))) => {
+                    pingers.lock().expect("pingers").remove(&peer);
+                    tracing::debug!(%peer, %error, "liveness ping failed; disconnecting");
+                    host.disconnect(peer).await;
+                    return;
+                }
+                Err(_) => {
+                    pingers.lock().expect("pingers").remove(&peer);
+                    tracing::debug!(%peer, ?timeout, "no answer to a liveness ping; disconnecting");
+                    host.disconnect(peer).await;
+                    return;
+                }
+            };
+            if let Some(entry) = pingers.lock().expect("pingers").get_mut(&peer) {
+                *entry = slot;
+            }
+        });
+    }
+}
+
+/// Why a liveness ping did not come back.
+enum Dead {
+    /// The peer refused the ping protocol.
+    Unsupported,
+    /// The stream could not be opened, or the ping failed.
+    Failed(String),
+}
+
+/// One liveness ping of `peer`, on its kept stream or a new one; gives the stream back.
+async fn liveness_ping(
+    host: &dyn libp2p_core::HostContext,
+    peer: libp2p_core::PeerId,
+    pinger: Option<Pinger<libp2p_core::FuturesStream>>,
+) -> Result<Pinger<libp2p_core::FuturesStream>, Dead> {
+    let mut pinger = match pinger {
+        Some(pinger) => pinger,
+        None => {
+            let stream = host
+                .new_stream_connected(peer, vec![PROTOCOL.to_string()])
+                .await
+                .map_err(|e| match e {
+                    libp2p_core::NewStreamError::ProtocolsNotSupported { .. } => Dead::Unsupported,
+                    e => Dead::Failed(e.to_string()),
+                })?;
+            Pinger::new(stream.into_futures())
+        }
+    };
+    pinger
+        .ping()
+        .await
+        .map_err(|e| Dead::Failed(e.to_string()))?;
+    Ok(pinger)
 }
