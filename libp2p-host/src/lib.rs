@@ -58,6 +58,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod connmgr;
 mod context;
 mod erased;
 mod error;
@@ -67,20 +68,24 @@ mod limits;
 pub mod perf;
 pub mod ping;
 pub mod request_response;
+pub mod resource;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub use config::HostConfig;
+pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
 pub use libp2p_core::{
     self as core, split_peer_id, AcceptError, Classify, CloseCause, ConnectionId, ConnectionInfo,
     ConnectionRefusedReason, DialAttempt, DialError, Direction, Event, Events, Fault,
     FuturesStream, HostContext, IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId,
-    Peerstore, Protocol, PublicKey, RefusedReason, Service, ServiceContext, Stream,
+    Peerstore, Protocol, PublicKey, RefusedReason, ResourceKind, ResourceLimitExceeded,
+    ResourceScope, Service, ServiceContext, Stream,
 };
 /// Name resolution for dialed addresses (the `dns` feature): give the host your own
 /// [`dns::Resolve`] or limits with [`HostBuilder::dns`].
 #[cfg(feature = "dns")]
 pub use libp2p_dns as dns;
 pub use request_response::{InboundRequest, RequestError, RequestResponseConfig, Requests};
+pub use resource::{ResourceLimits, ResourceUsage, ScopeLimits};
