@@ -45,6 +45,14 @@
 //! ([`HostBuilder::with_secio`], [`HostBuilder::with_mplex`]); any other stack goes to
 //! [`HostBuilder::transport`], several side by side.
 //!
+//! Limits: every table and queue is bounded by a field of [`HostConfig`]. Beside the
+//! connection limits, a [connection manager](connmgr) keeps the established connections
+//! between two watermarks (trimming the least valuable, never a peer given to
+//! [`Host::protect`], never one in its grace period) and may close idle ones; a
+//! [resource manager](resource) holds stream and memory budgets per connection, peer,
+//! protocol and for the host, and resets a stream (or closes a connection) that does not fit,
+//! with an [`Event`] naming the scope and the limit.
+//!
 //! The standard protocols are also usable on their own, over any stream on which they have
 //! been agreed: [`identify`], [`ping`], [`perf`].
 //!

@@ -85,13 +85,13 @@ pub struct ResourceLimits {
     /// are all full, so memory is what binds first under attack.
     pub host: ScopeLimits,
     /// Each remote peer, all its connections together. Default 512 inbound, 1,024 outbound,
-    /// 1,024 streams and 128 MiB (go-libp2p's peer scope counts: 512 / 1,024 / 1,024): one
-    /// peer can take at most an eighth of the host's memory, so a few hostile peers cannot
-    /// starve the rest.
+    /// 1,024 streams (go-libp2p's peer scope counts) and 258 MiB (1,024 streams' reservations
+    /// and eight connections'): its inbound streams alone, 512 of them at 128 MiB, take at
+    /// most an eighth of the host's memory, so a few hostile peers cannot starve the rest.
     pub peer: ScopeLimits,
     /// Each connection. Default 256 inbound (the same as `max_inbound_streams_per_connection`;
-    /// the smaller of the two applies), 512 outbound, 512 streams and 129 MiB (its own
-    /// reservation and 512 streams').
+    /// the smaller of the two applies), 1,024 outbound and 1,024 streams (the muxers' own
+    /// stream limit), and 257 MiB (its own reservation and 1,024 streams').
     pub connection: ScopeLimits,
     /// Each protocol not named in `protocols`, all peers together. Default 1,024 inbound,
     /// 2,048 outbound, 2,048 streams and 256 MiB (go-libp2p's protocol scope counts: 512 to
@@ -117,8 +117,8 @@ impl Default for ResourceLimits {
     fn default() -> Self {
         ResourceLimits {
             host: ScopeLimits::new(4096, 4096, 8192, 1024 * MIB),
-            peer: ScopeLimits::new(512, 1024, 1024, 128 * MIB),
-            connection: ScopeLimits::new(256, 512, 512, 129 * MIB),
+            peer: ScopeLimits::new(512, 1024, 1024, 258 * MIB),
+            connection: ScopeLimits::new(256, 1024, 1024, 257 * MIB),
             protocol: ScopeLimits::new(1024, 2048, 2048, 256 * MIB),
             protocols: BTreeMap::new(),
             memory_per_connection: 128 * KIB,
