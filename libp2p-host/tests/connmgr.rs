@@ -251,3 +251,57 @@ async fn dials_in_progress_are_capped() {
     let a = listener(quiet(|_| {})).await;
     connect(&b, &a).await;
 }
+
+/// Closes by the manager and refusals by the resource manager are counted.
+#[cfg(feature = "metrics")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn manager_closes_and_resource_refusals_are_counted() {
+    use libp2p_host::metrics::{Metrics, Registry};
+    use libp2p_host::ScopeLimits;
+
+    let mut registry = Registry::default();
+    let metrics = Metrics::new(&mut registry);
+    let a = Host::builder(Keypair::generate_ed25519())
+        .config(quiet(|c| {
+            c.connection_manager.idle_timeout = Some(Duration::from_millis(300));
+            c.connection_manager.silence_period = Duration::from_millis(50);
+            c.resources
+                .protocols
+                .insert("/hold/1.0.0".into(), ScopeLimits::new(0, 0, 0, 0));
+        }))
+        .metrics(metrics)
+        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
+        .build()
+        .await
+        .unwrap();
+    let _accepted = a.accept("/hold/1.0.0").unwrap();
+    let mut events = a.events();
+    let b = dialer().await;
+    connect(&b, &a).await;
+    let _ = b.new_stream(a.peer_id(), &["/hold/1.0.0"]).await;
+    let (_, cause) = next_close(&mut events).await;
+    assert!(matches!(cause, CloseCause::IdleTimeout), "{cause:?}");
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+    let sample = |name: &str, label: &str| {
+        text.lines()
+            .find(|l| l.starts_with(name) && l.contains(label))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+    };
+    assert_eq!(
+        sample("libp2p_connections_closed_total", "cause=\"idle_timeout\""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("libp2p_resource_refused_total", "scope=\"protocol\""),
+        Some(1.0),
+        "{text}"
+    );
+    assert_eq!(
+        sample("libp2p_refused_total", "reason=\"resource_limit\""),
+        Some(1.0),
+        "{text}"
+    );
+}
