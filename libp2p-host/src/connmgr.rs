@@ -33,7 +33,8 @@ use serde::{Deserialize, Serialize};
 #[non_exhaustive]
 pub struct ConnectionManagerConfig {
     /// How many connections a trim leaves. Default 160: a trim frees room for a burst of 32
-    /// new connections before the high watermark is crossed again, so trims stay rare.
+    /// new connections before the high watermark is crossed again, so trims stay rare. (At
+    /// or above `high_watermark`, trims begin only above it and go down to it.)
     pub low_watermark: usize,
     /// Established connections above which a trim begins. Default 192, three quarters of the
     /// default `max_connections` (256): the host trims before it starts refusing, so a new

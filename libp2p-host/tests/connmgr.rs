@@ -224,7 +224,7 @@ async fn dials_in_progress_are_capped() {
     let b = Host::builder(Keypair::generate_ed25519())
         .config(quiet(|c| {
             c.connection_manager.max_pending_outgoing = 1;
-            c.handshake_timeout = Duration::from_secs(5);
+            c.handshake_timeout = Duration::from_secs(2);
         }))
         .build()
         .await
