@@ -47,7 +47,8 @@ pub use peerstore::Peerstore;
 pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt, UpgradeConfig};
 pub use service::{
     AcceptError, CloseCause, ConnectionRefusedReason, DialAttempt, DialError, Event, Events,
-    HostContext, IdentifyInfo, Incoming, NewStreamError, RefusedReason, Service, ServiceContext,
+    HostContext, IdentifyInfo, Incoming, NewStreamError, RefusedReason, ResourceKind,
+    ResourceLimitExceeded, ResourceScope, Service, ServiceContext,
 };
 pub use stream::{BoxedStream, FuturesStream, Stream};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};

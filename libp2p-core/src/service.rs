@@ -124,6 +124,23 @@ pub trait HostContext: Send + Sync + 'static {
     fn report_identify(&self, peer: PeerId, info: IdentifyInfo);
     /// Closes every connection to `peer`.
     fn disconnect(&self, peer: PeerId) -> BoxFuture<'static, ()>;
+    /// Protects the connections to `peer` from the host's connection manager (trimming and
+    /// the idle timeout) under `tag` (`"kad"`, `"gossipsub-mesh"`): a peer stays protected
+    /// while it has at least one tag. Hosts without a connection manager ignore it.
+    fn protect(&self, peer: PeerId, tag: &str) {
+        let _ = (peer, tag);
+    }
+    /// Removes one protection tag of `peer`; whether the peer is still protected (by other
+    /// tags).
+    fn unprotect(&self, peer: PeerId, tag: &str) -> bool {
+        let _ = (peer, tag);
+        false
+    }
+    /// Whether `peer` has any protection tag.
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        let _ = peer;
+        false
+    }
 }
 
 /// What a peer says about itself in identify.
@@ -288,6 +305,91 @@ pub enum CloseCause {
     Remote,
     /// The connection failed.
     Error(Arc<MuxerError>),
+    /// The connection manager closed it to bring the host back to its low watermark (it was
+    /// among the least valuable unprotected connections past their grace period).
+    Trimmed,
+    /// The connection manager closed it: it had no stream open for the idle timeout.
+    IdleTimeout,
+}
+
+/// The scope of a resource budget (see the host's `ResourceLimits`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResourceScope {
+    /// The whole host.
+    Host,
+    /// One remote peer, all its connections together.
+    Peer,
+    /// One connection.
+    Connection,
+    /// One protocol, all peers together.
+    Protocol(String),
+}
+
+impl fmt::Display for ResourceScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ResourceScope::Host => f.write_str("host"),
+            ResourceScope::Peer => f.write_str("peer"),
+            ResourceScope::Connection => f.write_str("connection"),
+            ResourceScope::Protocol(p) => write!(f, "protocol {p}"),
+        }
+    }
+}
+
+/// What a resource budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ResourceKind {
+    /// Inbound streams open at once.
+    InboundStreams,
+    /// Outbound streams open at once.
+    OutboundStreams,
+    /// Streams open at once, both directions.
+    Streams,
+    /// Bytes reserved (the fixed reservations per connection and per stream).
+    Memory,
+}
+
+impl fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ResourceKind::InboundStreams => "inbound streams",
+            ResourceKind::OutboundStreams => "outbound streams",
+            ResourceKind::Streams => "streams",
+            ResourceKind::Memory => "memory",
+        })
+    }
+}
+
+/// A resource budget that had no room: which scope, which resource, and its limit.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{scope} limit of {limit} {resource} reached")]
+#[non_exhaustive]
+pub struct ResourceLimitExceeded {
+    /// The scope whose budget is full.
+    pub scope: ResourceScope,
+    /// The resource.
+    pub resource: ResourceKind,
+    /// The limit (a count, or bytes for memory).
+    pub limit: usize,
+}
+
+impl ResourceLimitExceeded {
+    /// The refusal of `resource` in `scope` at `limit` (resource managers build them).
+    pub fn new(scope: ResourceScope, resource: ResourceKind, limit: usize) -> Self {
+        ResourceLimitExceeded {
+            scope,
+            resource,
+            limit,
+        }
+    }
+}
+
+impl Classify for ResourceLimitExceeded {
+    fn fault(&self) -> Fault {
+        Fault::Local
+    }
 }
 
 /// Which limit refused an inbound connection (see the host's config for each).
@@ -314,6 +416,9 @@ pub enum ConnectionRefusedReason {
         /// The limit (connections per second).
         limit: u32,
     },
+    /// The resource manager had no room for the connection's memory reservation (checked
+    /// right after the upgrade, when the peer is known).
+    Resource(ResourceLimitExceeded),
 }
 
 /// Why an inbound stream was refused.
@@ -336,6 +441,9 @@ pub enum RefusedReason {
     Timeout,
     /// The remote broke multistream-select, or the stream failed while agreeing.
     Negotiation(Arc<NegotiationError>),
+    /// A budget of the resource manager had no room for the stream (streams or memory of
+    /// the connection, the peer, the protocol or the host).
+    Resource(ResourceLimitExceeded),
 }
 
 /// A subscription to a host's [`Event`]s: a `futures::Stream` that ends when the host closes.
@@ -416,6 +524,15 @@ pub enum DialError {
         /// The limit.
         limit: usize,
     },
+    /// The host has its limit of outbound connections in their upgrade (dials in progress).
+    #[error("limit of {limit} dials in progress reached")]
+    PendingLimit {
+        /// The limit.
+        limit: usize,
+    },
+    /// The resource manager had no room for the new connection's memory reservation.
+    #[error(transparent)]
+    Resource(ResourceLimitExceeded),
     /// The host is closed.
     #[error("the host is closed")]
     Closed,
@@ -492,6 +609,15 @@ pub enum NewStreamError {
         /// The peer.
         peer: PeerId,
     },
+    /// A budget of our resource manager had no room for the stream.
+    #[error("stream to {peer} refused: {source}")]
+    Resource {
+        /// The peer.
+        peer: PeerId,
+        /// Which budget.
+        #[source]
+        source: ResourceLimitExceeded,
+    },
 }
 
 impl Classify for NewStreamError {
@@ -504,6 +630,7 @@ impl Classify for NewStreamError {
             NewStreamError::Timeout { .. } => Fault::Timeout,
             NewStreamError::Closed => Fault::Local,
             NewStreamError::NotConnected { .. } => Fault::Network,
+            NewStreamError::Resource { .. } => Fault::Local,
         }
     }
 }

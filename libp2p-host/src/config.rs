@@ -7,6 +7,9 @@ use libp2p_core::duration::secs;
 use libp2p_core::Multiaddr;
 use serde::{Deserialize, Serialize};
 
+use crate::connmgr::ConnectionManagerConfig;
+use crate::resource::ResourceLimits;
+
 /// Settings of a [`Host`](crate::Host). Every field has a default (see [`Default`]), so a
 /// config file need only name what it changes; in code, start from `HostConfig::default()`
 /// and set fields. Whichever builder method builds the host, all of it applies.
@@ -92,6 +95,19 @@ pub struct HostConfig {
     /// Limits of [`Host::request`](crate::Host::request) and
     /// [`Host::serve_requests`](crate::Host::serve_requests).
     pub request_response: crate::request_response::RequestResponseConfig,
+    /// The connection manager: watermarks and trimming, grace and silence periods, the idle
+    /// timeout, dials in progress. See [`ConnectionManagerConfig`] for each default.
+    pub connection_manager: ConnectionManagerConfig,
+    /// The resource manager's budgets of streams and memory per connection, peer, protocol
+    /// and host. See [`ResourceLimits`] for each default and what is charged.
+    pub resources: ResourceLimits,
+    /// How long a write to a connection's socket may make no progress before the connection
+    /// ends (the muxers' `write_timeout`, given to yamux and mplex on the default stacks of
+    /// [`HostBuilder::build`](crate::HostBuilder::build); a stack given to `transport` keeps
+    /// its own). Default 60 s, the muxers' own: the kernel's send buffer takes megabytes, so
+    /// no byte accepted for a minute means a remote that stopped reading.
+    #[serde(with = "secs")]
+    pub muxer_write_timeout: Duration,
 }
 
 impl Default for HostConfig {
@@ -116,6 +132,9 @@ impl Default for HostConfig {
             protocol_version: "/ipfs/0.1.0".into(),
             agent_version: concat!("libp2p-modular/", env!("CARGO_PKG_VERSION")).into(),
             request_response: Default::default(),
+            connection_manager: ConnectionManagerConfig::default(),
+            resources: ResourceLimits::default(),
+            muxer_write_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -142,5 +161,42 @@ mod tests {
         assert_eq!(partial.negotiation_timeout, Duration::from_secs(10));
         assert!(serde_json::from_str::<HostConfig>(r#"{"max_conections": 3}"#).is_err());
         assert!(serde_json::from_str::<HostConfig>(r#"{"handshake_timeout": -1}"#).is_err());
+    }
+
+    #[test]
+    fn limits_round_trip_through_json() {
+        let mut config = HostConfig::default();
+        config.connection_manager.low_watermark = 3;
+        config.connection_manager.idle_timeout = Some(Duration::from_millis(500));
+        config.resources.peer.streams_inbound = 7;
+        config
+            .resources
+            .protocols
+            .insert("/echo/1.0.0".into(), crate::ScopeLimits::new(1, 2, 3, 4096));
+        config.muxer_write_timeout = Duration::from_secs(5);
+        let json = serde_json::to_string(&config).unwrap();
+        let back: HostConfig = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, config);
+        let partial: HostConfig = serde_json::from_str(
+            r#"{"connection_manager": {"high_watermark": 9, "idle_timeout": 2.5},
+                "resources": {"memory_per_stream": 1024}}"#,
+        )
+        .unwrap();
+        assert_eq!(partial.connection_manager.high_watermark, 9);
+        assert_eq!(
+            partial.connection_manager.idle_timeout,
+            Some(Duration::from_millis(2500))
+        );
+        assert_eq!(partial.connection_manager.low_watermark, 160);
+        assert_eq!(partial.resources.memory_per_stream, 1024);
+        assert_eq!(partial.resources.peer, ResourceLimits::default().peer);
+        assert_eq!(
+            serde_json::from_str::<HostConfig>(r#"{"connection_manager": {"idle_timeout": null}}"#)
+                .unwrap()
+                .connection_manager
+                .idle_timeout,
+            None
+        );
+        assert!(serde_json::from_str::<HostConfig>(r#"{"resources": {"peers": {}}}"#).is_err());
     }
 }

@@ -162,4 +162,18 @@ impl HostContext for HostRef {
         }
         .boxed()
     }
+
+    fn protect(&self, peer: PeerId, tag: &str) {
+        if let Some(host) = self.host() {
+            host.protect(peer, tag);
+        }
+    }
+
+    fn unprotect(&self, peer: PeerId, tag: &str) -> bool {
+        self.host().is_some_and(|host| host.unprotect(peer, tag))
+    }
+
+    fn is_protected(&self, peer: &PeerId) -> bool {
+        self.host().is_some_and(|host| host.is_protected(peer))
+    }
 }

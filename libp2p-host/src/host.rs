@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::future::{BoxFuture, Shared};
 use futures::{FutureExt, StreamExt};
@@ -22,12 +22,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-#[cfg(feature = "metrics")]
 use libp2p_core::Direction;
 
 use crate::config::HostConfig;
+use crate::connmgr::{Activity, ActivityGuard, Candidate, ConnManager};
 use crate::erased::{Connected, DynListener, DynMuxer, DynTransport};
 use crate::error::{ListenError, PingError};
+use crate::resource::{Reservation, ResourceManager, ResourceUsage, StreamReservation};
 use crate::{identify, ping};
 
 /// What a handler returns; any error is logged (at debug) with the stream's protocol and peer.
@@ -94,6 +95,16 @@ struct Conn {
     /// The host's metrics, for this connection's streams.
     #[cfg(feature = "metrics")]
     metrics: Option<Arc<crate::metrics::Recorder>>,
+    /// When it joined the pool (for the grace period).
+    opened_at: Instant,
+    /// Its open streams, both directions (for trimming and the idle timeout).
+    activity: Arc<Activity>,
+    /// The host's resource manager, for this connection's streams.
+    resources: ResourceManager,
+    /// The connection's own memory reservation, released when it ends.
+    reservation: Mutex<Option<Reservation>>,
+    /// Why we close it, when the connection manager did (reported in place of `Local`).
+    close_cause: Mutex<Option<CloseCause>>,
 }
 
 type DialFuture = Shared<BoxFuture<'static, Result<Arc<Conn>, DialError>>>;
@@ -126,6 +137,12 @@ pub(crate) struct Inner {
     /// Connections in `conns`, all peers together (kept beside the map, so that the limit
     /// check of every inbound connection does not walk the whole pool).
     established: AtomicUsize,
+    /// Outbound connections in their upgrade (dials in progress).
+    pending_outgoing: AtomicUsize,
+    /// Watermarks, protection tags, idle timeout.
+    connmgr: ConnManager,
+    /// Stream and memory budgets.
+    resources: ResourceManager,
     closed: AtomicBool,
     next_id: AtomicU64,
 }
@@ -328,7 +345,7 @@ impl HostBuilder {
                 .upgrade()
                 .timeout(self.config.handshake_timeout)
                 .authenticate(libp2p_noise::Noise::new(self.key.clone()))
-                .multiplex(libp2p_yamux::Yamux::default());
+                .multiplex(self.yamux());
             self.transports.push(Arc::new(ws));
         }
         self.start().await
@@ -343,6 +360,14 @@ impl HostBuilder {
         self.transport(transport).build().await
     }
 
+    /// yamux as the default stacks use it: the config's write timeout.
+    #[cfg(feature = "default-stack")]
+    fn yamux(&self) -> libp2p_yamux::Yamux {
+        libp2p_yamux::Yamux::new(
+            libp2p_yamux::Config::default().with_write_timeout(self.config.muxer_write_timeout),
+        )
+    }
+
     #[cfg(feature = "default-stack")]
     fn default_tcp(&self) -> Arc<dyn DynTransport> {
         use libp2p_core::TransportExt;
@@ -350,7 +375,7 @@ impl HostBuilder {
             .upgrade()
             .timeout(self.config.handshake_timeout);
         let noise = libp2p_noise::Noise::new(self.key.clone());
-        let yamux = libp2p_yamux::Yamux::default();
+        let yamux = self.yamux();
         #[cfg(feature = "secio")]
         let secio = self
             .secio
@@ -358,7 +383,12 @@ impl HostBuilder {
         #[cfg(not(feature = "secio"))]
         let secio: Option<()> = None;
         #[cfg(feature = "mplex")]
-        let mplex = self.mplex.then(libp2p_mplex::Mplex::default);
+        let mplex = self.mplex.then(|| {
+            libp2p_mplex::Mplex::new(libp2p_mplex::MplexConfig {
+                write_timeout: self.config.muxer_write_timeout,
+                ..Default::default()
+            })
+        });
         #[cfg(not(feature = "mplex"))]
         let mplex: Option<()> = None;
         match (secio, mplex) {
@@ -402,9 +432,14 @@ impl HostBuilder {
                 self.config.max_incoming_per_ip_per_second,
             ),
             established: AtomicUsize::new(0),
+            pending_outgoing: AtomicUsize::new(0),
+            connmgr: ConnManager::new(self.config.connection_manager.clone()),
+            resources: ResourceManager::new(self.config.resources.clone()),
             closed: AtomicBool::new(false),
             next_id: AtomicU64::new(1),
         });
+        let manager = tokio::spawn(run_manager(Arc::downgrade(&inner)));
+        inner.tasks.lock().expect("lock").push(manager);
         let host = Host { inner };
         let mut services = self.services;
         if self.config.ping {
@@ -517,6 +552,40 @@ impl Host {
     /// The configuration the host runs with.
     pub fn config(&self) -> &HostConfig {
         &self.inner.config
+    }
+
+    /// Protects the connections to `peer` from the connection manager (trimming and the
+    /// idle timeout) under `tag`; a peer stays protected while it has any tag, so that
+    /// several services can protect the same peer for their own reasons.
+    pub fn protect(&self, peer: PeerId, tag: &str) {
+        self.inner.connmgr.protect(peer, tag);
+    }
+
+    /// Removes the protection `tag` of `peer`; whether the peer is still protected (by its
+    /// other tags).
+    pub fn unprotect(&self, peer: PeerId, tag: &str) -> bool {
+        self.inner.connmgr.unprotect(peer, tag)
+    }
+
+    /// Whether `peer` has any protection tag.
+    pub fn is_protected(&self, peer: &PeerId) -> bool {
+        self.inner.connmgr.is_protected(peer)
+    }
+
+    /// What the whole host holds in the resource manager now: open streams and reserved
+    /// bytes (see [`crate::resource`] for what is charged).
+    pub fn resource_usage(&self) -> ResourceUsage {
+        self.inner.resources.host_usage()
+    }
+
+    /// What `peer`'s scope holds in the resource manager now.
+    pub fn peer_resource_usage(&self, peer: &PeerId) -> ResourceUsage {
+        self.inner.resources.peer_usage(peer)
+    }
+
+    /// What `protocol`'s scope holds in the resource manager now.
+    pub fn protocol_resource_usage(&self, protocol: &str) -> ResourceUsage {
+        self.inner.resources.protocol_usage(protocol)
     }
 
     /// A new subscription to the host's events, from now on (a `futures::Stream`). A
@@ -988,6 +1057,18 @@ async fn open_on(
     timeout: Duration,
 ) -> Result<Stream, NewStreamError> {
     let peer = conn.peer;
+    let mut reservation = conn
+        .resources
+        .reserve_stream(peer, conn.id, Direction::Outbound)
+        .map_err(|source| {
+            tracing::debug!(%peer, %source, "outbound stream refused");
+            #[cfg(feature = "metrics")]
+            if let Some(m) = &conn.metrics {
+                m.refuse_resource("stream", &source);
+            }
+            NewStreamError::Resource { peer, source }
+        })?;
+    let activity = conn.activity.stream();
     let raw = conn.muxer.open().await.map_err(|e| NewStreamError::Muxer {
         peer,
         source: Arc::new(e),
@@ -1009,6 +1090,15 @@ async fn open_on(
     );
     match tokio::time::timeout(timeout, select).await {
         Ok(Ok((protocol, io))) => {
+            if let Err(source) = reservation.set_protocol(protocol) {
+                // Dropping `io` resets the stream.
+                tracing::debug!(%peer, %protocol, %source, "outbound stream refused");
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &conn.metrics {
+                    m.refuse_resource("stream", &source);
+                }
+                return Err(NewStreamError::Resource { peer, source });
+            }
             tracing::debug!(%peer, %protocol, "protocol agreed");
             #[cfg(feature = "metrics")]
             if let Some((m, meter)) = meter {
@@ -1020,7 +1110,12 @@ async fn open_on(
                 peer,
                 conn.id,
                 conn.info.remote_addr.clone(),
-            ))
+            )
+            .with_guard(StreamGuard {
+                _inbound: None,
+                _activity: activity,
+                resources: reservation,
+            }))
         }
         Ok(Err(NegotiationError::ProtocolNotSupported { .. })) => {
             Err(NewStreamError::ProtocolsNotSupported {
@@ -1071,6 +1166,7 @@ async fn dial_direct(
         .iter()
         .find(|t| t.can_dial(&addr))
         .ok_or_else(|| DialError::UnsupportedAddress { addr: addr.clone() })?;
+    let _pending = PendingOutgoing::take(inner)?;
     #[cfg(feature = "metrics")]
     if let Some(m) = &inner.metrics {
         m.dial(&addr);
@@ -1193,6 +1289,7 @@ fn connection_count(inner: &Inner) -> usize {
 
 fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>, DialError> {
     let Connected { peer, muxer, info } = connected;
+    let now = Instant::now();
     let conn = Arc::new(Conn {
         id: ConnectionId::new(inner.next_id()),
         peer,
@@ -1203,7 +1300,34 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
         task: Mutex::new(None),
         #[cfg(feature = "metrics")]
         metrics: inner.metrics.clone(),
+        opened_at: now,
+        activity: Activity::new(now),
+        resources: inner.resources.clone(),
+        reservation: Mutex::new(None),
+        close_cause: Mutex::new(None),
     });
+    match inner.resources.reserve_connection(peer, conn.id) {
+        Ok(reservation) => *conn.reservation.lock().expect("lock") = Some(reservation),
+        Err(source) => {
+            tracing::debug!(%peer, addr = %conn.info.remote_addr, %source, "connection refused");
+            if conn.info.direction == Direction::Inbound {
+                inner.emit(Event::InboundConnectionRefused {
+                    remote_addr: conn.info.remote_addr.clone(),
+                    reason: ConnectionRefusedReason::Resource(source.clone()),
+                });
+            } else {
+                #[cfg(feature = "metrics")]
+                if let Some(m) = &inner.metrics {
+                    m.refuse_resource("connection", &source);
+                }
+            }
+            let muxer = conn.muxer.clone();
+            tokio::spawn(async move {
+                let _ = muxer.close().await;
+            });
+            return Err(DialError::Resource(source));
+        }
+    }
     let (refused, connections) = {
         let mut conns = inner.conns.lock().expect("lock");
         let count = connection_count(inner);
@@ -1248,7 +1372,115 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
     });
     let task = tokio::spawn(run_connection(Arc::downgrade(inner), conn.clone()));
     *conn.task.lock().expect("lock") = Some(task);
+    if inner.connmgr.over(connection_count(inner)) {
+        trim(inner, now);
+    }
     Ok(conn)
+}
+
+/// Holds one dial's place in the count of dials in progress.
+struct PendingOutgoing(Arc<Inner>);
+
+impl PendingOutgoing {
+    fn take(inner: &Arc<Inner>) -> Result<Self, DialError> {
+        let limit = inner.connmgr.config().max_pending_outgoing;
+        if inner.pending_outgoing.fetch_add(1, Ordering::SeqCst) >= limit {
+            inner.pending_outgoing.fetch_sub(1, Ordering::SeqCst);
+            tracing::debug!(limit, "dials in progress at their limit; dial refused");
+            #[cfg(feature = "metrics")]
+            if let Some(m) = &inner.metrics {
+                m.refuse("dial", "pending_outgoing_limit");
+            }
+            return Err(DialError::PendingLimit { limit });
+        }
+        Ok(PendingOutgoing(inner.clone()))
+    }
+}
+
+impl Drop for PendingOutgoing {
+    fn drop(&mut self) {
+        self.0.pending_outgoing.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// What the connection manager sees of the pool now.
+fn candidates(inner: &Inner) -> Vec<Candidate> {
+    let conns = inner.conns.lock().expect("lock");
+    conns
+        .values()
+        .flatten()
+        .filter(|c| !c.muxer.is_closed())
+        .map(|c| Candidate {
+            id: c.id,
+            peer: c.peer,
+            opened_at: c.opened_at,
+            streams: c.activity.streams(),
+            idle_since: c.activity.idle_since(),
+        })
+        .collect()
+}
+
+/// Trims the pool to the low watermark if it is over the high one (and the silence period
+/// allows).
+fn trim(inner: &Arc<Inner>, now: Instant) {
+    let ids = inner.connmgr.trim(&candidates(inner), now);
+    if !ids.is_empty() {
+        tracing::debug!(count = ids.len(), "trimming connections");
+        close_connections(inner, &ids, CloseCause::Trimmed);
+    }
+}
+
+/// Takes the connections `ids` out of the pool and closes them; each reports `cause`.
+fn close_connections(inner: &Arc<Inner>, ids: &[ConnectionId], cause: CloseCause) {
+    let mut closing = Vec::new();
+    {
+        let mut conns = inner.conns.lock().expect("lock");
+        conns.retain(|_, list| {
+            list.retain(|c| {
+                if ids.contains(&c.id) {
+                    closing.push(c.clone());
+                    false
+                } else {
+                    true
+                }
+            });
+            !list.is_empty()
+        });
+        inner.established.fetch_sub(closing.len(), Ordering::SeqCst);
+    }
+    for conn in closing {
+        *conn.close_cause.lock().expect("lock") = Some(cause.clone());
+        conn.closing.store(true, Ordering::SeqCst);
+        let muxer = conn.muxer.clone();
+        tokio::spawn(async move {
+            let _ = muxer.close().await;
+        });
+    }
+}
+
+/// The connection manager's task: every tick, closes connections idle for the idle timeout
+/// and trims the pool if it is over the high watermark.
+async fn run_manager(weak: Weak<Inner>) {
+    let tick = match weak.upgrade() {
+        Some(inner) => inner.connmgr.config().tick(),
+        None => return,
+    };
+    let mut interval = tokio::time::interval(tick);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        let Some(inner) = weak.upgrade() else { return };
+        if inner.is_closed() {
+            return;
+        }
+        let now = Instant::now();
+        let idle = inner.connmgr.idle(&candidates(&inner), now);
+        if !idle.is_empty() {
+            tracing::debug!(count = idle.len(), "closing idle connections");
+            close_connections(&inner, &idle, CloseCause::IdleTimeout);
+        }
+        trim(&inner, now);
+    }
 }
 
 /// Whether an I/O error only says that the socket ended (the remote closed or reset it).
@@ -1262,6 +1494,14 @@ fn is_socket_end(e: &std::io::Error) -> bool {
 
 /// Holds one inbound stream's place in its connection's count.
 struct InboundGuard(Arc<AtomicUsize>);
+
+/// What a stream holds for as long as it lives: its place in the connection's inbound
+/// count (inbound streams), in its activity, and its resource reservation.
+struct StreamGuard {
+    _inbound: Option<InboundGuard>,
+    _activity: ActivityGuard,
+    resources: StreamReservation,
+}
 
 impl Drop for InboundGuard {
     fn drop(&mut self) {
@@ -1290,8 +1530,28 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
             });
             continue;
         }
+        let resources = match inner
+            .resources
+            .reserve_stream(conn.peer, conn.id, Direction::Inbound)
+        {
+            Ok(r) => r,
+            Err(source) => {
+                tracing::debug!(peer = %conn.peer, %source, "inbound stream refused; reset");
+                drop(raw);
+                inner.emit(Event::InboundStreamRefused {
+                    peer: conn.peer,
+                    protocol: None,
+                    reason: RefusedReason::Resource(source),
+                });
+                continue;
+            }
+        };
         conn.inbound.fetch_add(1, Ordering::SeqCst);
-        let guard = InboundGuard(conn.inbound.clone());
+        let guard = StreamGuard {
+            _inbound: Some(InboundGuard(conn.inbound.clone())),
+            _activity: conn.activity.stream(),
+            resources,
+        };
         #[cfg(feature = "metrics")]
         let (raw, meter) = match &conn.metrics {
             Some(m) => {
@@ -1311,6 +1571,7 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
             handle_inbound(raw, table, weak, peer, id, addr, timeout, guard, meter).await;
         });
     };
+    drop(conn.reservation.lock().expect("lock").take());
     let Some(inner) = weak.upgrade() else { return };
     let remaining = {
         let mut conns = inner.conns.lock().expect("lock");
@@ -1331,7 +1592,10 @@ async fn run_connection(weak: Weak<Inner>, conn: Arc<Conn>) {
     if remaining == 0 {
         inner.pings.lock().expect("lock").remove(&conn.peer);
     }
-    let cause = if conn.closing.load(Ordering::SeqCst) || inner.is_closed() {
+    let by_manager = conn.close_cause.lock().expect("lock").take();
+    let cause = if let Some(cause) = by_manager {
+        cause
+    } else if conn.closing.load(Ordering::SeqCst) || inner.is_closed() {
         CloseCause::Local
     } else {
         match end {
@@ -1367,7 +1631,7 @@ async fn handle_inbound(
     id: ConnectionId,
     addr: Multiaddr,
     timeout: Duration,
-    guard: InboundGuard,
+    mut guard: StreamGuard,
     meter: InboundMeter,
 ) {
     let config = multistream::Config::default();
@@ -1404,6 +1668,12 @@ async fn handle_inbound(
     let Some(registration) = table.find(&protocol) else {
         return;
     };
+    if let Err(source) = guard.resources.set_protocol(&protocol) {
+        // Dropping `io` resets the stream.
+        tracing::debug!(%peer, %protocol, %source, "inbound stream refused; reset");
+        refuse(RefusedReason::Resource(source), Some(protocol));
+        return;
+    }
     #[cfg(feature = "metrics")]
     if let Some((m, meter)) = meter {
         meter.agreed(&m, &protocol, Direction::Inbound);

@@ -45,6 +45,14 @@
 //! ([`HostBuilder::with_secio`], [`HostBuilder::with_mplex`]); any other stack goes to
 //! [`HostBuilder::transport`], several side by side.
 //!
+//! Limits: every table and queue is bounded by a field of [`HostConfig`]. Beside the
+//! connection limits, a [connection manager](connmgr) keeps the established connections
+//! between two watermarks (trimming the least valuable, never a peer given to
+//! [`Host::protect`], never one in its grace period) and may close idle ones; a
+//! [resource manager](resource) holds stream and memory budgets per connection, peer,
+//! protocol and for the host, and resets a stream (or closes a connection) that does not fit,
+//! with an [`Event`] naming the scope and the limit.
+//!
 //! The standard protocols are also usable on their own, over any stream on which they have
 //! been agreed: [`identify`], [`ping`], [`perf`].
 //!
@@ -58,6 +66,7 @@
 #![deny(missing_docs)]
 
 mod config;
+pub mod connmgr;
 mod context;
 mod erased;
 mod error;
@@ -67,20 +76,24 @@ mod limits;
 pub mod perf;
 pub mod ping;
 pub mod request_response;
+pub mod resource;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
 pub use config::HostConfig;
+pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
 pub use libp2p_core::{
     self as core, split_peer_id, AcceptError, Classify, CloseCause, ConnectionId, ConnectionInfo,
     ConnectionRefusedReason, DialAttempt, DialError, Direction, Event, Events, Fault,
     FuturesStream, HostContext, IdentifyInfo, Incoming, Keypair, Multiaddr, NewStreamError, PeerId,
-    Peerstore, Protocol, PublicKey, RefusedReason, Service, ServiceContext, Stream,
+    Peerstore, Protocol, PublicKey, RefusedReason, ResourceKind, ResourceLimitExceeded,
+    ResourceScope, Service, ServiceContext, Stream,
 };
 /// Name resolution for dialed addresses (the `dns` feature): give the host your own
 /// [`dns::Resolve`] or limits with [`HostBuilder::dns`].
 #[cfg(feature = "dns")]
 pub use libp2p_dns as dns;
 pub use request_response::{InboundRequest, RequestError, RequestResponseConfig, Requests};
+pub use resource::{ResourceLimits, ResourceUsage, ScopeLimits};

@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use libp2p_core::{
     BoxedStream, Classify, CloseCause, ConnectionInfo, ConnectionRefusedReason, Direction, Event,
-    Fault, Multiaddr, Protocol, RefusedReason, TransportError,
+    Fault, Multiaddr, Protocol, RefusedReason, ResourceKind, ResourceLimitExceeded, ResourceScope,
+    TransportError,
 };
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -50,6 +51,17 @@ pub(crate) struct Recorder {
     stream_bytes: Family<StreamLabels, Counter>,
     ping_rtt: Histogram,
     refused: Family<RefusedLabels, Counter>,
+    resource_refused: Family<ResourceLabels, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResourceLabels {
+    /// `stream` or `connection`.
+    what: &'static str,
+    /// `host`, `peer`, `connection` or `protocol`.
+    scope: &'static str,
+    /// `inbound_streams`, `outbound_streams`, `streams` or `memory`.
+    resource: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -106,6 +118,7 @@ impl Metrics {
             // 100 µs to ~1.6 s: loopback to a far continent.
             ping_rtt: Histogram::new(exponential_buckets(0.0001, 2.0, 15)),
             refused: Family::default(),
+            resource_refused: Family::default(),
         };
         let r = registry.sub_registry_with_prefix("libp2p");
         r.register(
@@ -152,6 +165,11 @@ impl Metrics {
             "refused",
             "Streams and connections the host refused, by reason",
             recorder.refused.clone(),
+        );
+        r.register(
+            "resource_refused",
+            "Streams and connections the resource manager refused, by scope and resource",
+            recorder.resource_refused.clone(),
         );
         Metrics {
             inner: Arc::new(recorder),
@@ -220,6 +238,8 @@ impl Recorder {
                     CloseCause::Local => "local",
                     CloseCause::Remote => "remote",
                     CloseCause::Error(e) => fault_label(e.fault()),
+                    CloseCause::Trimmed => "trimmed",
+                    CloseCause::IdleTimeout => "idle_timeout",
                     _ => "other",
                 };
                 self.connections_closed
@@ -230,6 +250,14 @@ impl Recorder {
                     })
                     .inc();
             }
+            Event::InboundConnectionRefused {
+                reason: ConnectionRefusedReason::Resource(e),
+                ..
+            } => self.refuse_resource("connection", e),
+            Event::InboundStreamRefused {
+                reason: RefusedReason::Resource(e),
+                ..
+            } => self.refuse_resource("stream", e),
             Event::InboundConnectionRefused { reason, .. } => {
                 let reason = match reason {
                     ConnectionRefusedReason::ConnectionLimit { .. } => "connection_limit",
@@ -253,6 +281,33 @@ impl Recorder {
             }
             _ => {}
         }
+    }
+
+    /// A connection or stream the resource manager refused (`reason="resource_limit"` in
+    /// the refusals, and its scope and resource beside).
+    pub(crate) fn refuse_resource(&self, what: &'static str, e: &ResourceLimitExceeded) {
+        self.refuse(what, "resource_limit");
+        let scope = match e.scope {
+            ResourceScope::Host => "host",
+            ResourceScope::Peer => "peer",
+            ResourceScope::Connection => "connection",
+            ResourceScope::Protocol(_) => "protocol",
+            _ => "other",
+        };
+        let resource = match e.resource {
+            ResourceKind::InboundStreams => "inbound_streams",
+            ResourceKind::OutboundStreams => "outbound_streams",
+            ResourceKind::Streams => "streams",
+            ResourceKind::Memory => "memory",
+            _ => "other",
+        };
+        self.resource_refused
+            .get_or_create(&ResourceLabels {
+                what,
+                scope,
+                resource,
+            })
+            .inc();
     }
 
     /// A connection or stream refused for `reason`.

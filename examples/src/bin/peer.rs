@@ -310,6 +310,12 @@ where
     config.max_connections_per_peer = 20_000;
     config.max_pending_incoming = 1_024;
     config.max_inbound_streams_per_connection = 1_024;
+    // The benchmarks hold 10,000 connections and thousands of streams: no trimming, no
+    // budgets beyond the limits above.
+    config.connection_manager.low_watermark = 20_000;
+    config.connection_manager.high_watermark = 20_000;
+    config.connection_manager.max_pending_outgoing = 1_024;
+    config.resources = libp2p_host::ResourceLimits::unlimited();
     config.accept_queue = 1_024;
     config.agent_version = node::AGENT.into();
     config.max_pending_incoming_per_ip = env_number("PEER_MAX_PENDING_PER_IP")?.unwrap_or(1_024);
