@@ -114,6 +114,8 @@ pub(crate) struct Inner {
     table: RwLock<Table>,
     conns: Mutex<HashMap<PeerId, Vec<Arc<Conn>>>>,
     dials: Mutex<HashMap<PeerId, (u64, DialFuture)>>,
+    /// Addresses that failed, left out of peer dials for a while.
+    backoff: Mutex<crate::dial::Backoff>,
     peerstore: Arc<Peerstore>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
     /// Listener and service tasks, ended with the host.
@@ -391,6 +393,7 @@ impl HostBuilder {
             table: RwLock::default(),
             conns: Mutex::default(),
             dials: Mutex::default(),
+            backoff: Mutex::new(crate::dial::Backoff::new(&self.config.dial)),
             peerstore: Arc::default(),
             listen_addrs: RwLock::default(),
             tasks: Mutex::default(),
@@ -1033,12 +1036,55 @@ async fn open_on(
     }
 }
 
-/// Dials one address; `expected` is the peer it names, if any.
+/// Dials one address; `expected` is the peer it names, if any. A name in it is resolved and
+/// what it stands for raced (see [`crate::dial`]); an explicit dial ignores back-off.
 async fn dial_addr(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
 ) -> Result<Arc<Conn>, DialError> {
+    admit_dial(inner)?;
+    let connected = connect_any(inner.clone(), addr, expected).await?;
+    finish_dial(inner, connected)
+}
+
+/// Dials `peer` at its known addresses, ranked and raced (see [`crate::dial`]); addresses
+/// still backed off after failing are left out.
+async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialError> {
+    admit_dial(&inner)?;
+    let addrs = inner.peerstore.addrs(&peer);
+    if addrs.is_empty() {
+        return Err(DialError::NoAddresses { peer });
+    }
+    let mut candidates = Vec::with_capacity(addrs.len());
+    let mut backed_off = Vec::new();
+    {
+        let now = std::time::Instant::now();
+        let mut backoff = inner.backoff.lock().expect("lock");
+        for addr in addrs {
+            let full = addr.with(Protocol::P2p(peer));
+            match backoff.check(&full, now) {
+                Some(error) => backed_off.push(DialAttempt { addr: full, error }),
+                None => candidates.push(full),
+            }
+        }
+    }
+    if candidates.is_empty() {
+        tracing::debug!(%peer, addrs = backed_off.len(), "every address backed off");
+        return Err(DialError::BackedOff {
+            peer,
+            attempts: backed_off,
+        });
+    }
+    let connected = race_addrs(&inner, candidates, Some(peer), || DialError::NoAddresses {
+        peer,
+    })
+    .await?;
+    finish_dial(&inner, connected)
+}
+
+/// Checks that a dial may start at all.
+fn admit_dial(inner: &Inner) -> Result<(), DialError> {
     if inner.is_closed() {
         return Err(DialError::Closed);
     }
@@ -1047,19 +1093,89 @@ async fn dial_addr(
             limit: inner.config.max_connections,
         });
     }
-    #[cfg(feature = "dns")]
-    if libp2p_dns::needs_resolving(&addr) && !inner.transports.iter().any(|t| t.can_dial(&addr)) {
-        return dial_resolved(inner, addr, expected).await;
-    }
-    dial_direct(inner, addr, expected).await
+    Ok(())
 }
 
-/// Dials an address a transport of the host can take as it is (no name in it).
-async fn dial_direct(
+/// Takes the connection a dial made into the pool (or refuses one that reached ourselves).
+fn finish_dial(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>, DialError> {
+    if connected.peer == inner.peer_id {
+        let muxer = connected.muxer.clone();
+        tokio::spawn(async move { muxer.close().await });
+        return Err(DialError::DialSelf);
+    }
+    add_connection(inner, connected)
+}
+
+/// Ranks `addrs` and races them (see [`crate::dial`]); each address is checked against the
+/// peer it names, else against `expected`. `none` is the error when no transport could take
+/// any of them.
+async fn race_addrs(
+    inner: &Arc<Inner>,
+    addrs: Vec<Multiaddr>,
+    expected: Option<PeerId>,
+    none: impl FnOnce() -> DialError,
+) -> Result<Connected, DialError> {
+    use crate::dial::{race, rank, Outcome, RaceError};
+    let config = &inner.config.dial;
+    let schedule = rank(addrs, config);
+    let result = race(schedule, config.max_parallel, |addr| {
+        let peer = split_peer_id(&addr).1.or(expected);
+        connect_any(inner.clone(), addr, peer).map(|r| match r {
+            Ok(connected) => Outcome::Won(connected),
+            Err(e @ (DialError::Failed { .. } | DialError::UnsupportedAddress { .. })) => {
+                Outcome::Failed(e)
+            }
+            Err(e) => Outcome::Abort(e),
+        })
+    })
+    .await;
+    let errors = match result {
+        Ok(connected) => return Ok(connected),
+        Err(RaceError::Aborted(e)) => return Err(e),
+        Err(RaceError::AllFailed(errors)) => errors,
+    };
+    let attempts: Vec<DialAttempt> = errors
+        .into_iter()
+        .flat_map(|e| match e {
+            DialError::Failed { attempts, .. } => attempts,
+            _ => Vec::new(),
+        })
+        .collect();
+    if attempts.is_empty() {
+        return Err(none());
+    }
+    Err(DialError::Failed {
+        peer: expected,
+        attempts,
+    })
+}
+
+/// Connects to one address, resolving a name in it first when no transport takes it as it
+/// is. Boxed: a name's addresses are raced in turn.
+fn connect_any(
+    inner: Arc<Inner>,
+    addr: Multiaddr,
+    expected: Option<PeerId>,
+) -> BoxFuture<'static, Result<Connected, DialError>> {
+    async move {
+        #[cfg(feature = "dns")]
+        if libp2p_dns::needs_resolving(&addr)
+            && !inner.transports.iter().any(|t| t.can_dial(&addr))
+        {
+            return connect_resolved(&inner, addr, expected).await;
+        }
+        connect_direct(&inner, addr, expected).await
+    }
+    .boxed()
+}
+
+/// Connects to an address a transport of the host can take as it is (no name in it), within
+/// the per-address deadline, and records the outcome in the back-off table.
+async fn connect_direct(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
-) -> Result<Arc<Conn>, DialError> {
+) -> Result<Connected, DialError> {
     let transport = inner
         .transports
         .iter()
@@ -1070,18 +1186,14 @@ async fn dial_direct(
         m.dial(&addr);
     }
     let span = tracing::debug_span!("dial", %addr);
-    // The host's handshake timeout bounds every stack, also one built by hand with its own.
-    let limit = inner.config.handshake_timeout;
+    // The per-address deadline bounds every stack, also one built by hand with its own.
+    let limit = inner.config.dial.address_timeout;
     let dial = tokio::time::timeout(limit, transport.dial(addr.clone()).instrument(span))
         .map(move |r| r.unwrap_or(Err(libp2p_core::TransportError::Timeout(limit))));
     match dial.await {
         Ok(connected) => {
-            if connected.peer == inner.peer_id {
-                let muxer = connected.muxer.clone();
-                tokio::spawn(async move { muxer.close().await });
-                return Err(DialError::DialSelf);
-            }
-            add_connection(inner, connected)
+            inner.backoff.lock().expect("lock").succeeded(&addr);
+            Ok(connected)
         }
         Err(e) => {
             tracing::debug!(%addr, error = %e, "dial failed");
@@ -1089,26 +1201,29 @@ async fn dial_direct(
             if let Some(m) = &inner.metrics {
                 m.dial_failed(&addr, &e);
             }
+            let error = Arc::new(e);
+            inner.backoff.lock().expect("lock").failed(
+                &addr,
+                error.clone(),
+                std::time::Instant::now(),
+            );
             Err(DialError::Failed {
                 peer: expected,
-                attempts: vec![DialAttempt {
-                    addr,
-                    error: Arc::new(e),
-                }],
+                attempts: vec![DialAttempt { addr, error }],
             })
         }
     }
 }
 
-/// Resolves the names in `addr` and dials what they stand for, one address after another,
-/// until one works. Each resolved address is checked against the peer it names (`/dnsaddr`
-/// records end in `/p2p/<id>`), or else against the one `addr` named.
+/// Resolves the names in `addr` and races what they stand for. Each resolved address is
+/// checked against the peer it names (`/dnsaddr` records end in `/p2p/<id>`), or else
+/// against the one `addr` named.
 #[cfg(feature = "dns")]
-async fn dial_resolved(
+async fn connect_resolved(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
-) -> Result<Arc<Conn>, DialError> {
+) -> Result<Connected, DialError> {
     let resolved = match inner.dns.resolve(&addr).await {
         Ok(list) => list,
         Err(e) => {
@@ -1125,60 +1240,19 @@ async fn dial_resolved(
             });
         }
     };
-    let mut attempts = Vec::new();
-    let mut supported = false;
-    for candidate in resolved {
+    let candidates: Vec<Multiaddr> = resolved
+        .into_iter()
         // The resolver never returns a name; dialing one here would need another round.
-        if libp2p_dns::needs_resolving(&candidate) {
-            continue;
-        }
-        let candidate = match (split_peer_id(&candidate).1, expected) {
-            (None, Some(peer)) => candidate.with(Protocol::P2p(peer)),
-            _ => candidate,
-        };
-        let peer = split_peer_id(&candidate).1;
-        match dial_direct(inner, candidate, peer).await {
-            Ok(conn) => return Ok(conn),
-            Err(DialError::Failed { attempts: a, .. }) => {
-                supported = true;
-                attempts.extend(a);
-            }
-            Err(DialError::UnsupportedAddress { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if !supported {
-        return Err(DialError::UnsupportedAddress { addr });
-    }
-    Err(DialError::Failed {
-        peer: expected,
-        attempts,
+        .filter(|c| !libp2p_dns::needs_resolving(c))
+        .map(|c| match (split_peer_id(&c).1, expected) {
+            (None, Some(peer)) => c.with(Protocol::P2p(peer)),
+            _ => c,
+        })
+        .collect();
+    race_addrs(inner, candidates, expected, || DialError::UnsupportedAddress {
+        addr,
     })
-}
-
-/// Dials `peer` at its known addresses, one after another, until one works.
-async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialError> {
-    let addrs = inner.peerstore.addrs(&peer);
-    if addrs.is_empty() {
-        return Err(DialError::NoAddresses { peer });
-    }
-    let mut attempts = Vec::new();
-    for addr in addrs {
-        let full = addr.with(Protocol::P2p(peer));
-        match dial_addr(&inner, full, Some(peer)).await {
-            Ok(conn) => return Ok(conn),
-            Err(DialError::Failed { attempts: a, .. }) => attempts.extend(a),
-            Err(DialError::UnsupportedAddress { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if attempts.is_empty() {
-        return Err(DialError::NoAddresses { peer });
-    }
-    Err(DialError::Failed {
-        peer: Some(peer),
-        attempts,
-    })
+    .await
 }
 
 fn connection_count(inner: &Inner) -> usize {

@@ -59,6 +59,7 @@
 
 mod config;
 mod context;
+pub mod dial;
 mod erased;
 mod error;
 mod host;
@@ -70,7 +71,7 @@ pub mod request_response;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub use config::HostConfig;
+pub use config::{DialConfig, HostConfig};
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
 pub use libp2p_core::{
