@@ -194,8 +194,11 @@ pub struct HostBuilder {
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Metrics>,
     tcp: bool,
+    /// Listen on TCP and QUIC at these.
+    listen_ips: Vec<(std::net::IpAddr, u16)>,
+    /// QUIC asked for (`with_quic`), left out (`without_quic`), or as the default has it.
     #[cfg(feature = "quic")]
-    quic: bool,
+    quic: Option<bool>,
     #[cfg(feature = "websocket")]
     websocket: bool,
     #[cfg(feature = "secio")]
@@ -241,8 +244,8 @@ impl HostBuilder {
         self
     }
 
-    /// Adds the default TCP stack (noise, then secio and mplex where enabled; yamux), beside
-    /// the transports given. `build` adds it by itself when no transport was given.
+    /// Adds the default TCP stack (noise, then TLS and secio where enabled; yamux, then mplex
+    /// where enabled), beside the transports given. `build` adds it by itself when no transport was given.
     #[cfg(feature = "default-stack")]
     pub fn with_tcp(mut self) -> Self {
         self.tcp = true;
@@ -251,10 +254,26 @@ impl HostBuilder {
 
     /// Adds QUIC (`/udp/P/quic-v1`, TLS 1.3 and QUIC's own streams) beside the default TCP
     /// stack: the host listens on both kinds of address and dials each with its own transport.
+    /// Part of the default stack already; this adds both beside transports given by hand.
     #[cfg(feature = "quic")]
     pub fn with_quic(mut self) -> Self {
-        self.quic = true;
+        self.quic = Some(true);
         self.tcp = true;
+        self
+    }
+
+    /// Leaves QUIC out of the default stack (TCP only).
+    #[cfg(feature = "quic")]
+    pub fn without_quic(mut self) -> Self {
+        self.quic = Some(false);
+        self
+    }
+
+    /// Listens on `ip` at `port` with every transport of the default stack: TCP
+    /// (`/ip4/<ip>/tcp/<port>`) and, where QUIC is on, QUIC (`/ip4/<ip>/udp/<port>/quic-v1`).
+    /// With port 0 each gets a port of its own; [`Host::listen_addrs`] reports both.
+    pub fn listen_on_ip(mut self, ip: std::net::IpAddr, port: u16) -> Self {
+        self.listen_ips.push((ip, port));
         self
     }
 
@@ -307,17 +326,37 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host on the transports given, or on the default TCP stack (noise, yamux)
-    /// when none was given; starts identify, ping and the services; listens on the config's
-    /// addresses. Every listen address is known when it returns.
+    /// Builds the host on the transports given, or on the default stack when none was given
+    /// (TCP with noise then TLS, and yamux; QUIC beside it); starts identify, ping and the
+    /// services; listens on the config's addresses. Every listen address is known when it
+    /// returns.
     pub async fn build(mut self) -> Result<Host, ListenError> {
+        let default = self.transports.is_empty();
         #[cfg(feature = "default-stack")]
-        if self.tcp || self.transports.is_empty() {
+        if self.tcp || default {
             let tcp = self.default_tcp();
             self.transports.push(tcp);
         }
         #[cfg(feature = "quic")]
-        if self.quic {
+        let quic = self.quic.unwrap_or(default);
+        #[cfg(not(feature = "quic"))]
+        let quic = false;
+        for (ip, port) in std::mem::take(&mut self.listen_ips) {
+            let ip = match ip {
+                std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+                std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+            };
+            let base = Multiaddr::empty().with(ip);
+            self.config
+                .listen_addrs
+                .push(base.clone().with(Protocol::Tcp(port)));
+            if quic {
+                let addr = base.with(Protocol::Udp(port)).with(Protocol::QuicV1);
+                self.config.listen_addrs.push(addr);
+            }
+        }
+        #[cfg(feature = "quic")]
+        if quic {
             let config = libp2p_quic::Config::default()
                 .with_handshake_timeout(self.config.handshake_timeout);
             let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
@@ -352,6 +391,9 @@ impl HostBuilder {
             .upgrade()
             .timeout(self.config.handshake_timeout);
         let noise = libp2p_noise::Noise::new(self.key.clone());
+        // TLS after noise: the names offered in this order, the remote picks the first it has.
+        #[cfg(feature = "tls")]
+        let noise = (noise, libp2p_tls::Tls::new(self.key.clone()));
         let yamux = libp2p_yamux::Yamux::default();
         #[cfg(feature = "secio")]
         let secio = self
@@ -446,8 +488,9 @@ impl Host {
             #[cfg(feature = "metrics")]
             metrics: None,
             tcp: false,
+            listen_ips: Vec::new(),
             #[cfg(feature = "quic")]
-            quic: false,
+            quic: None,
             #[cfg(feature = "websocket")]
             websocket: false,
             #[cfg(feature = "secio")]
