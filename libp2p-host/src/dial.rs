@@ -175,7 +175,10 @@ pub fn rank(addrs: Vec<Multiaddr>, config: &DialConfig) -> Vec<ScheduledDial> {
     let mut rest = addrs.as_slice();
     while let Some((first, _)) = rest.first() {
         let group = first.group;
-        let end = rest.iter().position(|(t, _)| t.group != group).unwrap_or(rest.len());
+        let end = rest
+            .iter()
+            .position(|(t, _)| t.group != group)
+            .unwrap_or(rest.len());
         let (members, tail) = rest.split_at(end);
         rest = tail;
         let step = step(group, config);
@@ -405,15 +408,21 @@ mod tests {
     }
 
     fn plan(addrs: &[&str]) -> Vec<(String, u64)> {
-        rank(addrs.iter().map(|a| ma(a)).collect(), &DialConfig::default())
-            .into_iter()
-            .map(|d| (d.addr.to_string(), d.delay.as_millis() as u64))
-            .collect()
+        rank(
+            addrs.iter().map(|a| ma(a)).collect(),
+            &DialConfig::default(),
+        )
+        .into_iter()
+        .map(|d| (d.addr.to_string(), d.delay.as_millis() as u64))
+        .collect()
     }
 
     #[test]
     fn groups() {
-        assert_eq!(AddrGroup::of(&ma("/ip4/127.0.0.1/tcp/1")), AddrGroup::Loopback);
+        assert_eq!(
+            AddrGroup::of(&ma("/ip4/127.0.0.1/tcp/1")),
+            AddrGroup::Loopback
+        );
         assert_eq!(AddrGroup::of(&ma("/ip6/::1/tcp/1")), AddrGroup::Loopback);
         for private in [
             "/ip4/10.1.2.3/tcp/1",
@@ -427,10 +436,17 @@ mod tests {
         ] {
             assert_eq!(AddrGroup::of(&ma(private)), AddrGroup::Private, "{private}");
         }
-        for public in ["/ip4/1.2.3.4/tcp/1", "/ip4/100.128.0.1/tcp/1", "/ip6/2001:db8::1/tcp/1"] {
+        for public in [
+            "/ip4/1.2.3.4/tcp/1",
+            "/ip4/100.128.0.1/tcp/1",
+            "/ip6/2001:db8::1/tcp/1",
+        ] {
             assert_eq!(AddrGroup::of(&ma(public)), AddrGroup::Public, "{public}");
         }
-        assert_eq!(AddrGroup::of(&ma("/dns4/example.com/tcp/1")), AddrGroup::Other);
+        assert_eq!(
+            AddrGroup::of(&ma("/dns4/example.com/tcp/1")),
+            AddrGroup::Other
+        );
         assert_eq!(AddrGroup::of(&ma("/memory/5")), AddrGroup::Other);
     }
 
@@ -469,7 +485,10 @@ mod tests {
             ..DialConfig::default()
         };
         let r = rank(
-            vec![ma("/ip4/127.0.0.1/tcp/4001"), ma("/ip4/127.0.0.1/udp/4001/quic-v1")],
+            vec![
+                ma("/ip4/127.0.0.1/tcp/4001"),
+                ma("/ip4/127.0.0.1/udp/4001/quic-v1"),
+            ],
             &config,
         );
         assert_eq!(r[1].delay, ms(100));
@@ -625,7 +644,11 @@ mod tests {
     async fn race_failure_brings_the_next_forward() {
         let begin = tokio::time::Instant::now();
         let result = race(
-            sched(&[("/memory/1", 0), ("/memory/2", 60_000), ("/memory/3", 60_001)]),
+            sched(&[
+                ("/memory/1", 0),
+                ("/memory/2", 60_000),
+                ("/memory/3", 60_001),
+            ]),
             8,
             |addr: Multiaddr| async move {
                 if addr == ma("/memory/3") {

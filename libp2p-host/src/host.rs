@@ -245,7 +245,8 @@ impl HostBuilder {
     }
 
     /// Adds the default TCP stack (noise, then TLS and secio where enabled; yamux, then mplex
-    /// where enabled), beside the transports given. `build` adds it by itself when no transport was given.
+    /// where enabled), beside the transports given. `build` adds it by itself when no
+    /// transport was given.
     #[cfg(feature = "default-stack")]
     pub fn with_tcp(mut self) -> Self {
         self.tcp = true;
@@ -1202,8 +1203,7 @@ fn connect_any(
 ) -> BoxFuture<'static, Result<Connected, DialError>> {
     async move {
         #[cfg(feature = "dns")]
-        if libp2p_dns::needs_resolving(&addr)
-            && !inner.transports.iter().any(|t| t.can_dial(&addr))
+        if libp2p_dns::needs_resolving(&addr) && !inner.transports.iter().any(|t| t.can_dial(&addr))
         {
             return connect_resolved(&inner, addr, expected).await;
         }
@@ -1292,8 +1292,8 @@ async fn connect_resolved(
             _ => c,
         })
         .collect();
-    race_addrs(inner, candidates, expected, || DialError::UnsupportedAddress {
-        addr,
+    race_addrs(inner, candidates, expected, || {
+        DialError::UnsupportedAddress { addr }
     })
     .await
 }

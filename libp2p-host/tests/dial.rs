@@ -53,7 +53,9 @@ fn security(a: &Host, b: PeerId) -> String {
 fn silent_udp() -> (std::net::UdpSocket, Multiaddr) {
     let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     let port = socket.local_addr().unwrap().port();
-    let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1").parse().unwrap();
+    let addr = format!("/ip4/127.0.0.1/udp/{port}/quic-v1")
+        .parse()
+        .unwrap();
     (socket, addr)
 }
 
