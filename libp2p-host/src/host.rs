@@ -338,6 +338,8 @@ impl HostBuilder {
             let tcp = self.default_tcp();
             self.transports.push(tcp);
         }
+        #[cfg(not(feature = "default-stack"))]
+        let _ = default;
         #[cfg(feature = "quic")]
         let quic = self.quic.unwrap_or(default);
         #[cfg(not(feature = "quic"))]
