@@ -512,7 +512,17 @@ pub enum DialError {
     Failed {
         /// The peer, when it was known before the dial.
         peer: Option<PeerId>,
-        /// Each address tried, in order, and why it failed.
+        /// Each address tried and why it failed, in the order the failures came (a host dials
+        /// several addresses at once).
+        attempts: Vec<DialAttempt>,
+    },
+    /// Every address of the peer failed a little while ago and is still backed off, so none
+    /// was dialed; each comes with the error that put it there.
+    #[error("every address is backed off after failing: {}", describe(attempts))]
+    BackedOff {
+        /// The peer.
+        peer: PeerId,
+        /// Each address and its last failure.
         attempts: Vec<DialAttempt>,
     },
     /// The address names our own peer id, or the remote turned out to be us.
@@ -549,7 +559,7 @@ fn describe(attempts: &[DialAttempt]) -> String {
 impl Classify for DialError {
     fn fault(&self) -> Fault {
         match self {
-            DialError::Failed { attempts, .. } => attempts
+            DialError::Failed { attempts, .. } | DialError::BackedOff { attempts, .. } => attempts
                 .last()
                 .map(|a| a.error.fault())
                 .unwrap_or(Fault::Local),

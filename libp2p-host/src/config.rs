@@ -108,6 +108,78 @@ pub struct HostConfig {
     /// no byte accepted for a minute means a remote that stopped reading.
     #[serde(with = "secs")]
     pub muxer_write_timeout: Duration,
+    /// How a peer with several addresses is dialed: the ranking delays, the deadline of one
+    /// address, and the back-off of addresses that failed.
+    pub dial: DialConfig,
+}
+
+/// Settings of the dialer: when each of a peer's addresses is tried (see
+/// [`rank`](crate::dial::rank)), how long one may take, and how long a failed one is left
+/// alone.
+///
+/// Addresses fall into groups (loopback, private, public, others). The groups start at once,
+/// side by side; within a group QUIC addresses go first, the first at once and the next each
+/// one group delay later, and TCP addresses start one group delay after the last QUIC one. A
+/// failed attempt with nothing else in flight brings the next one forward to now; the first
+/// connection made wins and the attempts still running are dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+#[non_exhaustive]
+pub struct DialConfig {
+    /// The step between attempts on loopback addresses. Default 0: a loopback dial connects
+    /// or is refused within a millisecond, so nothing is gained by waiting (a QUIC and a TCP
+    /// loopback address of one peer are then raced, QUIC started first).
+    #[serde(with = "secs")]
+    pub loopback_delay: Duration,
+    /// The step between attempts on private addresses (RFC 1918, CGNAT, link-local, IPv6
+    /// unique local). Default 30 ms, go-libp2p's: about one round trip on a local network.
+    #[serde(with = "secs")]
+    pub private_delay: Duration,
+    /// The step between attempts on public addresses and on those that are not IP addresses
+    /// (names, memory). Default 250 ms, go-libp2p's, from Happy Eyeballs (RFC 8305): a rough
+    /// round trip across the internet, after which a second attempt is worth its cost.
+    #[serde(with = "secs")]
+    pub public_delay: Duration,
+    /// Bound on one address's attempt: connecting, the security and muxer handshakes. Default
+    /// 20 s, the bound each address had before dials ran concurrently: an RSA handshake
+    /// across the world fits, and a black-holed TCP connect (which the kernel retries for
+    /// about two minutes) is given up well before.
+    #[serde(with = "secs")]
+    pub address_timeout: Duration,
+    /// Most attempts in flight at once in one dial; later ones wait for a slot. Default 8,
+    /// go-libp2p's per-peer limit: a peer announcing dozens of addresses costs at most this
+    /// many sockets and handshakes at a time.
+    pub max_parallel: usize,
+    /// How long an address that failed is left out of dials to its peer, after its first
+    /// failure; each further failure in a row doubles it. Default 5 s (go-libp2p's base): a
+    /// peer restarting is back soon, an application dialing in a loop does not hammer it.
+    /// Zero turns back-off off. An explicit [`Host::dial`](crate::Host::dial) of an address
+    /// always tries it (and records the outcome).
+    #[serde(with = "secs")]
+    pub backoff: Duration,
+    /// The longest back-off. Default 5 min (go-libp2p's): a peer gone for good is tried a
+    /// few times an hour.
+    #[serde(with = "secs")]
+    pub backoff_max: Duration,
+    /// Most addresses remembered as backed off; when full, expired entries go first, then
+    /// the one closest to expiring. Default 1,024: a node's working set of unreachable
+    /// addresses, at about 200 bytes each.
+    pub backoff_entries: usize,
+}
+
+impl Default for DialConfig {
+    fn default() -> Self {
+        DialConfig {
+            loopback_delay: Duration::ZERO,
+            private_delay: Duration::from_millis(30),
+            public_delay: Duration::from_millis(250),
+            address_timeout: Duration::from_secs(20),
+            max_parallel: 8,
+            backoff: Duration::from_secs(5),
+            backoff_max: Duration::from_secs(300),
+            backoff_entries: 1024,
+        }
+    }
 }
 
 impl Default for HostConfig {
@@ -135,6 +207,7 @@ impl Default for HostConfig {
             connection_manager: ConnectionManagerConfig::default(),
             resources: ResourceLimits::default(),
             muxer_write_timeout: Duration::from_secs(60),
+            dial: DialConfig::default(),
         }
     }
 }
@@ -161,6 +234,11 @@ mod tests {
         assert_eq!(partial.negotiation_timeout, Duration::from_secs(10));
         assert!(serde_json::from_str::<HostConfig>(r#"{"max_conections": 3}"#).is_err());
         assert!(serde_json::from_str::<HostConfig>(r#"{"handshake_timeout": -1}"#).is_err());
+        let dial: HostConfig =
+            serde_json::from_str(r#"{"dial": {"public_delay": 0.1, "max_parallel": 2}}"#).unwrap();
+        assert_eq!(dial.dial.public_delay, Duration::from_millis(100));
+        assert_eq!(dial.dial.max_parallel, 2);
+        assert_eq!(dial.dial.private_delay, Duration::from_millis(30));
     }
 
     #[test]

@@ -125,6 +125,8 @@ pub(crate) struct Inner {
     table: RwLock<Table>,
     conns: Mutex<HashMap<PeerId, Vec<Arc<Conn>>>>,
     dials: Mutex<HashMap<PeerId, (u64, DialFuture)>>,
+    /// Addresses that failed, left out of peer dials for a while.
+    backoff: Mutex<crate::dial::Backoff>,
     peerstore: Arc<Peerstore>,
     listen_addrs: RwLock<Vec<Multiaddr>>,
     /// Listener and service tasks, ended with the host.
@@ -209,8 +211,11 @@ pub struct HostBuilder {
     #[cfg(feature = "metrics")]
     metrics: Option<crate::metrics::Metrics>,
     tcp: bool,
+    /// Listen on TCP and QUIC at these.
+    listen_ips: Vec<(std::net::IpAddr, u16)>,
+    /// QUIC asked for (`with_quic`), left out (`without_quic`), or as the default has it.
     #[cfg(feature = "quic")]
-    quic: bool,
+    quic: Option<bool>,
     #[cfg(feature = "websocket")]
     websocket: bool,
     #[cfg(feature = "secio")]
@@ -256,8 +261,9 @@ impl HostBuilder {
         self
     }
 
-    /// Adds the default TCP stack (noise, then secio and mplex where enabled; yamux), beside
-    /// the transports given. `build` adds it by itself when no transport was given.
+    /// Adds the default TCP stack (noise, then TLS and secio where enabled; yamux, then mplex
+    /// where enabled), beside the transports given. `build` adds it by itself when no
+    /// transport was given.
     #[cfg(feature = "default-stack")]
     pub fn with_tcp(mut self) -> Self {
         self.tcp = true;
@@ -266,10 +272,26 @@ impl HostBuilder {
 
     /// Adds QUIC (`/udp/P/quic-v1`, TLS 1.3 and QUIC's own streams) beside the default TCP
     /// stack: the host listens on both kinds of address and dials each with its own transport.
+    /// Part of the default stack already; this adds both beside transports given by hand.
     #[cfg(feature = "quic")]
     pub fn with_quic(mut self) -> Self {
-        self.quic = true;
+        self.quic = Some(true);
         self.tcp = true;
+        self
+    }
+
+    /// Leaves QUIC out of the default stack (TCP only).
+    #[cfg(feature = "quic")]
+    pub fn without_quic(mut self) -> Self {
+        self.quic = Some(false);
+        self
+    }
+
+    /// Listens on `ip` at `port` with every transport of the default stack: TCP
+    /// (`/ip4/<ip>/tcp/<port>`) and, where QUIC is on, QUIC (`/ip4/<ip>/udp/<port>/quic-v1`).
+    /// With port 0 each gets a port of its own; [`Host::listen_addrs`] reports both.
+    pub fn listen_on_ip(mut self, ip: std::net::IpAddr, port: u16) -> Self {
+        self.listen_ips.push((ip, port));
         self
     }
 
@@ -322,17 +344,39 @@ impl HostBuilder {
         self
     }
 
-    /// Builds the host on the transports given, or on the default TCP stack (noise, yamux)
-    /// when none was given; starts identify, ping and the services; listens on the config's
-    /// addresses. Every listen address is known when it returns.
+    /// Builds the host on the transports given, or on the default stack when none was given
+    /// (TCP with noise then TLS, and yamux; QUIC beside it); starts identify, ping and the
+    /// services; listens on the config's addresses. Every listen address is known when it
+    /// returns.
     pub async fn build(mut self) -> Result<Host, ListenError> {
+        let default = self.transports.is_empty();
         #[cfg(feature = "default-stack")]
-        if self.tcp || self.transports.is_empty() {
+        if self.tcp || default {
             let tcp = self.default_tcp();
             self.transports.push(tcp);
         }
+        #[cfg(not(feature = "default-stack"))]
+        let _ = default;
         #[cfg(feature = "quic")]
-        if self.quic {
+        let quic = self.quic.unwrap_or(default);
+        #[cfg(not(feature = "quic"))]
+        let quic = false;
+        for (ip, port) in std::mem::take(&mut self.listen_ips) {
+            let ip = match ip {
+                std::net::IpAddr::V4(ip) => Protocol::Ip4(ip),
+                std::net::IpAddr::V6(ip) => Protocol::Ip6(ip),
+            };
+            let base = Multiaddr::empty().with(ip);
+            self.config
+                .listen_addrs
+                .push(base.clone().with(Protocol::Tcp(port)));
+            if quic {
+                let addr = base.with(Protocol::Udp(port)).with(Protocol::QuicV1);
+                self.config.listen_addrs.push(addr);
+            }
+        }
+        #[cfg(feature = "quic")]
+        if quic {
             let config = libp2p_quic::Config::default()
                 .with_handshake_timeout(self.config.handshake_timeout);
             let quic = libp2p_quic::QuicTransport::with_config(self.key.clone(), config);
@@ -375,6 +419,9 @@ impl HostBuilder {
             .upgrade()
             .timeout(self.config.handshake_timeout);
         let noise = libp2p_noise::Noise::new(self.key.clone());
+        // TLS after noise: the names offered in this order, the remote picks the first it has.
+        #[cfg(feature = "tls")]
+        let noise = (noise, libp2p_tls::Tls::new(self.key.clone()));
         let yamux = self.yamux();
         #[cfg(feature = "secio")]
         let secio = self
@@ -421,6 +468,7 @@ impl HostBuilder {
             table: RwLock::default(),
             conns: Mutex::default(),
             dials: Mutex::default(),
+            backoff: Mutex::new(crate::dial::Backoff::new(&self.config.dial)),
             peerstore: Arc::default(),
             listen_addrs: RwLock::default(),
             tasks: Mutex::default(),
@@ -484,8 +532,9 @@ impl Host {
             #[cfg(feature = "metrics")]
             metrics: None,
             tcp: false,
+            listen_ips: Vec::new(),
             #[cfg(feature = "quic")]
-            quic: false,
+            quic: None,
             #[cfg(feature = "websocket")]
             websocket: false,
             #[cfg(feature = "secio")]
@@ -1134,12 +1183,55 @@ async fn open_on(
     }
 }
 
-/// Dials one address; `expected` is the peer it names, if any.
+/// Dials one address; `expected` is the peer it names, if any. A name in it is resolved and
+/// what it stands for raced (see [`crate::dial`]); an explicit dial ignores back-off.
 async fn dial_addr(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
 ) -> Result<Arc<Conn>, DialError> {
+    admit_dial(inner)?;
+    let connected = connect_any(inner.clone(), addr, expected).await?;
+    finish_dial(inner, connected)
+}
+
+/// Dials `peer` at its known addresses, ranked and raced (see [`crate::dial`]); addresses
+/// still backed off after failing are left out.
+async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialError> {
+    admit_dial(&inner)?;
+    let addrs = inner.peerstore.addrs(&peer);
+    if addrs.is_empty() {
+        return Err(DialError::NoAddresses { peer });
+    }
+    let mut candidates = Vec::with_capacity(addrs.len());
+    let mut backed_off = Vec::new();
+    {
+        let now = std::time::Instant::now();
+        let mut backoff = inner.backoff.lock().expect("lock");
+        for addr in addrs {
+            let full = addr.with(Protocol::P2p(peer));
+            match backoff.check(&full, now) {
+                Some(error) => backed_off.push(DialAttempt { addr: full, error }),
+                None => candidates.push(full),
+            }
+        }
+    }
+    if candidates.is_empty() {
+        tracing::debug!(%peer, addrs = backed_off.len(), "every address backed off");
+        return Err(DialError::BackedOff {
+            peer,
+            attempts: backed_off,
+        });
+    }
+    let connected = race_addrs(&inner, candidates, Some(peer), || DialError::NoAddresses {
+        peer,
+    })
+    .await?;
+    finish_dial(&inner, connected)
+}
+
+/// Checks that a dial may start at all.
+fn admit_dial(inner: &Inner) -> Result<(), DialError> {
     if inner.is_closed() {
         return Err(DialError::Closed);
     }
@@ -1148,19 +1240,88 @@ async fn dial_addr(
             limit: inner.config.max_connections,
         });
     }
-    #[cfg(feature = "dns")]
-    if libp2p_dns::needs_resolving(&addr) && !inner.transports.iter().any(|t| t.can_dial(&addr)) {
-        return dial_resolved(inner, addr, expected).await;
-    }
-    dial_direct(inner, addr, expected).await
+    Ok(())
 }
 
-/// Dials an address a transport of the host can take as it is (no name in it).
-async fn dial_direct(
+/// Takes the connection a dial made into the pool (or refuses one that reached ourselves).
+fn finish_dial(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>, DialError> {
+    if connected.peer == inner.peer_id {
+        let muxer = connected.muxer.clone();
+        tokio::spawn(async move { muxer.close().await });
+        return Err(DialError::DialSelf);
+    }
+    add_connection(inner, connected)
+}
+
+/// Ranks `addrs` and races them (see [`crate::dial`]); each address is checked against the
+/// peer it names, else against `expected`. `none` is the error when no transport could take
+/// any of them.
+async fn race_addrs(
+    inner: &Arc<Inner>,
+    addrs: Vec<Multiaddr>,
+    expected: Option<PeerId>,
+    none: impl FnOnce() -> DialError,
+) -> Result<Connected, DialError> {
+    use crate::dial::{race, rank, Outcome, RaceError};
+    let config = &inner.config.dial;
+    let schedule = rank(addrs, config);
+    let result = race(schedule, config.max_parallel, |addr| {
+        let peer = split_peer_id(&addr).1.or(expected);
+        connect_any(inner.clone(), addr, peer).map(|r| match r {
+            Ok(connected) => Outcome::Won(connected),
+            Err(e @ (DialError::Failed { .. } | DialError::UnsupportedAddress { .. })) => {
+                Outcome::Failed(e)
+            }
+            Err(e) => Outcome::Abort(e),
+        })
+    })
+    .await;
+    let errors = match result {
+        Ok(connected) => return Ok(connected),
+        Err(RaceError::Aborted(e)) => return Err(e),
+        Err(RaceError::AllFailed(errors)) => errors,
+    };
+    let attempts: Vec<DialAttempt> = errors
+        .into_iter()
+        .flat_map(|e| match e {
+            DialError::Failed { attempts, .. } => attempts,
+            _ => Vec::new(),
+        })
+        .collect();
+    if attempts.is_empty() {
+        return Err(none());
+    }
+    Err(DialError::Failed {
+        peer: expected,
+        attempts,
+    })
+}
+
+/// Connects to one address, resolving a name in it first when no transport takes it as it
+/// is. Boxed: a name's addresses are raced in turn.
+fn connect_any(
+    inner: Arc<Inner>,
+    addr: Multiaddr,
+    expected: Option<PeerId>,
+) -> BoxFuture<'static, Result<Connected, DialError>> {
+    async move {
+        #[cfg(feature = "dns")]
+        if libp2p_dns::needs_resolving(&addr) && !inner.transports.iter().any(|t| t.can_dial(&addr))
+        {
+            return connect_resolved(&inner, addr, expected).await;
+        }
+        connect_direct(&inner, addr, expected).await
+    }
+    .boxed()
+}
+
+/// Connects to an address a transport of the host can take as it is (no name in it), within
+/// the per-address deadline, and records the outcome in the back-off table.
+async fn connect_direct(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
-) -> Result<Arc<Conn>, DialError> {
+) -> Result<Connected, DialError> {
     let transport = inner
         .transports
         .iter()
@@ -1172,18 +1333,14 @@ async fn dial_direct(
         m.dial(&addr);
     }
     let span = tracing::debug_span!("dial", %addr);
-    // The host's handshake timeout bounds every stack, also one built by hand with its own.
-    let limit = inner.config.handshake_timeout;
+    // The per-address deadline bounds every stack, also one built by hand with its own.
+    let limit = inner.config.dial.address_timeout;
     let dial = tokio::time::timeout(limit, transport.dial(addr.clone()).instrument(span))
         .map(move |r| r.unwrap_or(Err(libp2p_core::TransportError::Timeout(limit))));
     match dial.await {
         Ok(connected) => {
-            if connected.peer == inner.peer_id {
-                let muxer = connected.muxer.clone();
-                tokio::spawn(async move { muxer.close().await });
-                return Err(DialError::DialSelf);
-            }
-            add_connection(inner, connected)
+            inner.backoff.lock().expect("lock").succeeded(&addr);
+            Ok(connected)
         }
         Err(e) => {
             tracing::debug!(%addr, error = %e, "dial failed");
@@ -1191,26 +1348,29 @@ async fn dial_direct(
             if let Some(m) = &inner.metrics {
                 m.dial_failed(&addr, &e);
             }
+            let error = Arc::new(e);
+            inner.backoff.lock().expect("lock").failed(
+                &addr,
+                error.clone(),
+                std::time::Instant::now(),
+            );
             Err(DialError::Failed {
                 peer: expected,
-                attempts: vec![DialAttempt {
-                    addr,
-                    error: Arc::new(e),
-                }],
+                attempts: vec![DialAttempt { addr, error }],
             })
         }
     }
 }
 
-/// Resolves the names in `addr` and dials what they stand for, one address after another,
-/// until one works. Each resolved address is checked against the peer it names (`/dnsaddr`
-/// records end in `/p2p/<id>`), or else against the one `addr` named.
+/// Resolves the names in `addr` and races what they stand for. Each resolved address is
+/// checked against the peer it names (`/dnsaddr` records end in `/p2p/<id>`), or else
+/// against the one `addr` named.
 #[cfg(feature = "dns")]
-async fn dial_resolved(
+async fn connect_resolved(
     inner: &Arc<Inner>,
     addr: Multiaddr,
     expected: Option<PeerId>,
-) -> Result<Arc<Conn>, DialError> {
+) -> Result<Connected, DialError> {
     let resolved = match inner.dns.resolve(&addr).await {
         Ok(list) => list,
         Err(e) => {
@@ -1227,60 +1387,19 @@ async fn dial_resolved(
             });
         }
     };
-    let mut attempts = Vec::new();
-    let mut supported = false;
-    for candidate in resolved {
+    let candidates: Vec<Multiaddr> = resolved
+        .into_iter()
         // The resolver never returns a name; dialing one here would need another round.
-        if libp2p_dns::needs_resolving(&candidate) {
-            continue;
-        }
-        let candidate = match (split_peer_id(&candidate).1, expected) {
-            (None, Some(peer)) => candidate.with(Protocol::P2p(peer)),
-            _ => candidate,
-        };
-        let peer = split_peer_id(&candidate).1;
-        match dial_direct(inner, candidate, peer).await {
-            Ok(conn) => return Ok(conn),
-            Err(DialError::Failed { attempts: a, .. }) => {
-                supported = true;
-                attempts.extend(a);
-            }
-            Err(DialError::UnsupportedAddress { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if !supported {
-        return Err(DialError::UnsupportedAddress { addr });
-    }
-    Err(DialError::Failed {
-        peer: expected,
-        attempts,
+        .filter(|c| !libp2p_dns::needs_resolving(c))
+        .map(|c| match (split_peer_id(&c).1, expected) {
+            (None, Some(peer)) => c.with(Protocol::P2p(peer)),
+            _ => c,
+        })
+        .collect();
+    race_addrs(inner, candidates, expected, || {
+        DialError::UnsupportedAddress { addr }
     })
-}
-
-/// Dials `peer` at its known addresses, one after another, until one works.
-async fn dial_peer(inner: Arc<Inner>, peer: PeerId) -> Result<Arc<Conn>, DialError> {
-    let addrs = inner.peerstore.addrs(&peer);
-    if addrs.is_empty() {
-        return Err(DialError::NoAddresses { peer });
-    }
-    let mut attempts = Vec::new();
-    for addr in addrs {
-        let full = addr.with(Protocol::P2p(peer));
-        match dial_addr(&inner, full, Some(peer)).await {
-            Ok(conn) => return Ok(conn),
-            Err(DialError::Failed { attempts: a, .. }) => attempts.extend(a),
-            Err(DialError::UnsupportedAddress { .. }) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    if attempts.is_empty() {
-        return Err(DialError::NoAddresses { peer });
-    }
-    Err(DialError::Failed {
-        peer: Some(peer),
-        attempts,
-    })
+    .await
 }
 
 fn connection_count(inner: &Inner) -> usize {

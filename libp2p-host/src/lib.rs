@@ -40,10 +40,17 @@
 //! `AsyncBufReadExt` with a `BufReader`); `Stream::into_futures` gives the `futures` traits
 //! instead.
 //!
-//! The default stack of [`HostBuilder::build`] is TCP with noise and yamux. secio and mplex
-//! are cargo features (`secio`, `mplex`) and one builder call away
-//! ([`HostBuilder::with_secio`], [`HostBuilder::with_mplex`]); any other stack goes to
-//! [`HostBuilder::transport`], several side by side.
+//! The default stack of [`HostBuilder::build`] is TCP, with noise then TLS 1.3 offered and
+//! yamux, and QUIC beside it (cargo features `tls` and `quic`, on by default;
+//! [`HostBuilder::without_quic`] leaves QUIC out); [`HostBuilder::listen_on_ip`] listens on
+//! both with one call. secio and mplex are cargo features (`secio`, `mplex`) and one builder
+//! call away ([`HostBuilder::with_secio`], [`HostBuilder::with_mplex`]); any other stack goes
+//! to [`HostBuilder::transport`], several side by side.
+//!
+//! A peer with several addresses is dialed the way go-libp2p dials it: the addresses are
+//! ranked ([`dial::rank`]: QUIC before TCP, loopback and private addresses before the
+//! slower public ones), started a little apart and raced; the first connection wins, and an
+//! address that failed is left alone for a while. [`DialConfig`] holds the delays.
 //!
 //! Limits: every table and queue is bounded by a field of [`HostConfig`]. Beside the
 //! connection limits, a [connection manager](connmgr) keeps the established connections
@@ -68,6 +75,7 @@
 mod config;
 pub mod connmgr;
 mod context;
+pub mod dial;
 mod erased;
 mod error;
 mod host;
@@ -80,7 +88,7 @@ pub mod resource;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub use config::HostConfig;
+pub use config::{DialConfig, HostConfig};
 pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};
