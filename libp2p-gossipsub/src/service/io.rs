@@ -102,7 +102,7 @@ pub(crate) struct WriterSetup {
     pub(crate) reports: mpsc::Sender<Report>,
 }
 
-/// Opens our outbound stream to `peer` and writes the RPCs of `queue` to it, those queued
+/// Opens our outbound stream to `peer` (on a live connection, never dialing) and writes the RPCs of `queue` to it, those queued
 /// together in one write, until the queue closes or a write fails or stalls.
 pub(crate) async fn write_stream(
     setup: WriterSetup,
@@ -118,7 +118,10 @@ pub(crate) async fn write_stream(
         write_timeout,
         reports,
     } = setup;
-    let opened = tokio::time::timeout(open_timeout, host.new_stream(peer, protocols)).await;
+    // Only on a live connection: our stream is wanted only while the peer is connected, and a
+    // writer started just as the peer left must not dial it back (the core would see a
+    // reconnection the peer never asked for).
+    let opened = tokio::time::timeout(open_timeout, host.new_stream_connected(peer, protocols)).await;
     let mut stream = match opened {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
