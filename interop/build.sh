@@ -8,6 +8,6 @@ echo "== building our peer"
 cargo build --release -p examples --bin peer
 echo "== building the rust-libp2p peer"
 cargo build --release --locked --manifest-path interop/rust-peer/Cargo.toml \
-  --target-dir interop/rust-peer/target
+  --target-dir interop/rust-peer/target --bin rust-peer
 echo "== setting up the py-libp2p peer"
 bash interop/py-peer/setup.sh
