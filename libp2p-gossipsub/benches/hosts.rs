@@ -12,7 +12,9 @@
 //! Knobs (environment): GS_HOSTS (comma-separated sizes, default "100,1000"), GS_LINKS (random
 //! links each host dials besides the one that keeps the graph connected, default 3), GS_RATE
 //! (messages a second, default 5), GS_MESSAGES (per run, default 30), GS_SIZE (payload bytes,
-//! default 256), GS_HEARTBEAT_MS (default 1000), GS_SEED (default 1).
+//! default 256), GS_HEARTBEAT_MS (default 1000), GS_SEED (default 1). A run ends five
+//! heartbeats after its last publication, or later while deliveries still arrive (at most a
+//! minute more).
 //!
 //! `cargo bench -p libp2p-gossipsub --bench hosts`
 
@@ -148,8 +150,20 @@ async fn run(
             eprintln!("publish {k}: {e}");
         }
     }
-    // Five heartbeats for gossip to finish what the mesh missed.
+    // Five heartbeats for gossip to finish what the mesh missed; then on while deliveries
+    // still come (a loaded machine lags), until two heartbeats pass without one, for at most
+    // a minute.
     tokio::time::sleep(knobs.heartbeat * 5).await;
+    let draining = Instant::now();
+    loop {
+        let before = deliveries.lock().unwrap().len();
+        tokio::time::sleep(knobs.heartbeat * 2).await;
+        if deliveries.lock().unwrap().len() == before
+            || draining.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+    }
     let (dups1, bytes1) = totals(nodes).await;
     let alive: Vec<usize> = (1..nodes.len()).filter(|i| nodes[*i].is_some()).collect();
     let all = deliveries.lock().unwrap().clone();
@@ -223,6 +237,9 @@ async fn scenario(n: usize, knobs: &Knobs) {
         .buffer_unordered(32)
         .collect::<Vec<()>>()
         .await;
+    let connected = connecting.elapsed();
+    // Five heartbeats for the meshes.
+    tokio::time::sleep(knobs.heartbeat * 5).await;
     let degree: usize = nodes
         .iter()
         .flatten()
@@ -232,11 +249,18 @@ async fn scenario(n: usize, knobs: &Knobs) {
         "ours n={n}: {} links, mean degree {:.1}, connected in {:.1} s",
         links.len(),
         degree as f64 / n as f64,
-        connecting.elapsed().as_secs_f64()
+        connected.as_secs_f64()
     );
-    // Five heartbeats for the meshes.
-    tokio::time::sleep(knobs.heartbeat * 5).await;
-    run(&format!("n={n}"), &mut nodes, &deliveries, knobs, start, 0, None).await;
+    run(
+        &format!("n={n}"),
+        &mut nodes,
+        &deliveries,
+        knobs,
+        start,
+        0,
+        None,
+    )
+    .await;
     let mut victims = Vec::new();
     while victims.len() < n / 10 {
         let v = 1 + rng.next(n - 1);
@@ -275,7 +299,10 @@ fn main() {
         .expect("a runtime");
     let sizes = std::env::var("GS_HOSTS").unwrap_or_else(|_| "100,1000".into());
     runtime.block_on(async {
-        for n in sizes.split(',').filter_map(|s| s.trim().parse::<usize>().ok()) {
+        for n in sizes
+            .split(',')
+            .filter_map(|s| s.trim().parse::<usize>().ok())
+        {
             scenario(n.max(2), &knobs).await;
         }
     });

@@ -718,7 +718,9 @@ fn outgoing_rpcs_are_packed_to_64_kib_under_a_1_mib_limit() {
     let author = Keypair::generate_ed25519();
     // 200 KB of messages in one RPC, within the 1 MiB we accept.
     let rpc = Rpc {
-        publish: (0..100).map(|n| signed(&author, n, &t, &[7; 2000])).collect(),
+        publish: (0..100)
+            .map(|n| signed(&author, n, &t, &[7; 2000]))
+            .collect(),
         ..Default::default()
     };
     r.handle_rpc(peers[0], rpc, now);
@@ -740,7 +742,13 @@ fn outgoing_rpcs_are_packed_to_64_kib_under_a_1_mib_limit() {
     let parts = parts_to(&drain(&mut r), peers[1]);
     let wanted: usize = parts
         .iter()
-        .map(|p| control(p).iwant.iter().map(|w| w.message_ids.len()).sum::<usize>())
+        .map(|p| {
+            control(p)
+                .iwant
+                .iter()
+                .map(|w| w.message_ids.len())
+                .sum::<usize>()
+        })
         .sum();
     assert!(wanted > 1500, "{wanted} ids asked for");
     assert!(parts.len() >= 2, "{} parts", parts.len());

@@ -125,7 +125,8 @@ pub(crate) async fn write_stream(
     // Only on a live connection: our stream is wanted only while the peer is connected, and a
     // writer started just as the peer left must not dial it back (the core would see a
     // reconnection the peer never asked for).
-    let opened = tokio::time::timeout(open_timeout, host.new_stream_connected(peer, protocols)).await;
+    let opened =
+        tokio::time::timeout(open_timeout, host.new_stream_connected(peer, protocols)).await;
     let mut stream = match opened {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {

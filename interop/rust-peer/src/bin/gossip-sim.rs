@@ -13,7 +13,8 @@
 //! Knobs (environment): GS_HOSTS (comma-separated sizes, default "100,1000"), GS_LINKS (random
 //! links each host dials besides the one that keeps the graph connected, default 3), GS_RATE
 //! (messages a second, default 5), GS_MESSAGES (per phase, default 30), GS_SIZE (payload
-//! bytes, default 256), GS_HEARTBEAT_MS (default 1000), GS_SEED (default 1).
+//! bytes, default 256), GS_HEARTBEAT_MS (default 1000), GS_SEED (default 1). A run ends five heartbeats
+//! after its last publication, or later while deliveries still arrive (at most a minute more).
 //!
 //! `cargo run --release --locked --bin gossip-sim` (in interop/rust-peer; interop/build.sh
 //! builds the `rust-peer` binary only)
@@ -276,8 +277,20 @@ async fn phase(
         let publisher = hosts[0].as_ref().expect("the publisher lives");
         let _ = publisher.commands.send(Command::Publish(data)).await;
     }
-    // Five heartbeats for gossip to finish what the mesh missed.
+    // Five heartbeats for gossip to finish what the mesh missed; then on while deliveries
+    // still come (a loaded machine lags), until two heartbeats pass without one, for at most
+    // a minute.
     tokio::time::sleep(knobs.heartbeat * 5).await;
+    let draining = Instant::now();
+    loop {
+        let before = shared.deliveries.lock().unwrap().len();
+        tokio::time::sleep(knobs.heartbeat * 2).await;
+        if shared.deliveries.lock().unwrap().len() == before
+            || draining.elapsed() > Duration::from_secs(60)
+        {
+            break;
+        }
+    }
     let alive: Vec<usize> = (1..hosts.len()).filter(|i| hosts[*i].is_some()).collect();
     let deliveries = shared.deliveries.lock().unwrap().clone();
     let mut got: HashMap<(usize, u32), Duration> = HashMap::new();
@@ -360,6 +373,9 @@ async fn scenario(n: usize, knobs: &Knobs) {
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let connected = wait.elapsed();
+    // Five heartbeats for the meshes.
+    tokio::time::sleep(knobs.heartbeat * 5).await;
     let degree: u64 = hosts
         .iter()
         .flatten()
@@ -369,10 +385,18 @@ async fn scenario(n: usize, knobs: &Knobs) {
         "rust-libp2p n={n}: {} links, mean degree {:.1}, connected in {:.1} s",
         links.len(),
         degree as f64 / n as f64,
-        wait.elapsed().as_secs_f64()
+        connected.as_secs_f64()
     );
-    tokio::time::sleep(knobs.heartbeat * 5).await;
-    phase(&format!("n={n}"), &mut hosts, &shared, knobs, start, 0, None).await;
+    phase(
+        &format!("n={n}"),
+        &mut hosts,
+        &shared,
+        knobs,
+        start,
+        0,
+        None,
+    )
+    .await;
     let mut victims = Vec::new();
     while victims.len() < n / 10 {
         let v = 1 + rng.next(n - 1);
@@ -406,7 +430,10 @@ async fn main() {
         seed: knob("GS_SEED", 1),
     };
     let sizes = std::env::var("GS_HOSTS").unwrap_or_else(|_| "100,1000".into());
-    for n in sizes.split(',').filter_map(|s| s.trim().parse::<usize>().ok()) {
+    for n in sizes
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
         scenario(n.max(2), &knobs).await;
     }
 }
