@@ -123,6 +123,15 @@ async fn run(
     kill_half_way: Option<&[usize]>,
 ) {
     deliveries.lock().unwrap().clear();
+    let mut meshes = Vec::new();
+    for n in nodes.iter().flatten() {
+        meshes.push(n.pubsub.mesh_peers(TOPIC).await.map_or(0, |m| m.len()));
+    }
+    println!(
+        "ours {label}: mean mesh {:.1}, {} hosts with an empty mesh",
+        meshes.iter().sum::<usize>() as f64 / meshes.len().max(1) as f64,
+        meshes.iter().filter(|m| **m == 0).count()
+    );
     let (dups0, bytes0) = totals(nodes).await;
     // What the victims had sent and seen before they died still counts.
     let mut dead = (0u64, 0u64);

@@ -138,6 +138,8 @@ struct Host {
     commands: mpsc::Sender<Command>,
     task: tokio::task::JoinHandle<()>,
     peers: Arc<AtomicU64>,
+    /// Its mesh's size for the topic, as of its last event.
+    mesh: Arc<AtomicU64>,
 }
 
 type Behaviour = gossipsub::Behaviour<Counting>;
@@ -199,6 +201,9 @@ async fn spawn_host(
     let (commands, mut rx) = mpsc::channel::<Command>(64);
     let peers = Arc::new(AtomicU64::new(0));
     let connected = peers.clone();
+    let mesh = Arc::new(AtomicU64::new(0));
+    let meshed = mesh.clone();
+    let topic = IdentTopic::new(TOPIC).hash();
     let task = tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -209,7 +214,9 @@ async fn spawn_host(
                     }
                     None => return,
                 },
-                event = swarm.select_next_some() => match event {
+                event = swarm.select_next_some() => {
+                    meshed.store(swarm.behaviour().mesh_peers(&topic).count() as u64, Ordering::Relaxed);
+                    match event {
                     SwarmEvent::Behaviour(gossipsub::Event::Message { message, .. }) => {
                         if message.data.len() >= 12 {
                             let index = u32::from_be_bytes(message.data[..4].try_into().unwrap());
@@ -222,7 +229,7 @@ async fn spawn_host(
                         connected.store(swarm.connected_peers().count() as u64, Ordering::Relaxed);
                     }
                     _ => {}
-                },
+                }},
             }
         }
     });
@@ -232,6 +239,7 @@ async fn spawn_host(
         commands,
         task,
         peers,
+        mesh,
     }
 }
 
@@ -255,6 +263,16 @@ async fn phase(
     kill_half_way: Option<&[usize]>,
 ) {
     shared.deliveries.lock().unwrap().clear();
+    let meshes: Vec<u64> = hosts
+        .iter()
+        .flatten()
+        .map(|h| h.mesh.load(Ordering::Relaxed))
+        .collect();
+    println!(
+        "rust-libp2p {label}: mean mesh {:.1}, {} hosts with an empty mesh",
+        meshes.iter().sum::<u64>() as f64 / meshes.len().max(1) as f64,
+        meshes.iter().filter(|m| **m == 0).count()
+    );
     let bytes0 = shared.bytes.load(Ordering::Relaxed);
     let received0 = shared.received.load(Ordering::Relaxed);
     let wall = Instant::now();
