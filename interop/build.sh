@@ -13,6 +13,6 @@ cargo test --workspace --release --no-run
 test -x target/release/peer
 echo "== building the rust-libp2p peer"
 cargo build --release --locked --manifest-path interop/rust-peer/Cargo.toml \
-  --target-dir interop/rust-peer/target
+  --target-dir interop/rust-peer/target --bin rust-peer
 echo "== setting up the py-libp2p peer"
 bash interop/py-peer/setup.sh

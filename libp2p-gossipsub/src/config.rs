@@ -13,6 +13,10 @@ use crate::error::ConfigError;
 use crate::message::{spec_message_id, MessageIdFn};
 use crate::types::{TopicHash, ValidationMode};
 
+/// The smallest [`Config::rpc_pack_size`] accepted: room for a control item with a few
+/// message ids (the splitter never makes an RPC with nothing in it).
+pub const MIN_RPC_PACK_SIZE: usize = 512;
+
 /// The router's configuration.
 #[derive(Clone)]
 pub struct Config {
@@ -54,11 +58,21 @@ pub struct Config {
     /// How long a message id stays in the seen-cache, dropping later copies. Default 120 s
     /// (go-libp2p's; rust-libp2p uses 60 s): longer than any path through the mesh plus gossip.
     pub seen_ttl: Duration,
-    /// The largest RPC frame accepted or sent, in bytes (the length prefix not counted).
-    /// Default 1 MiB, go-libp2p's limit. rust-libp2p's default is 64 KiB (`max_transmit_size =
-    /// 65536`): messages over about 64 KiB reach go and our peers but not rust-libp2p ones.
-    /// Outgoing RPCs are split to fit.
+    /// The largest RPC frame accepted, and the largest message we publish or forward, in bytes
+    /// (the length prefix not counted). Default 1 MiB, go-libp2p's limit
+    /// (`DefaultMaxMessageSize = 1 << 20`): we accept every message a go peer may send on
+    /// its defaults. rust-libp2p's default is 64 KiB (`max_transmit_size = 65536`), so a
+    /// message over about 64 KiB reaches go peers and ours but not rust-libp2p ones whatever
+    /// we do; what we *pack* is bounded separately, by [`Config::rpc_pack_size`].
     pub max_rpc_size: usize,
+    /// The size our outgoing RPCs are packed to, in bytes: the router splits what it sends to
+    /// a peer (forwards, IWANT answers, IHAVE and IWANT id lists, subscriptions) into RPCs of
+    /// at most this many bytes each; a single message larger than this goes alone, in an RPC
+    /// of its own (up to [`Config::max_rpc_size`]). Default 64 KiB, the smallest limit among
+    /// the implementations we meet (rust-libp2p's `max_transmit_size`): packing small
+    /// messages together must never make an RPC that a rust-libp2p peer rejects whole, losing
+    /// every message in it. Must be at most `max_rpc_size`.
+    pub rpc_pack_size: usize,
     /// What received messages must carry. Default [`ValidationMode::Strict`] (the spec's
     /// default: author, sequence number and signature required).
     pub validation_mode: ValidationMode,
@@ -175,6 +189,7 @@ impl Default for Config {
             fanout_ttl: Duration::from_secs(60),
             seen_ttl: Duration::from_secs(120),
             max_rpc_size: 1024 * 1024,
+            rpc_pack_size: 64 * 1024,
             validation_mode: ValidationMode::Strict,
             validate_messages: false,
             message_id_fn: Arc::new(spec_message_id),
@@ -218,6 +233,7 @@ impl std::fmt::Debug for Config {
             .field("heartbeat_interval", &self.heartbeat_interval)
             .field("validation_mode", &self.validation_mode)
             .field("max_rpc_size", &self.max_rpc_size)
+            .field("rpc_pack_size", &self.rpc_pack_size)
             .field("flood_publish", &self.flood_publish)
             .field("score", &self.score)
             .finish_non_exhaustive()
@@ -247,6 +263,12 @@ impl Config {
         }
         if self.heartbeat_interval.is_zero() {
             return Err(ConfigError::HeartbeatInterval);
+        }
+        if self.rpc_pack_size > self.max_rpc_size || self.rpc_pack_size < MIN_RPC_PACK_SIZE {
+            return Err(ConfigError::RpcPackSize {
+                pack: self.rpc_pack_size,
+                max: self.max_rpc_size,
+            });
         }
         if let Some((params, thresholds)) = &self.score {
             params.validate()?;

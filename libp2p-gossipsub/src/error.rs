@@ -166,6 +166,15 @@ pub enum ConfigError {
     /// The heartbeat interval must be above zero.
     #[error("heartbeat interval must be above zero")]
     HeartbeatInterval,
+    /// The packing size must be between
+    /// [`MIN_RPC_PACK_SIZE`](crate::config::MIN_RPC_PACK_SIZE) and the RPC size limit.
+    #[error("RPC packing size {pack} outside 512 ..= the RPC limit {max}")]
+    RpcPackSize {
+        /// [`Config::rpc_pack_size`](crate::Config::rpc_pack_size).
+        pack: usize,
+        /// [`Config::max_rpc_size`](crate::Config::max_rpc_size).
+        max: usize,
+    },
     /// A score parameter is out of its range (the field named).
     #[error("score parameter {0} out of range")]
     ScoreParam(&'static str),

@@ -74,7 +74,7 @@ pub mod score;
 pub mod service;
 pub mod types;
 
-pub use config::{Config, ScoreParams, Thresholds, TopicScoreParams};
+pub use config::{Config, ScoreParams, Thresholds, TopicScoreParams, MIN_RPC_PACK_SIZE};
 pub use error::{
     ConfigError, DecodeError, EncodeError, MessageError, PublishError, ReportError, SubscribeError,
 };

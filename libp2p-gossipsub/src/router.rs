@@ -1405,7 +1405,7 @@ impl Gossipsub {
             if rpc.is_empty() || !self.peers.contains_key(&peer) {
                 continue;
             }
-            for part in split_rpc(rpc, self.config.max_rpc_size) {
+            for part in split_rpc(rpc, self.config.rpc_pack_size) {
                 self.push_action(Action::SendRpc { peer, rpc: part });
             }
         }
@@ -1451,8 +1451,9 @@ impl proto::Rpc {
     }
 }
 
-/// Splits `rpc` into RPCs of at most `max` bytes each, item by item (an item that alone is
-/// larger goes alone).
+/// Splits `rpc` into RPCs of at most `max` bytes each, item by item; an IHAVE or IWANT whose
+/// id list alone is larger is cut into several of the same topic. Only a message larger than
+/// `max` on its own goes over, alone in its RPC (the publish path bounds it by the RPC limit).
 pub(crate) fn split_rpc(rpc: proto::Rpc, max: usize) -> Vec<proto::Rpc> {
     if rpc.encoded_len() <= max {
         return vec![rpc];
@@ -1475,12 +1476,16 @@ pub(crate) fn split_rpc(rpc: proto::Rpc, max: usize) -> Vec<proto::Rpc> {
     }
     if let Some(c) = rpc.control {
         for x in c.ihave {
-            parts.room(field_len(x.encoded_len()));
-            parts.current.control_mut().ihave.push(x);
+            for x in split_ids(x, budget, |x| &mut x.message_ids) {
+                parts.room(field_len(x.encoded_len()));
+                parts.current.control_mut().ihave.push(x);
+            }
         }
         for x in c.iwant {
-            parts.room(field_len(x.encoded_len()));
-            parts.current.control_mut().iwant.push(x);
+            for x in split_ids(x, budget, |x| &mut x.message_ids) {
+                parts.room(field_len(x.encoded_len()));
+                parts.current.control_mut().iwant.push(x);
+            }
         }
         for x in c.graft {
             parts.room(field_len(x.encoded_len()));
@@ -1491,14 +1496,49 @@ pub(crate) fn split_rpc(rpc: proto::Rpc, max: usize) -> Vec<proto::Rpc> {
             parts.current.control_mut().prune.push(x);
         }
         for x in c.idontwant {
-            parts.room(field_len(x.encoded_len()));
-            parts.current.control_mut().idontwant.push(x);
+            for x in split_ids(x, budget, |x| &mut x.message_ids) {
+                parts.room(field_len(x.encoded_len()));
+                parts.current.control_mut().idontwant.push(x);
+            }
         }
     }
     if !parts.current.is_empty() {
         parts.done.push(parts.current);
     }
     parts.done
+}
+
+/// Cuts a control item whose encoding (with its field prefix) exceeds `budget` into items of
+/// the same kind (and topic), each within it, by its id list `ids`. Ids are kept in order; an
+/// id longer than the budget on its own goes alone.
+fn split_ids<T: prost::Message + Clone>(
+    mut item: T,
+    budget: usize,
+    ids: impl Fn(&mut T) -> &mut Vec<Vec<u8>>,
+) -> Vec<T> {
+    if field_len(item.encoded_len()) <= budget {
+        return vec![item];
+    }
+    let all = std::mem::take(ids(&mut item));
+    // What the item costs without ids (its topic), plus its own prefix (and room for that
+    // prefix to grow with the ids).
+    let base = field_len(item.encoded_len()) + 4;
+    let mut out = Vec::new();
+    let mut current = item.clone();
+    let mut size = base;
+    for id in all {
+        let len = field_len(id.len());
+        if size + len > budget && !ids(&mut current).is_empty() {
+            out.push(std::mem::replace(&mut current, item.clone()));
+            size = base;
+        }
+        size += len;
+        ids(&mut current).push(id);
+    }
+    if !ids(&mut current).is_empty() {
+        out.push(current);
+    }
+    out
 }
 
 struct Splitter {

@@ -9,7 +9,8 @@ use common::*;
 use libp2p_core::{Keypair, PeerId};
 use libp2p_gossipsub::proto::{self, Rpc};
 use libp2p_gossipsub::{
-    Acceptance, Action, Config, MessageError, PeerKind, ScoreParams, Thresholds, TopicScoreParams,
+    Acceptance, Action, Config, MessageError, MessageId, PeerKind, ScoreParams, Thresholds,
+    TopicScoreParams,
 };
 
 const MS: Duration = Duration::from_millis(1);
@@ -661,6 +662,7 @@ fn oversized_rpcs_split_and_too_large_message_refused() {
     let t = topic();
     let cfg = Config {
         max_rpc_size: 4096,
+        rpc_pack_size: 4096,
         ..Config::default()
     };
     let (mut r, _) = router(cfg, 20, now);
@@ -691,6 +693,68 @@ fn oversized_rpcs_split_and_too_large_message_refused() {
         r.publish(t.clone(), vec![0; 5000], now),
         Err(libp2p_gossipsub::PublishError::MessageTooLarge { .. })
     ));
+}
+
+/// With the default 1 MiB limit, what we send is still packed to 64 KiB RPCs (rust-libp2p's
+/// limit): many small forwards, and a long IWANT (an IHAVE of 5000 ids answered).
+#[test]
+fn outgoing_rpcs_are_packed_to_64_kib_under_a_1_mib_limit() {
+    let now = Instant::now();
+    let t = topic();
+    let cfg = Config::default();
+    assert_eq!((cfg.max_rpc_size, cfg.rpc_pack_size), (1 << 20, 1 << 16));
+    let (mut r, _) = router(cfg, 22, now);
+    r.subscribe(t.clone(), now).unwrap();
+    let peers = fake_peers(&mut r, 2, true, &t, now);
+    drain(&mut r);
+    let parts_to = |a: &[Action], to: PeerId| -> Vec<Rpc> {
+        a.iter()
+            .filter_map(|x| match x {
+                Action::SendRpc { peer, rpc } if *peer == to => Some(rpc.clone()),
+                _ => None,
+            })
+            .collect()
+    };
+    let author = Keypair::generate_ed25519();
+    // 200 KB of messages in one RPC, within the 1 MiB we accept.
+    let rpc = Rpc {
+        publish: (0..100)
+            .map(|n| signed(&author, n, &t, &[7; 2000]))
+            .collect(),
+        ..Default::default()
+    };
+    r.handle_rpc(peers[0], rpc, now);
+    let parts = parts_to(&drain(&mut r), peers[1]);
+    assert!(parts.len() >= 4, "{} parts", parts.len());
+    for part in &parts {
+        assert!(prost::Message::encoded_len(part) <= 64 * 1024);
+    }
+    assert_eq!(parts.iter().map(|p| p.publish.len()).sum::<usize>(), 100);
+    // An IHAVE of 5000 unknown ids of 46 bytes each: our IWANT is some 235 KB of ids.
+    let ids: Vec<MessageId> = (0..5000u32)
+        .map(|n| {
+            let mut id = vec![0x55; 42];
+            id.extend_from_slice(&n.to_be_bytes());
+            MessageId(id)
+        })
+        .collect();
+    r.handle_rpc(peers[1], ihave(&t, &ids), now);
+    let parts = parts_to(&drain(&mut r), peers[1]);
+    let wanted: usize = parts
+        .iter()
+        .map(|p| {
+            control(p)
+                .iwant
+                .iter()
+                .map(|w| w.message_ids.len())
+                .sum::<usize>()
+        })
+        .sum();
+    assert!(wanted > 1500, "{wanted} ids asked for");
+    assert!(parts.len() >= 2, "{} parts", parts.len());
+    for part in &parts {
+        assert!(prost::Message::encoded_len(part) <= 64 * 1024);
+    }
 }
 
 #[test]

@@ -83,6 +83,9 @@ pub struct ServiceStats {
     pub bad_streams: u64,
     /// Outbound writes that stalled past the write timeout.
     pub stalled_writes: u64,
+    /// Bytes written on our outbound streams (RPC frames with their length prefixes), for
+    /// every peer since the service started.
+    pub bytes_sent: u64,
 }
 
 pub(crate) type Reply<T> = oneshot::Sender<T>;
@@ -117,6 +120,10 @@ pub(crate) enum Command {
     },
     Stats {
         reply: Reply<ServiceStats>,
+    },
+    PeerScore {
+        peer: PeerId,
+        reply: Reply<Option<f64>>,
     },
 }
 
@@ -239,6 +246,12 @@ impl Pubsub {
     /// The counters of the service and its router.
     pub async fn stats(&self) -> Result<ServiceStats, Closed> {
         self.ask(|reply| Command::Stats { reply }).await
+    }
+
+    /// The router's current score of `peer` (`None`: scoring is off, or the peer is neither
+    /// connected nor remembered).
+    pub async fn peer_score(&self, peer: PeerId) -> Result<Option<f64>, Closed> {
+        self.ask(|reply| Command::PeerScore { peer, reply }).await
     }
 
     /// Peers joining and leaving gossipsub and its topics, from now on. Ends when the service

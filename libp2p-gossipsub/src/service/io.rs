@@ -2,6 +2,7 @@
 //! a task that talks to the router through its internal queue; neither touches the router's
 //! state.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -100,9 +101,11 @@ pub(crate) struct WriterSetup {
     pub(crate) open_timeout: Duration,
     pub(crate) write_timeout: Duration,
     pub(crate) reports: mpsc::Sender<Report>,
+    /// Bytes written by every writer, for the stats.
+    pub(crate) bytes_sent: Arc<AtomicU64>,
 }
 
-/// Opens our outbound stream to `peer` and writes the RPCs of `queue` to it, those queued
+/// Opens our outbound stream to `peer` (on a live connection, never dialing) and writes the RPCs of `queue` to it, those queued
 /// together in one write, until the queue closes or a write fails or stalls.
 pub(crate) async fn write_stream(
     setup: WriterSetup,
@@ -117,8 +120,13 @@ pub(crate) async fn write_stream(
         open_timeout,
         write_timeout,
         reports,
+        bytes_sent,
     } = setup;
-    let opened = tokio::time::timeout(open_timeout, host.new_stream(peer, protocols)).await;
+    // Only on a live connection: our stream is wanted only while the peer is connected, and a
+    // writer started just as the peer left must not dial it back (the core would see a
+    // reconnection the peer never asked for).
+    let opened =
+        tokio::time::timeout(open_timeout, host.new_stream_connected(peer, protocols)).await;
     let mut stream = match opened {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
@@ -162,7 +170,9 @@ pub(crate) async fn write_stream(
             stream.flush().await
         };
         match tokio::time::timeout(write_timeout, write).await {
-            Ok(Ok(())) => {}
+            Ok(Ok(())) => {
+                bytes_sent.fetch_add(buf.len() as u64, Ordering::Relaxed);
+            }
             Ok(Err(e)) => break Some(WriteError::Io(e)),
             Err(_) => break Some(WriteError::Timeout),
         }

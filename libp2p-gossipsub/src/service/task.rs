@@ -12,6 +12,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -95,6 +96,7 @@ impl Task {
             open_timeout: config.open_timeout,
             write_timeout: config.write_timeout,
             reports: reports_tx.clone(),
+            bytes_sent: Arc::new(AtomicU64::new(0)),
         };
         let mut task = Task {
             core,
@@ -193,7 +195,11 @@ impl Task {
                 let mut stats = self.stats.clone();
                 stats.router = self.core.stats().clone();
                 stats.peers = self.links.values().filter(|l| l.in_core).count();
+                stats.bytes_sent = self.writers.bytes_sent.load(Ordering::Relaxed);
                 let _ = reply.send(stats);
+            }
+            Command::PeerScore { peer, reply } => {
+                let _ = reply.send(self.core.peer_score(&peer, now));
             }
         }
     }
