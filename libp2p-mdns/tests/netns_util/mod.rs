@@ -67,7 +67,8 @@ pub fn setup(prefix: &str, veth: &str, net: u8, tag: &str) -> Result<Namespaces,
 /// A process run inside a namespace (`ip netns exec`), killed when dropped, whose stdout
 /// lines arrive on a channel as they are printed.
 pub struct Child {
-    child: std::process::Child,
+    /// The process (`ip netns exec` running it).
+    pub child: std::process::Child,
     /// Its stdout, line by line.
     pub lines: std::sync::mpsc::Receiver<String>,
 }
