@@ -9,7 +9,7 @@ use libp2p_core::MuxedMemoryTransport;
 use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, NewStreamError, PeerId};
 use libp2p_kad::proto::{self, MessageType, ProtoMessage};
 use libp2p_kad::{
-    sha256_multihash, Config, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL_NAME,
+    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL_NAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -103,6 +103,36 @@ async fn three_hosts_over_tcp() {
         .expect("get");
     assert_eq!(value, b"value");
     assert!(within(kc.get_value(b"missing".to_vec(), 1)).await.is_err());
+}
+
+/// When the lookup gives no address of the peer but the host's peerstore has some,
+/// `find_peer` returns those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_peer_falls_back_to_the_peerstore() {
+    let (a, ka) = tcp_host(kad_config()).await;
+    let (b, _kb) = tcp_host(kad_config()).await;
+    let (hidden, _kh) = tcp_host(kad_config()).await;
+    // A's table holds B only, and B has never heard of `hidden`: the DHT has no path to it.
+    assert_eq!(join(&ka, &b).await, 1);
+    let nothing = within(ka.find_peer(hidden.peer_id())).await;
+    assert!(
+        matches!(nothing, Err(FindPeerError::NotFound { .. })),
+        "{nothing:?}"
+    );
+    // The application learned its address some other way.
+    a.peerstore()
+        .add_addrs(&hidden.peer_id(), hidden.listen_addrs(), LIMIT);
+    let addrs = within(ka.find_peer(hidden.peer_id()))
+        .await
+        .expect("from the peerstore");
+    assert!(!addrs.is_empty());
+    assert!(
+        addrs.iter().all(|x| hidden.listen_addrs().contains(x)),
+        "{addrs:?}"
+    );
+    // And they work: a dial to them reaches the peer.
+    a.connect(hidden.peer_id(), addrs).await.expect("dial");
+    assert!(a.is_connected(&hidden.peer_id()));
 }
 
 /// Garbage, an oversized length and a wrong message on raw streams cost the sender its
