@@ -15,7 +15,8 @@
 #      (eth0 in the host, a bridge port in the hub), 10.77.0.<i+1>/24, no default route;
 #      checks that no lab address or interface is in the root namespace and that a host
 #      cannot reach beyond the lab;
-#   3. measures a clean link first (ping RTT and /perf throughput between h0 and h<N/2>);
+#   3. measures a clean link first (ping RTT and /perf throughput between h0 and h<N/2>, and
+#      raw TCP's throughput there with bench's `rawtcp`, when built, as the baseline);
 #   4. turns the impairments on, in every host: packets leaving eth0 are delayed by
 #      LAB_DELAY_MS (a link's one-way delay, as `netem delay` on each end would give: the
 #      round trip between two hosts is twice it), packets arriving on eth0 are dropped with
@@ -29,11 +30,12 @@
 #
 # Environment: LAB_HOSTS (20), LAB_DELAY_MS (50), LAB_LOSS (0.01), LAB_RATE (unset),
 # LAB_MESSAGES (10), LAB_PERF_BYTES (4194304, each way), LAB_SECURITY (noise),
-# LAB_MUXER (yamux), PEER (target/release/peer).
+# LAB_MUXER (yamux), PEER (target/release/peer), RAWTCP (target/release/rawtcp).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 PEER=${PEER:-$ROOT/target/release/peer}
+RAWTCP=${RAWTCP:-$ROOT/target/release/rawtcp}
 NFQ=$ROOT/bench/nfq-delay
 N=${LAB_HOSTS:-20}
 DELAY_MS=${LAB_DELAY_MS:-50}
@@ -175,6 +177,19 @@ link_figures() {  # $1: label; measured from host 0 to host N/2
     case "$line" in PERF*) say "$label: throughput $(echo "$line" | awk '{print "upload " $3 " MiB/s, download " $5 " MiB/s"}') ($PERF_BYTES bytes each way, $SECURITY+$MUXER, $((SECONDS - t0)) s)";;
         *) fail "$label perf: $line";; esac
     kill "${PIDS[-1]}" 2>/dev/null || true
+    # Raw TCP (bench's `rawtcp`, the same perf semantics) over the same link, as the baseline.
+    if [ -x "$RAWTCP" ]; then
+        log=$LOGS/rawtcp-listener.${label// /_}.log
+        ip netns exec "$(host "$far")" "$RAWTCP" --listen "$(addr "$far"):4200" >"$log" 2>"$log.err" &
+        PIDS+=($!)
+        a=$(wait_line "$log" "LISTEN " 20 | awk '{print $2}')
+        t0=$SECONDS
+        line=$(ns "$(host 0)" "$RAWTCP" --dial "$a" --upload "$PERF_BYTES" --download "$PERF_BYTES" \
+            --timeout 600 2>"$LOGS/rawtcp.${label// /_}.err" | tail -1)
+        case "$line" in PERF*) say "$label: raw TCP throughput $(echo "$line" | awk '{print "upload " $3 " MiB/s, download " $5 " MiB/s"}') ($((SECONDS - t0)) s)";;
+            *) fail "$label raw TCP perf: $line";; esac
+        kill "${PIDS[-1]}" 2>/dev/null || true
+    fi
 }
 
 # ---- 3. a clean link ---------------------------------------------------------------------

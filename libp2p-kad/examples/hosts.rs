@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run -p libp2p-kad --release --example hosts -- 1000 [--keys 20] [--lookups 20]
-//!     [--find-peer 200] [--parallel 8] [--seed 42] [--event-buffer K]
+//!     [--find-peer 200] [--parallel 8] [--seed 42] [--event-buffer K] [--rounds 2]
 //! ```
 //!
 //! The hosts are set up as a deployment would set them, not with the limits lifted:
@@ -18,7 +18,9 @@
 //! Without it a host of a large network ends up connected to most of the peers it ever
 //! asked, and at 500 hosts the 256 connections were full and dials failed.
 //!
-//! `--parallel` bounds the bootstraps and lookups run at once (8: more measure the
+//! `--rounds` is the number of bootstrap rounds (default 2: in the first each host joins
+//! through its three, in the second every host bootstraps again, so that the early ones learn
+//! of the later ones, as a deployment's periodic refresh does). `--parallel` bounds the bootstraps and lookups run at once (8: more measure the
 //! scheduler of a small machine rather than the DHT). `--event-buffer K` sets the hosts'
 //! `HostConfig::event_buffer` (default 1,024), a ring each host allocates whole, to show how
 //! much of the idle host's memory it is.
@@ -54,6 +56,7 @@ struct Args {
     parallel: usize,
     seed: u64,
     event_buffer: Option<usize>,
+    rounds: usize,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -65,6 +68,7 @@ fn parse_args() -> Result<Args, String> {
         parallel: 8,
         seed: 42,
         event_buffer: None,
+        rounds: 2,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -79,6 +83,7 @@ fn parse_args() -> Result<Args, String> {
             "--find-peer" => args.find_peer = number("--find-peer")? as usize,
             "--parallel" => args.parallel = (number("--parallel")? as usize).max(1),
             "--seed" => args.seed = number("--seed")?,
+            "--rounds" => args.rounds = (number("--rounds")? as usize).max(1),
             "--event-buffer" => args.event_buffer = Some(number("--event-buffer")? as usize),
             n => args.hosts = n.parse().map_err(|_| format!("unknown argument {n}"))?,
         }
@@ -278,12 +283,27 @@ async fn run(args: Args) -> Result<bool, String> {
     // Bootstrap in order (at most `parallel` at a time), then once more all round, so that
     // the early hosts learn of the later ones (a deployment's periodic refresh does it).
     let t = Instant::now();
-    for round in 0..2 {
+    for round in 0..args.rounds {
+        let done = std::sync::atomic::AtomicUsize::new(0);
+        let step = (n / 10).max(1);
         let results = all(
             args.parallel,
             kads.iter().enumerate().skip(usize::from(round == 0)).map(|(i, k)| {
-                let k = k.clone();
-                async move { (i, within(k.bootstrap()).await) }
+                let (k, done, t) = (k.clone(), &done, &t);
+                async move {
+                    let r = within(k.bootstrap()).await;
+                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                    if d % step == 0 {
+                        let (rss, _) = memory_kib();
+                        println!(
+                            "  round {}: {d} bootstraps in {:.1?}, RSS {} MiB",
+                            round + 1,
+                            t.elapsed(),
+                            rss / 1024
+                        );
+                    }
+                    (i, r)
+                }
             }),
         )
         .await;

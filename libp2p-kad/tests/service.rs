@@ -224,22 +224,12 @@ async fn client_mode_refuses_inbound() {
 }
 
 /// Fifty hosts over the memory transport, each bootstrapped from one or two earlier ones:
-/// every peer is found from another, and a provider record from everywhere.
+/// every peer is found from another, and a provider record from everywhere. Larger networks
+/// (1,000 and 10,000 hosts, with their figures) are the bench `examples/hosts.rs`, run by
+/// `bench/kad-sim`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_over_memory() {
     network(50).await;
-}
-
-/// The same with `KAD_HOSTS` hosts (default 200), for a look at larger networks; not run by
-/// default (`cargo test --release -p libp2p-kad --test service -- --ignored --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a larger network, run by hand"]
-async fn larger_network_over_memory() {
-    let n = std::env::var("KAD_HOSTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    network(n).await;
 }
 
 /// Runs `futures`, at most 32 at a time (a thousand lookups at once would measure the
