@@ -118,7 +118,14 @@ fn memory_kib() -> (u64, u64) {
         status
             .lines()
             .find(|l| l.starts_with(name))
-            .and_then(|l| l[name.len()..].trim().trim_end_matches("kB").trim().parse().ok())
+            .and_then(|l| {
+                l[name.len()..]
+                    .trim()
+                    .trim_end_matches("kB")
+                    .trim()
+                    .parse()
+                    .ok()
+            })
             .unwrap_or(0)
     };
     (field("VmRSS:"), field("VmHWM:"))
@@ -288,23 +295,26 @@ async fn run(args: Args) -> Result<bool, String> {
         let step = (n / 10).max(1);
         let results = all(
             args.parallel,
-            kads.iter().enumerate().skip(usize::from(round == 0)).map(|(i, k)| {
-                let (k, done, t) = (k.clone(), &done, &t);
-                async move {
-                    let r = within(k.bootstrap()).await;
-                    let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-                    if d % step == 0 {
-                        let (rss, _) = memory_kib();
-                        println!(
-                            "  round {}: {d} bootstraps in {:.1?}, RSS {} MiB",
-                            round + 1,
-                            t.elapsed(),
-                            rss / 1024
-                        );
+            kads.iter()
+                .enumerate()
+                .skip(usize::from(round == 0))
+                .map(|(i, k)| {
+                    let (k, done, t) = (k.clone(), &done, &t);
+                    async move {
+                        let r = within(k.bootstrap()).await;
+                        let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                        if d % step == 0 {
+                            let (rss, _) = memory_kib();
+                            println!(
+                                "  round {}: {d} bootstraps in {:.1?}, RSS {} MiB",
+                                round + 1,
+                                t.elapsed(),
+                                rss / 1024
+                            );
+                        }
+                        (i, r)
                     }
-                    (i, r)
-                }
-            }),
+                }),
         )
         .await;
         let mut failed = 0;
@@ -354,7 +364,8 @@ async fn run(args: Args) -> Result<bool, String> {
     )
     .await;
     let fp_time = t_fp.elapsed();
-    let (mut fp_hops, mut fp_msgs, mut fp_ms, mut fp_missed) = (Vec::new(), Vec::new(), Vec::new(), 0);
+    let (mut fp_hops, mut fp_msgs, mut fp_ms, mut fp_missed) =
+        (Vec::new(), Vec::new(), Vec::new(), 0);
     for r in results {
         match r {
             Ok(Ok((_, stats))) => {

@@ -410,7 +410,10 @@ impl KadHandle {
     ) -> Result<(Vec<Multiaddr>, QueryStats), FindPeerError> {
         let (error, stats) = match self.find_node(peer).await {
             Ok((found, stats)) => {
-                if let Some(p) = found.into_iter().find(|p| p.id == peer && !p.addrs.is_empty()) {
+                if let Some(p) = found
+                    .into_iter()
+                    .find(|p| p.id == peer && !p.addrs.is_empty())
+                {
                     return Ok((p.addrs, stats));
                 }
                 (FindPeerError::NotFound { peer }, Some(stats))

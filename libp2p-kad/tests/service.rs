@@ -9,7 +9,8 @@ use libp2p_core::MuxedMemoryTransport;
 use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, NewStreamError, PeerId};
 use libp2p_kad::proto::{self, MessageType, ProtoMessage};
 use libp2p_kad::{
-    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL_NAME,
+    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig,
+    PROTOCOL_NAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
