@@ -57,6 +57,7 @@ struct Args {
     seed: u64,
     event_buffer: Option<usize>,
     rounds: usize,
+    grace: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -69,6 +70,7 @@ fn parse_args() -> Result<Args, String> {
         seed: 42,
         event_buffer: None,
         rounds: 2,
+        grace: GRACE,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -83,6 +85,7 @@ fn parse_args() -> Result<Args, String> {
             "--find-peer" => args.find_peer = number("--find-peer")? as usize,
             "--parallel" => args.parallel = (number("--parallel")? as usize).max(1),
             "--seed" => args.seed = number("--seed")?,
+            "--grace" => args.grace = Duration::from_secs(number("--grace")?),
             "--rounds" => args.rounds = (number("--rounds")? as usize).max(1),
             "--event-buffer" => args.event_buffer = Some(number("--event-buffer")? as usize),
             n => args.hosts = n.parse().map_err(|_| format!("unknown argument {n}"))?,
@@ -167,6 +170,7 @@ struct Trimmer {
     /// Per host, when each connected peer was first seen connected.
     seen: Vec<HashMap<PeerId, Instant>>,
     trimmed: u64,
+    grace: Duration,
 }
 
 impl Trimmer {
@@ -186,7 +190,7 @@ impl Trimmer {
             }
             let mut old: Vec<(Instant, PeerId)> = seen
                 .iter()
-                .filter(|(_, t)| now.duration_since(**t) >= GRACE)
+                .filter(|(_, t)| now.duration_since(**t) >= self.grace)
                 .map(|(p, t)| (*t, *p))
                 .collect();
             old.sort();
@@ -274,6 +278,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let trimmer = std::sync::Arc::new(tokio::sync::Mutex::new(Trimmer {
         seen: Vec::new(),
         trimmed: 0,
+        grace: args.grace,
     }));
     let trim_task = {
         let trimmer = trimmer.clone();
@@ -301,7 +306,9 @@ async fn run(args: Args) -> Result<bool, String> {
                 .map(|(i, k)| {
                     let (k, done, t) = (k.clone(), &done, &t);
                     async move {
+                        let started = Instant::now();
                         let r = within(k.bootstrap()).await;
+                        let took = started.elapsed().as_millis() as u32;
                         let d = done.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                         if d % step == 0 {
                             let (rss, _) = memory_kib();
@@ -312,13 +319,15 @@ async fn run(args: Args) -> Result<bool, String> {
                                 rss / 1024
                             );
                         }
-                        (i, r)
+                        (i, r, took)
                     }
                 }),
         )
         .await;
         let mut failed = 0;
-        for (i, r) in results {
+        let mut times = Vec::new();
+        for (i, r, took) in results {
+            times.push(took);
             match r {
                 Ok(Ok(_)) => {}
                 Ok(Err(e)) => {
@@ -333,9 +342,10 @@ async fn run(args: Args) -> Result<bool, String> {
         }
         let mut tables: Vec<u32> = kads.iter().map(|k| k.routing_table_size() as u32).collect();
         let (tm, _) = quantiles(&mut tables);
+        let (bm, b99) = quantiles(&mut times);
         println!(
-            "bootstrap round {}: {:.1?}, {failed} failed; routing table median {tm} (p1 {}), \
-             connections per host {:.1}",
+            "bootstrap round {}: {:.1?}, {failed} failed, one bootstrap {bm} ms median, \
+             p99 {b99} ms; routing table median {tm} (p1 {}), connections per host {:.1}",
             round + 1,
             t.elapsed(),
             tables[(tables.len() - 1) / 100],
@@ -366,11 +376,13 @@ async fn run(args: Args) -> Result<bool, String> {
     let fp_time = t_fp.elapsed();
     let (mut fp_hops, mut fp_msgs, mut fp_ms, mut fp_missed) =
         (Vec::new(), Vec::new(), Vec::new(), 0);
+    let mut fp_failed = Vec::new();
     for r in results {
         match r {
             Ok(Ok((_, stats))) => {
                 fp_hops.push(stats.hops);
                 fp_msgs.push(stats.requests);
+                fp_failed.push(stats.failures);
                 fp_ms.push(millis(&stats));
             }
             Ok(Err(e)) => {
@@ -419,6 +431,7 @@ async fn run(args: Args) -> Result<bool, String> {
     )
     .await;
     let gp_time = t_gp.elapsed();
+    let mut gp_failed = Vec::new();
     let (mut gp_hops, mut gp_found_at, mut gp_msgs, mut gp_ms, mut found) =
         (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for (want, r) in results {
@@ -426,6 +439,7 @@ async fn run(args: Args) -> Result<bool, String> {
             Ok(Ok((list, stats))) => {
                 gp_hops.push(stats.hops);
                 gp_msgs.push(stats.requests);
+                gp_failed.push(stats.failures);
                 gp_ms.push(millis(&stats));
                 if let Some(h) = stats.found_at_hop {
                     gp_found_at.push(h);
@@ -451,11 +465,14 @@ async fn run(args: Args) -> Result<bool, String> {
     let (gm, gm99) = quantiles(&mut gp_msgs);
     let (pm, _) = quantiles(&mut provide_msgs);
     let (ft, ft99) = quantiles(&mut fp_ms);
+    let (ff, ff99) = quantiles(&mut fp_failed);
+    let (gf, gf99) = quantiles(&mut gp_failed);
     let (gt, gt99) = quantiles(&mut gp_ms);
     println!("N = {n}");
     println!(
         "  find_peer: {} of {} found; hops median {fh} p99 {fh99}; messages median {fm} p99 {fm99}; \
-         {ft} ms median, p99 {ft99} ms ({fp_time:.1?} for all, {} at a time)",
+         {ft} ms median, p99 {ft99} ms ({fp_time:.1?} for all, {} at a time); failed requests \
+         median {ff} p99 {ff99}",
         fp_hops.len(),
         pairs.len(),
         args.parallel,
@@ -464,7 +481,7 @@ async fn run(args: Args) -> Result<bool, String> {
         "  get_providers: {found} of {} records found; hops median {gh} p99 {gh99}; \
          found at hop median {ga} p99 {ga99}; messages median {gm} p99 {gm99} \
          (each key announced to a median of {pm} peers); {gt} ms median, p99 {gt99} ms \
-         ({gp_time:.1?} for all)",
+         ({gp_time:.1?} for all); failed requests median {gf} p99 {gf99}",
         searches.len(),
     );
     println!(
