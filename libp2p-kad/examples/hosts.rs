@@ -259,7 +259,7 @@ async fn run(args: Args) -> Result<bool, String> {
     );
 
     // Each host knows three earlier ones (fewer for the first few).
-    for i in 1..n {
+    for (i, kad) in kads.iter().enumerate().skip(1) {
         let mut known = Vec::new();
         while known.len() < 3.min(i) {
             let j = rng.below(i);
@@ -268,8 +268,7 @@ async fn run(args: Args) -> Result<bool, String> {
             }
         }
         for j in known {
-            kads[i]
-                .add_peer(hosts[j].peer_id(), hosts[j].listen_addrs())
+            kad.add_peer(hosts[j].peer_id(), hosts[j].listen_addrs())
                 .await
                 .ok_or("kad stopped")?;
         }
