@@ -238,6 +238,8 @@ enum Command {
     StopProviding(Vec<u8>),
     PutValue(Vec<u8>, Vec<u8>, usize, Reply),
     GetValue(Vec<u8>, usize, Reply),
+    /// The addresses the host's peerstore holds for a peer (find_peer's fallback).
+    PeerstoreAddrs(PeerId, oneshot::Sender<Vec<Multiaddr>>),
 }
 
 enum Report {
@@ -394,6 +396,9 @@ impl KadHandle {
     }
 
     /// Looks `peer` up; returns its addresses once the lookup reached it or learned them.
+    /// When the lookup ends without an address of `peer` (it found no path to the peer, or
+    /// every request failed) but the host's peerstore holds some (learned from identify, an
+    /// earlier lookup or the application), those are returned instead.
     pub async fn find_peer(&self, peer: PeerId) -> Result<Vec<Multiaddr>, FindPeerError> {
         self.find_peer_with_stats(peer).await.map(|(a, _)| a)
     }
@@ -403,12 +408,50 @@ impl KadHandle {
         &self,
         peer: PeerId,
     ) -> Result<(Vec<Multiaddr>, QueryStats), FindPeerError> {
-        let (found, stats) = self.find_node(peer).await?;
-        found
-            .into_iter()
-            .find(|p| p.id == peer && !p.addrs.is_empty())
-            .map(|p| (p.addrs, stats))
-            .ok_or(FindPeerError::NotFound { peer })
+        let (error, stats) = match self.find_node(peer).await {
+            Ok((found, stats)) => {
+                if let Some(p) = found
+                    .into_iter()
+                    .find(|p| p.id == peer && !p.addrs.is_empty())
+                {
+                    return Ok((p.addrs, stats));
+                }
+                (FindPeerError::NotFound { peer }, Some(stats))
+            }
+            // The lookup ran and failed: the peerstore may still know the peer.
+            Err(QueryError::Query(e)) => (FindPeerError::Lookup(QueryError::Query(e)), None),
+            // It could not start, or the service is gone: nothing to fall back on.
+            Err(e) => return Err(e.into()),
+        };
+        let known = self.peerstore_addrs(peer).await;
+        if known.is_empty() {
+            return Err(error);
+        }
+        let now = Instant::now();
+        let stats = stats.unwrap_or(QueryStats {
+            requests: 0,
+            successes: 0,
+            failures: 0,
+            hops: 0,
+            found_at_hop: None,
+            started: now,
+            finished: now,
+        });
+        Ok((known, stats))
+    }
+
+    /// What the host's peerstore holds for `peer` (empty if the service has stopped).
+    async fn peerstore_addrs(&self, peer: PeerId) -> Vec<Multiaddr> {
+        let (tx, rx) = oneshot::channel();
+        if self
+            .commands
+            .send(Command::PeerstoreAddrs(peer, tx))
+            .await
+            .is_err()
+        {
+            return Vec::new();
+        }
+        rx.await.unwrap_or_default()
     }
 
     /// Looks up the providers of `key` (ours included); with `limit`, stops once that many
@@ -612,6 +655,10 @@ impl Driver {
             }
             Command::StopProviding(key) => {
                 self.kad.stop_providing(&key);
+                return;
+            }
+            Command::PeerstoreAddrs(peer, reply) => {
+                let _ = reply.send(self.host.peerstore().addrs(&peer));
                 return;
             }
             Command::Bootstrap(r) => (self.kad.bootstrap(now), r),

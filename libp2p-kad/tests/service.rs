@@ -9,7 +9,8 @@ use libp2p_core::MuxedMemoryTransport;
 use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, NewStreamError, PeerId};
 use libp2p_kad::proto::{self, MessageType, ProtoMessage};
 use libp2p_kad::{
-    sha256_multihash, Config, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL_NAME,
+    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig,
+    PROTOCOL_NAME,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -105,6 +106,36 @@ async fn three_hosts_over_tcp() {
     assert!(within(kc.get_value(b"missing".to_vec(), 1)).await.is_err());
 }
 
+/// When the lookup gives no address of the peer but the host's peerstore has some,
+/// `find_peer` returns those.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_peer_falls_back_to_the_peerstore() {
+    let (a, ka) = tcp_host(kad_config()).await;
+    let (b, _kb) = tcp_host(kad_config()).await;
+    let (hidden, _kh) = tcp_host(kad_config()).await;
+    // A's table holds B only, and B has never heard of `hidden`: the DHT has no path to it.
+    assert_eq!(join(&ka, &b).await, 1);
+    let nothing = within(ka.find_peer(hidden.peer_id())).await;
+    assert!(
+        matches!(nothing, Err(FindPeerError::NotFound { .. })),
+        "{nothing:?}"
+    );
+    // The application learned its address some other way.
+    a.peerstore()
+        .add_addrs(&hidden.peer_id(), hidden.listen_addrs(), LIMIT);
+    let addrs = within(ka.find_peer(hidden.peer_id()))
+        .await
+        .expect("from the peerstore");
+    assert!(!addrs.is_empty());
+    assert!(
+        addrs.iter().all(|x| hidden.listen_addrs().contains(x)),
+        "{addrs:?}"
+    );
+    // And they work: a dial to them reaches the peer.
+    a.connect(hidden.peer_id(), addrs).await.expect("dial");
+    assert!(a.is_connected(&hidden.peer_id()));
+}
+
 /// Garbage, an oversized length and a wrong message on raw streams cost the sender its
 /// stream; the server goes on answering, its routing table as it was.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -194,22 +225,12 @@ async fn client_mode_refuses_inbound() {
 }
 
 /// Fifty hosts over the memory transport, each bootstrapped from one or two earlier ones:
-/// every peer is found from another, and a provider record from everywhere.
+/// every peer is found from another, and a provider record from everywhere. Larger networks
+/// (1,000 and 10,000 hosts, with their figures) are the bench `examples/hosts.rs`, run by
+/// `bench/kad-sim`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_hosts_over_memory() {
     network(50).await;
-}
-
-/// The same with `KAD_HOSTS` hosts (default 200), for a look at larger networks; not run by
-/// default (`cargo test --release -p libp2p-kad --test service -- --ignored --nocapture`).
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a larger network, run by hand"]
-async fn larger_network_over_memory() {
-    let n = std::env::var("KAD_HOSTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(200);
-    network(n).await;
 }
 
 /// Runs `futures`, at most 32 at a time (a thousand lookups at once would measure the
