@@ -34,6 +34,7 @@ pub mod upgrade;
 pub use libp2p_identity as identity;
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use libp2p_multistream as multistream;
+pub use libp2p_multistream::framing;
 pub use libp2p_multistream::Negotiated;
 pub use multiaddr::{self, Multiaddr, Protocol};
 

@@ -43,6 +43,7 @@ const LS_ANSWER_MAX: usize = 64 * 1024;
 
 /// How the dialer runs the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Version {
     /// Wait for the listener's answer to each proposal before returning.
     #[default]
