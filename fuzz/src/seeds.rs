@@ -133,7 +133,8 @@ where
     // The target's mode byte: even runs our side as the listener.
     let mode = match recorded {
         Role::Dialer => 0,
-        Role::Listener => 1,
+        // Role::Listener (`Role` is non-exhaustive).
+        _ => 1,
     };
     let mut input = vec![mode, WHOLE];
     input.extend_from_slice(&written.lock().expect("lock"));
