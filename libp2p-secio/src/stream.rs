@@ -20,7 +20,7 @@ enum CtrCipher {
 
 impl CtrCipher {
     fn new(kind: Cipher, keys: &StretchedKeys) -> Result<Self, SecioError> {
-        let bad = |_| SecioError::Protocol("bad cipher key length".into());
+        let bad = |_| SecioError::KeyLength;
         Ok(match kind {
             Cipher::Aes128 => CtrCipher::Aes128(Box::new(
                 ctr::Ctr128BE::<aes::Aes128>::new_from_slices(&keys.cipher_key, &keys.iv)
@@ -53,6 +53,18 @@ impl CtrCipher {
 }
 
 /// Turns a stream error into an `io::Error` that carries the [`SecioError`].
+/// A copy of a side's first error, returned by every later call.
+fn again(first: &io::Error) -> io::Error {
+    libp2p_core::repeat_io_error(first, SecioError::duplicate)
+}
+
+/// Records `e` as the side's first error and returns it.
+fn fail(slot: &mut Option<io::Error>, e: io::Error) -> io::Error {
+    let copy = again(&e);
+    *slot = Some(e);
+    copy
+}
+
 pub(crate) fn io_error(e: SecioError) -> io::Error {
     match e {
         SecioError::Io(e) => e,
@@ -81,7 +93,7 @@ enum ReadState {
     },
     /// The remote closed its write side at a frame boundary.
     Eof,
-    /// A frame failed; the read side is unusable.
+    /// A frame failed; the read side returns the first error (in `read_failed`) again.
     Failed,
 }
 
@@ -101,6 +113,8 @@ pub struct SecioStream<C> {
     read_state: ReadState,
     tag_len: usize,
     max_frame_len: usize,
+    /// The read side's first error, once it failed.
+    read_failed: Option<io::Error>,
     // Writing.
     write_cipher: CtrCipher,
     write_mac: hmac::Key,
@@ -109,7 +123,8 @@ pub struct SecioStream<C> {
     write_buf: Vec<u8>,
     write_pos: usize,
     write_end: usize,
-    write_failed: bool,
+    /// The write side's first error, once it failed.
+    write_failed: Option<io::Error>,
     max_write_frame: usize,
 }
 
@@ -142,12 +157,13 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             read_state: ReadState::Header { filled: 0 },
             tag_len: hash.tag_len(),
             max_frame_len,
+            read_failed: None,
             write_cipher: CtrCipher::new(cipher, local)?,
             write_mac: hmac::Key::new(hash.hmac(), &local.mac_key),
             write_buf: Vec::new(),
             write_pos: 0,
             write_end: 0,
-            write_failed: false,
+            write_failed: None,
             // A frame length must fit the 4-byte prefix, tag included.
             max_write_frame: max_write_frame.clamp(1, (u32::MAX as usize) - 64),
         })
@@ -177,20 +193,21 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<usize>>> {
-        let result = ready!(self.poll_next_frame_inner(cx));
-        if result.is_err() {
-            self.read_state = ReadState::Failed;
-        }
-        Poll::Ready(result)
+        Poll::Ready(match ready!(self.poll_next_frame_inner(cx)) {
+            Err(e) => {
+                self.read_state = ReadState::Failed;
+                Err(fail(&mut self.read_failed, e))
+            }
+            ok => ok,
+        })
     }
 
     fn poll_next_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
         loop {
             match self.read_state {
                 ReadState::Failed => {
-                    return Poll::Ready(Err(io::Error::other(
-                        "secio stream failed earlier".to_string(),
-                    )))
+                    let first = self.read_failed.as_ref().expect("failed with an error");
+                    return Poll::Ready(Err(again(first)));
                 }
                 ReadState::Eof => return Poll::Ready(Ok(None)),
                 ReadState::Plain { .. } => self.read_state = ReadState::Header { filled: 0 },
@@ -217,14 +234,15 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                     let len = u32::from_be_bytes(self.header) as usize;
                     if len > self.max_frame_len {
                         return Poll::Ready(Err(io_error(SecioError::FrameTooLarge {
-                            len,
+                            len: len as u64,
                             max: self.max_frame_len,
                         })));
                     }
                     if len < self.tag_len {
-                        return Poll::Ready(Err(io_error(SecioError::Protocol(format!(
-                            "frame of {len} bytes is shorter than its MAC"
-                        )))));
+                        return Poll::Ready(Err(io_error(SecioError::FrameTooShort {
+                            len,
+                            mac: self.tag_len,
+                        })));
                     }
                     // Nothing is allocated for the announced length: the body grows the
                     // buffer as it arrives.
@@ -321,8 +339,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
 
     /// Writes out whatever is left of the buffered frame.
     pub(crate) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.write_failed {
-            return Poll::Ready(Err(io::Error::other("secio stream failed earlier")));
+        if let Some(first) = &self.write_failed {
+            return Poll::Ready(Err(again(first)));
         }
         let out = libp2p_core::poll_write_out(
             &mut self.socket,
@@ -331,8 +349,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             &mut self.write_pos,
         );
         if let Poll::Ready(Err(e)) = out {
-            self.write_failed = true;
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Err(fail(&mut self.write_failed, e)));
         }
         ready!(out)?;
         self.write_pos = 0;
@@ -609,5 +626,28 @@ mod tests {
         let err = futures::executor::block_on(r.read_to_end(&mut Vec::new())).unwrap_err();
         let inner = err.into_inner().unwrap().downcast::<SecioError>().unwrap();
         assert!(matches!(*inner, SecioError::FrameTooLarge { .. }));
+    }
+
+    #[test]
+    fn a_failed_stream_returns_its_first_error_again() {
+        let wire = written(&[42u8; 100], 1000);
+        let mut bad = wire.clone();
+        bad[50] ^= 1;
+        let mut r = reader_over(bad);
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            let err = futures::executor::block_on(r.read(&mut buf)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            let inner = err.get_ref().and_then(|e| e.downcast_ref::<SecioError>());
+            assert!(matches!(inner, Some(SecioError::MacMismatch)), "{err}");
+        }
+        // A frame shorter than its MAC.
+        let mut r = reader_over(vec![0, 0, 0, 3, 1, 2, 3]);
+        let err = futures::executor::block_on(r.read(&mut buf)).unwrap_err();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<SecioError>());
+        assert!(
+            matches!(inner, Some(SecioError::FrameTooShort { len: 3, mac: 32 })),
+            "{err}"
+        );
     }
 }
