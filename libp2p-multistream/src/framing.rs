@@ -278,6 +278,9 @@ pub struct Decoder {
     pos: usize,
     filled: usize,
     chunk: usize,
+    /// The frame [`Decoder::next_frame_in_place`] returned: its body's range in `buf` and the
+    /// end of the frame, dropped by the next call that changes the decoder.
+    current: Option<(usize, usize, usize)>,
     /// The first error, returned again by every later call.
     failed: Option<FailedWith>,
 }
@@ -307,6 +310,7 @@ impl Decoder {
             pos: 0,
             filled: 0,
             chunk: DEFAULT_READ_CHUNK,
+            current: None,
             failed: None,
         }
     }
@@ -339,6 +343,7 @@ impl Decoder {
 
     /// Drops the first `n` of [`Decoder::buffered_bytes`] (at most all of them).
     pub fn consume(&mut self, n: usize) {
+        self.release();
         self.pos += n.min(self.buffered());
         self.reset_if_empty();
     }
@@ -350,11 +355,22 @@ impl Decoder {
 
     /// Adds bytes that arrived.
     pub fn push(&mut self, bytes: &[u8]) {
+        self.release();
         self.compact();
-        self.buf.truncate(self.filled);
-        self.buf.reserve_exact(bytes.len());
-        self.buf.extend_from_slice(bytes);
-        self.filled += bytes.len();
+        let end = self.filled + bytes.len();
+        self.grow(end);
+        self.buf[self.filled..end].copy_from_slice(bytes);
+        self.filled = end;
+    }
+
+    /// Makes `buf` at least `len` long, reserving exactly (the usual doubling could hold
+    /// twice what arrived). The initialized length is kept across frames, so that a
+    /// connection's buffer is zero-filled once, not per frame.
+    fn grow(&mut self, len: usize) {
+        if self.buf.len() < len {
+            self.buf.reserve_exact(len - self.buf.len());
+            self.buf.resize(len, 0);
+        }
     }
 
     /// Room to read into, for the bytes the current frame still needs (never past its end,
@@ -362,6 +378,7 @@ impl Decoder {
     /// when a whole frame is buffered: pop it first. Fill it, then call
     /// [`Decoder::advance`] with the count.
     pub fn read_buf(&mut self) -> Result<&mut [u8], FrameError> {
+        self.release();
         self.check()?;
         let missing = match self.codec.missing(&self.buf[self.pos..self.filled]) {
             Ok(n) => n,
@@ -370,10 +387,7 @@ impl Decoder {
         let want = missing.min(self.chunk);
         self.compact();
         let end = self.filled + want;
-        if self.buf.len() < end {
-            self.buf.reserve_exact(end - self.buf.len());
-            self.buf.resize(end, 0);
-        }
+        self.grow(end);
         Ok(&mut self.buf[self.filled..end])
     }
 
@@ -390,9 +404,43 @@ impl Decoder {
         self.filled += n;
     }
 
-    /// The next whole frame's body, if one has arrived. After an error, every call returns
-    /// the same error again.
-    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+    /// Like [`Decoder::next_frame`], without copying: the body's length, the body itself
+    /// in [`Decoder::frame`] / [`Decoder::frame_mut`] (to decrypt in place) until the next
+    /// call that changes the decoder, which drops it.
+    pub fn next_frame_in_place(&mut self) -> Result<Option<usize>, FrameError> {
+        self.release();
+        Ok(self.locate()?.map(|(start, len)| {
+            self.current = Some((start, len, start + len));
+            len
+        }))
+    }
+
+    /// The body of the frame [`Decoder::next_frame_in_place`] returned (empty if none).
+    pub fn frame(&self) -> &[u8] {
+        match self.current {
+            Some((start, len, _)) => &self.buf[start..start + len],
+            None => &[],
+        }
+    }
+
+    /// The body of the frame [`Decoder::next_frame_in_place`] returned, to change in place.
+    pub fn frame_mut(&mut self) -> &mut [u8] {
+        match self.current {
+            Some((start, len, _)) => &mut self.buf[start..start + len],
+            None => &mut [],
+        }
+    }
+
+    /// Drops the frame handed out in place, if any.
+    fn release(&mut self) {
+        if let Some((_, _, end)) = self.current.take() {
+            self.pos = end;
+            self.reset_if_empty();
+        }
+    }
+
+    /// The next whole frame's body range in `buf`, if it has arrived.
+    fn locate(&mut self) -> Result<Option<(usize, usize)>, FrameError> {
         self.check()?;
         let arrived = &self.buf[self.pos..self.filled];
         let (head, len) = match self.codec.parse_head(arrived) {
@@ -403,8 +451,18 @@ impl Decoder {
         if arrived.len() < head + len {
             return Ok(None);
         }
-        let frame = arrived[head..head + len].to_vec();
-        self.pos += head + len;
+        Ok(Some((self.pos + head, len)))
+    }
+
+    /// The next whole frame's body, if one has arrived. After an error, every call returns
+    /// the same error again.
+    pub fn next_frame(&mut self) -> Result<Option<Vec<u8>>, FrameError> {
+        self.release();
+        let Some((start, len)) = self.locate()? else {
+            return Ok(None);
+        };
+        let frame = self.buf[start..start + len].to_vec();
+        self.pos = start + len;
         self.reset_if_empty();
         Ok(Some(frame))
     }
@@ -431,7 +489,6 @@ impl Decoder {
             self.buf.copy_within(self.pos..self.filled, 0);
             self.filled -= self.pos;
             self.pos = 0;
-            self.buf.truncate(self.filled);
         }
     }
 
@@ -439,7 +496,6 @@ impl Decoder {
         if self.pos == self.filled {
             self.pos = 0;
             self.filled = 0;
-            self.buf.clear();
         }
     }
 }
@@ -596,6 +652,23 @@ mod tests {
         ));
         // The head's own limit caps the maximum.
         assert_eq!(Codec::new(Head::U16, usize::MAX).max(), 65535);
+    }
+
+    #[test]
+    fn frames_in_place_stay_until_the_next_call() {
+        let codec = Codec::new(Head::U32, 100);
+        let mut wire = frame(codec, b"abc");
+        wire.extend(frame(codec, b"de"));
+        let mut decoder = Decoder::new(codec);
+        decoder.push(&wire);
+        assert_eq!(decoder.next_frame_in_place().unwrap(), Some(3));
+        decoder.frame_mut().make_ascii_uppercase();
+        assert_eq!(decoder.frame(), b"ABC");
+        assert_eq!(decoder.next_frame_in_place().unwrap(), Some(2));
+        assert_eq!(decoder.frame(), b"de");
+        assert_eq!(decoder.next_frame_in_place().unwrap(), None);
+        assert!(decoder.frame().is_empty());
+        assert_eq!(decoder.buffered(), 0);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use ring::hmac;
 
 use crate::algo::{Cipher, Digest, StretchedKeys};
 use crate::SecioError;
+use libp2p_core::framing::{Codec, Decoder, Head};
 
 /// One direction's AES-CTR keystream (one continuous stream for the whole connection).
 /// Boxed: the expanded key schedules take up to 1 KiB, allocated once per connection.
@@ -79,11 +80,10 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Where the reader is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
-    /// Reading the 4-byte length; `filled` bytes of it so far.
-    Header { filled: usize },
-    /// Reading a frame body of `len` bytes; `filled` so far (into `read_buf`).
-    Body { len: usize, filled: usize },
-    /// The MAC of `read_buf[..end]` checked; `read_buf[pos..end]` waits to be handed out.
+    /// Reading a frame (its 4-byte length, then its body) into the decoder.
+    Reading,
+    /// The MAC of `frame[..end]` checked (the decoder's current frame); `frame[pos..end]`
+    /// waits to be handed out.
     /// Unless `decrypted`, it is still ciphertext and is decrypted as it is copied out (the
     /// keystream is continuous, so decrypting a frame piecewise, in order, is the same).
     Plain {
@@ -108,11 +108,12 @@ pub struct SecioStream<C> {
     // Reading.
     read_cipher: CtrCipher,
     read_mac: hmac::Key,
-    header: [u8; 4],
-    read_buf: Vec<u8>,
+    /// The frames as they arrive: the length checked before anything is allocated, the
+    /// buffer growing with the bytes that came (at most one read chunk past them), never
+    /// reading past the frame.
+    decoder: Decoder,
     read_state: ReadState,
     tag_len: usize,
-    max_frame_len: usize,
     /// The read side's first error, once it failed.
     read_failed: Option<io::Error>,
     // Writing.
@@ -152,11 +153,9 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             socket,
             read_cipher: CtrCipher::new(cipher, remote)?,
             read_mac: hmac::Key::new(hash.hmac(), &remote.mac_key),
-            header: [0; 4],
-            read_buf: Vec::new(),
-            read_state: ReadState::Header { filled: 0 },
+            decoder: Decoder::new(Codec::new(Head::U32, max_frame_len)).with_read_chunk(READ_CHUNK),
+            read_state: ReadState::Reading,
             tag_len: hash.tag_len(),
-            max_frame_len,
             read_failed: None,
             write_cipher: CtrCipher::new(cipher, local)?,
             write_mac: hmac::Key::new(hash.hmac(), &local.mac_key),
@@ -170,14 +169,14 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     }
 
     /// Reads the next frame, checks its MAC and decrypts it in place. `Some(len)` is the
-    /// plaintext length (now in `read_buf[..len]`), `None` a clean end of stream.
+    /// plaintext length (now in the decoder's frame), `None` a clean end of stream.
     pub(crate) fn poll_next_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<usize>>> {
         let result = ready!(self.poll_next_verified_frame(cx));
         if let Ok(Some(end)) = result {
-            self.read_cipher.apply(&mut self.read_buf[..end]);
+            self.read_cipher.apply(&mut self.decoder.frame_mut()[..end]);
             self.read_state = ReadState::Plain {
                 pos: 0,
                 end,
@@ -188,7 +187,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     }
 
     /// Reads the next frame and checks its MAC, leaving it encrypted. `Some(len)` is the
-    /// payload length (ciphertext in `read_buf[..len]`), `None` a clean end of stream.
+    /// payload length (ciphertext in the decoder's frame), `None` a clean end of stream.
     fn poll_next_verified_frame(
         &mut self,
         cx: &mut Context<'_>,
@@ -203,6 +202,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     }
 
     fn poll_next_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
+        let framing = |e| io_error(SecioError::from(e));
         loop {
             match self.read_state {
                 ReadState::Failed => {
@@ -210,85 +210,40 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                     return Poll::Ready(Err(again(first)));
                 }
                 ReadState::Eof => return Poll::Ready(Ok(None)),
-                ReadState::Plain { .. } => self.read_state = ReadState::Header { filled: 0 },
-                ReadState::Header { mut filled } => {
-                    while filled < 4 {
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.header[filled..])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Header { filled };
-                                return Poll::Pending;
-                            }
+                // The decoder drops the frame handed out on its next call.
+                ReadState::Plain { .. } => self.read_state = ReadState::Reading,
+                ReadState::Reading => {
+                    if let Some(len) = self.decoder.next_frame_in_place().map_err(framing)? {
+                        if len < self.tag_len {
+                            return Poll::Ready(Err(io_error(SecioError::FrameTooShort {
+                                len,
+                                mac: self.tag_len,
+                            })));
+                        }
+                        let end = len - self.tag_len;
+                        let (data, tag) = self.decoder.frame_mut().split_at_mut(end);
+                        if hmac::verify(&self.read_mac, data, tag).is_err() {
+                            return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
+                        }
+                        self.read_state = ReadState::Plain {
+                            pos: 0,
+                            end,
+                            decrypted: false,
                         };
-                        if n == 0 {
-                            if filled == 0 {
-                                self.read_state = ReadState::Eof;
-                                return Poll::Ready(Ok(None));
-                            }
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        return Poll::Ready(Ok(Some(end)));
+                    }
+                    // Room for what the frame still needs (the length, then its body), at most
+                    // one chunk: a header announcing megabytes costs nothing until they come.
+                    let room = self.decoder.read_buf().map_err(framing)?;
+                    let n = ready!(Pin::new(&mut self.socket).poll_read(cx, room))?;
+                    if n == 0 {
+                        if self.decoder.buffered() == 0 {
+                            self.read_state = ReadState::Eof;
+                            return Poll::Ready(Ok(None));
                         }
-                        filled += n;
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                     }
-                    let len = u32::from_be_bytes(self.header) as usize;
-                    if len > self.max_frame_len {
-                        return Poll::Ready(Err(io_error(SecioError::FrameTooLarge {
-                            len: len as u64,
-                            max: self.max_frame_len,
-                        })));
-                    }
-                    if len < self.tag_len {
-                        return Poll::Ready(Err(io_error(SecioError::FrameTooShort {
-                            len,
-                            mac: self.tag_len,
-                        })));
-                    }
-                    // Nothing is allocated for the announced length: the body grows the
-                    // buffer as it arrives.
-                    self.read_state = ReadState::Body { len, filled: 0 };
-                }
-                ReadState::Body { len, mut filled } => {
-                    while filled < len {
-                        // Read into what the buffer already holds (kept from earlier frames),
-                        // or grow it by at most one chunk past the bytes that came: a header
-                        // announcing megabytes costs nothing until they are sent.
-                        let held = self.read_buf.len();
-                        let upto = len.min(if filled < held {
-                            held
-                        } else {
-                            filled + READ_CHUNK
-                        });
-                        if held < upto {
-                            // Exactly: the usual doubling could hold twice what came.
-                            self.read_buf.reserve_exact(upto - held);
-                            self.read_buf.resize(upto, 0);
-                        }
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.read_buf[filled..upto])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Body { len, filled };
-                                return Poll::Pending;
-                            }
-                        };
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                        }
-                        filled += n;
-                    }
-                    let end = len - self.tag_len;
-                    let (data, tag) = self.read_buf[..len].split_at_mut(end);
-                    if hmac::verify(&self.read_mac, data, tag).is_err() {
-                        return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
-                    }
-                    self.read_state = ReadState::Plain {
-                        pos: 0,
-                        end,
-                        decrypted: false,
-                    };
-                    return Poll::Ready(Ok(Some(end)));
+                    self.decoder.advance(n);
                 }
             }
         }
@@ -301,7 +256,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                 pos,
                 end,
                 decrypted: true,
-            } => &self.read_buf[pos..end],
+            } => &self.decoder.frame()[pos..end],
             _ => &[],
         }
     }
@@ -377,7 +332,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecioStream<C> {
             {
                 if pos < end {
                     let n = buf.len().min(end - pos);
-                    let (src, dst) = (&this.read_buf[pos..pos + n], &mut buf[..n]);
+                    let (src, dst) = (&this.decoder.frame()[pos..pos + n], &mut buf[..n]);
                     if decrypted {
                         dst.copy_from_slice(src);
                     } else {
@@ -537,17 +492,13 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut out = [0u8; 64];
         assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
-        assert_eq!(
-            r.read_state,
-            ReadState::Body {
-                len: max,
-                filled: 10
-            }
-        );
+        // Still reading the frame: its 4-byte length and 10 bytes of body have arrived.
+        assert_eq!(r.read_state, ReadState::Reading);
+        assert_eq!(r.decoder.buffered(), 4 + 10);
         assert!(
-            r.read_buf.capacity() <= 10 + READ_CHUNK,
+            r.decoder.capacity() <= 4 + 10 + READ_CHUNK,
             "{} bytes held for 10 received",
-            r.read_buf.capacity()
+            r.decoder.capacity()
         );
     }
 
@@ -561,7 +512,7 @@ mod tests {
         let mut back = Vec::new();
         futures::executor::block_on(r.read_to_end(&mut back)).unwrap();
         assert_eq!(back, data);
-        assert!(r.read_buf.capacity() <= data.len() + 32 + READ_CHUNK);
+        assert!(r.decoder.capacity() <= data.len() + 32 + READ_CHUNK);
     }
 
     #[test]
