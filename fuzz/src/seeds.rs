@@ -107,7 +107,8 @@ where
     let name = SecurityUpgrade::<Recorder>::protocol_names(&ours)[0];
     let other = match recorded {
         Role::Dialer => Role::Listener,
-        Role::Listener => Role::Dialer,
+        // Role::Listener (`Role` is non-exhaustive).
+        _ => Role::Dialer,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
