@@ -107,7 +107,8 @@ where
     let name = SecurityUpgrade::<Recorder>::protocol_names(&ours)[0];
     let other = match recorded {
         Role::Dialer => Role::Listener,
-        Role::Listener => Role::Dialer,
+        // Role::Listener (`Role` is non-exhaustive).
+        _ => Role::Dialer,
     };
     tokio::runtime::Builder::new_current_thread()
         .enable_time()
@@ -133,7 +134,8 @@ where
     // The target's mode byte: even runs our side as the listener.
     let mode = match recorded {
         Role::Dialer => 0,
-        Role::Listener => 1,
+        // Role::Listener (`Role` is non-exhaustive).
+        _ => 1,
     };
     let mut input = vec![mode, WHOLE];
     input.extend_from_slice(&written.lock().expect("lock"));

@@ -98,6 +98,12 @@ fn classify_dyn(error: &(dyn std::error::Error + Send + Sync + 'static)) -> Opti
     if let Some(e) = error.downcast_ref::<crate::MuxerError>() {
         return Some(e.fault());
     }
+    if let Some(e) = error.downcast_ref::<crate::framing::FrameError>() {
+        return Some(e.fault());
+    }
+    if let Some(e) = error.downcast_ref::<FaultOf>() {
+        return Some(e.fault);
+    }
     None
 }
 
@@ -136,6 +142,28 @@ impl FaultOf {
             source: Box::new(error),
         }
     }
+
+    /// The error inside, if it is an `E`.
+    pub fn downcast_ref<E: std::error::Error + 'static>(&self) -> Option<&E> {
+        self.source.downcast_ref::<E>()
+    }
+}
+
+impl Classify for FaultOf {
+    fn fault(&self) -> Fault {
+        self.fault
+    }
+}
+
+impl Classify for crate::framing::FrameError {
+    fn fault(&self) -> Fault {
+        use crate::framing::FrameError as E;
+        match self {
+            E::Io(e) => e.fault(),
+            E::Oversized { .. } => Fault::Local,
+            _ => Fault::Remote,
+        }
+    }
 }
 
 impl Classify for crate::multistream::NegotiationError {
@@ -153,6 +181,22 @@ impl Classify for crate::multistream::NegotiationError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn frame_errors_have_their_class() {
+        use crate::framing::FrameError;
+        let eof = FrameError::Io(io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(eof.fault(), Fault::Network);
+        assert_eq!(
+            FrameError::TooLong { len: 2, max: 1 }.fault(),
+            Fault::Remote
+        );
+        assert_eq!(FrameError::InvalidHead.fault(), Fault::Remote);
+        assert_eq!(
+            FrameError::Oversized { len: 2, max: 1 }.fault(),
+            Fault::Local
+        );
+    }
 
     #[test]
     fn io_kinds_map_to_their_class() {
@@ -174,6 +218,8 @@ mod tests {
             source: "no common cipher".into(),
         });
         assert_eq!(fault_of_boxed(boxed.as_ref()), Fault::Incompatible);
+        let framed = io::Error::other(crate::framing::FrameError::TooLong { len: 9, max: 1 });
+        assert_eq!(Fault::of_io(&framed), Fault::Remote);
         let unknown: crate::BoxError = "bad signature".into();
         assert_eq!(fault_of_boxed(unknown.as_ref()), Fault::Remote);
     }

@@ -35,6 +35,7 @@ pub mod upgrade;
 pub use libp2p_identity as identity;
 pub use libp2p_identity::{Keypair, PeerId, PublicKey};
 pub use libp2p_multistream as multistream;
+pub use libp2p_multistream::framing;
 pub use libp2p_multistream::Negotiated;
 pub use multiaddr::{self, Multiaddr, Protocol};
 
@@ -84,4 +85,27 @@ pub fn poll_write_out<S: futures::AsyncWrite + Unpin + ?Sized>(
         }
     }
     Poll::Ready(Ok(()))
+}
+
+/// A copy of `error` for a stream that failed and returns its first error again on every
+/// later call (an `io::Error` cannot be cloned): the kind, the OS code, the protocol's own
+/// error when `duplicate` can copy it (so that it still downcasts to its type), else the
+/// message.
+pub fn repeat_io_error<E>(
+    error: &std::io::Error,
+    duplicate: impl Fn(&E) -> Option<E>,
+) -> std::io::Error
+where
+    E: std::error::Error + Send + Sync + 'static,
+{
+    if let Some(code) = error.raw_os_error() {
+        return std::io::Error::from_raw_os_error(code);
+    }
+    match error.get_ref() {
+        Some(inner) => match inner.downcast_ref::<E>().and_then(duplicate) {
+            Some(copy) => std::io::Error::new(error.kind(), copy),
+            None => std::io::Error::new(error.kind(), inner.to_string()),
+        },
+        None => error.kind().into(),
+    }
 }

@@ -24,6 +24,7 @@ use crate::upgrade::{MuxerUpgrade, Role, SecurityUpgrade, Socket};
 
 /// Settings of the upgrade pipeline.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct UpgradeConfig {
     /// Bound on the whole upgrade of one connection: for a dial, from the start of the dial
     /// until the muxer is ready; for an inbound connection, from `accept` until then.
@@ -166,8 +167,10 @@ where
                 .await
                 .map_err(|e| TransportError::Security {
                     protocol: protocol.clone(),
-                    source: Box::new(e),
+                    source: Box::new(crate::fault::FaultOf::new(e)),
                 })?;
+            // The one place a remote's id is compared with the one dialed: the security
+            // protocols only report who the remote proved to be.
             if let Some(expected) = expected {
                 if expected != peer {
                     return Err(TransportError::PeerIdMismatch {

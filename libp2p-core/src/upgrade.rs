@@ -18,6 +18,7 @@ impl<T: AsyncRead + AsyncWrite + Send + Unpin + 'static> Socket for T {}
 
 /// Which side of a connection we are.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub enum Role {
     /// We opened the connection (multistream-select dialer, noise initiator).
     Dialer,
@@ -32,15 +33,21 @@ pub enum Role {
 pub trait SecurityUpgrade<C: Socket>: Clone + Send + Sync + 'static {
     /// The secured socket.
     type Output: Socket;
-    /// What can go wrong in the handshake.
-    type Error: std::error::Error + Send + Sync + 'static;
+    /// What can go wrong in the handshake, with its class: the pipeline keeps it whole
+    /// (inside a [`FaultOf`](crate::FaultOf) in [`TransportError::Security`]) so that callers
+    /// can tell the remote's fault from ours and from a timeout.
+    ///
+    /// [`TransportError::Security`]: crate::TransportError::Security
+    type Error: std::error::Error + crate::fault::Classify + Send + Sync + 'static;
 
     /// The protocol names this upgrade speaks, in order of preference.
     fn protocol_names(&self) -> Vec<&'static str>;
 
-    /// Runs the handshake. `expected` is the peer we meant to reach, when known: an
-    /// implementation should fail early if the remote proves to be someone else (the pipeline
-    /// checks it again in any case).
+    /// Runs the handshake and returns the peer id the remote proved it holds. `expected` is
+    /// the peer we meant to reach, when known, for protocols that need it in the handshake
+    /// itself (TLS names it to its verifier); comparing it with the remote's id is the
+    /// pipeline's job alone, which fails with the one
+    /// [`TransportError::PeerIdMismatch`](crate::TransportError::PeerIdMismatch).
     fn secure(
         &self,
         socket: C,
@@ -52,6 +59,7 @@ pub trait SecurityUpgrade<C: Socket>: Clone + Send + Sync + 'static {
 
 /// Errors of a stream muxer.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum MuxerError {
     /// The muxed connection is closed (by us, by the remote, or because the socket ended).
     #[error("muxed connection closed")]
@@ -82,6 +90,17 @@ impl crate::fault::Classify for MuxerError {
             MuxerError::TooManyStreams { .. } => Fault::Local,
             MuxerError::Protocol(_) => Fault::Remote,
             MuxerError::Other(e) => crate::fault::fault_of_boxed(e.as_ref()),
+        }
+    }
+}
+
+impl<A: crate::fault::Classify, B: crate::fault::Classify> crate::fault::Classify
+    for EitherError<A, B>
+{
+    fn fault(&self) -> crate::fault::Fault {
+        match self {
+            EitherError::A(a) => a.fault(),
+            EitherError::B(b) => b.fault(),
         }
     }
 }

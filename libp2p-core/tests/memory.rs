@@ -45,6 +45,12 @@ struct Unreached;
 #[error("unreached")]
 struct Never;
 
+impl libp2p_core::Classify for Never {
+    fn fault(&self) -> libp2p_core::Fault {
+        libp2p_core::Fault::Local
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Unreached {
     type Output = C;
     type Error = Never;

@@ -7,7 +7,8 @@
 
 use std::io;
 
-use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use futures::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use libp2p_core::framing::{self, Codec, FrameError};
 use libp2p_core::{Multiaddr, PublicKey};
 use prost::Message;
 
@@ -122,50 +123,32 @@ impl IdentifyMessage {
 
 /// Sends `info` on `stream` and closes it (the responder's side, and the push sender's).
 pub async fn send<S: AsyncWrite + Unpin>(mut stream: S, info: &Info) -> io::Result<()> {
-    let body = to_message(info).encode_to_vec();
-    let mut prefix = unsigned_varint::encode::usize_buffer();
-    let prefix = unsigned_varint::encode::usize(body.len(), &mut prefix);
-    let mut frame = Vec::with_capacity(prefix.len() + body.len());
-    frame.extend_from_slice(prefix);
-    frame.extend_from_slice(&body);
+    let mut frame = Vec::new();
+    Codec::uvarint(usize::MAX)
+        .encode(&to_message(info).encode_to_vec(), &mut frame)
+        .expect("no limit on our own message");
     stream.write_all(&frame).await?;
     stream.close().await
 }
 
-/// Reads one uvarint length, or `None` at a clean end of stream.
-async fn read_len<S: AsyncRead + Unpin>(stream: &mut S) -> Result<Option<usize>, IdentifyError> {
-    let mut len = 0usize;
-    for i in 0..4 {
-        let mut byte = [0u8; 1];
-        if stream.read(&mut byte).await? == 0 {
-            return if i == 0 {
-                Ok(None)
-            } else {
-                Err(IdentifyError::Malformed("truncated length".into()))
-            };
-        }
-        len |= usize::from(byte[0] & 0x7f) << (7 * i);
-        if byte[0] & 0x80 == 0 {
-            return Ok(Some(len));
+impl From<FrameError> for IdentifyError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => IdentifyError::Io(e),
+            FrameError::TooLong { len, max } => IdentifyError::TooLarge {
+                len: usize::try_from(len).unwrap_or(usize::MAX),
+                max,
+            },
+            other => IdentifyError::Malformed(other.to_string()),
         }
     }
-    Err(IdentifyError::TooLarge {
-        len: usize::MAX,
-        max: MAX_MESSAGE_LEN,
-    })
 }
 
 /// Reads the remote's identify answer (the requester's side, and the push receiver's).
 pub async fn receive<S: AsyncRead + Unpin>(mut stream: S) -> Result<Info, IdentifyError> {
     let mut merged = IdentifyMessage::default();
     let mut count = 0;
-    while let Some(len) = read_len(&mut stream).await? {
-        if len > MAX_MESSAGE_LEN {
-            return Err(IdentifyError::TooLarge {
-                len,
-                max: MAX_MESSAGE_LEN,
-            });
-        }
+    while let Some(body) = framing::try_read_frame(&mut stream, MAX_MESSAGE_LEN).await? {
         count += 1;
         if count > MAX_MESSAGES {
             return Err(IdentifyError::TooLarge {
@@ -173,8 +156,6 @@ pub async fn receive<S: AsyncRead + Unpin>(mut stream: S) -> Result<Info, Identi
                 max: MAX_MESSAGES,
             });
         }
-        let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
         merged
             .merge(body.as_slice())
             .map_err(|e| IdentifyError::Malformed(e.to_string()))?;

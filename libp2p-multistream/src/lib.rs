@@ -20,6 +20,9 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod framing;
+pub mod machine;
+
 use std::fmt;
 use std::io;
 use std::pin::Pin;
@@ -28,21 +31,19 @@ use std::task::{ready, Context, Poll};
 use futures::future::poll_fn;
 use futures::{AsyncRead, AsyncWrite};
 
+use framing::{Codec, Decoder, FrameError};
+use machine::{Machine, Outcome};
+
 /// The multistream-select protocol name, sent as the first message by both sides.
 pub const PROTOCOL: &str = "/multistream/1.0.0";
-/// The listener's answer to a protocol it does not support.
-const NA: &str = "na";
-/// The dialer's request for the listener's protocol list.
-const LS: &str = "ls";
 /// Largest number of bytes pulled from the socket at once while negotiating.
 const READ_CHUNK: usize = 256;
-/// A 64-bit unsigned varint takes at most this many bytes.
-const MAX_VARINT_LEN: usize = 10;
 /// The least bound on the listener's answer to `ls`, which holds every name it speaks.
 const LS_ANSWER_MAX: usize = 64 * 1024;
 
 /// How the dialer runs the protocol.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum Version {
     /// Wait for the listener's answer to each proposal before returning.
     #[default]
@@ -168,58 +169,29 @@ where
     I: IntoIterator<Item = N>,
     N: AsRef<str>,
 {
-    let protocols: Vec<N> = protocols.into_iter().collect();
-    for p in &protocols {
-        check_name(p.as_ref(), config)?;
-    }
-    let offered = || protocols.iter().map(|p| p.as_ref().to_string()).collect();
-    let count = protocols.len();
-    if count == 0 {
-        return Err(NegotiationError::ProtocolNotSupported { offered: offered() });
-    }
+    let mut protocols: Vec<N> = protocols.into_iter().collect();
+    let names = protocols.iter().map(|p| p.as_ref().to_string()).collect();
+    let mut machine = Machine::dialer(names, config)?;
     let mut framed = Framed::new(io, config.max_message_len);
-    framed.queue(PROTOCOL.as_bytes());
-    let mut header_seen = false;
-    let mut iter = protocols.iter().enumerate();
-    for (i, proposal) in &mut iter {
-        let proposal = proposal.as_ref();
-        tracing::trace!(protocol = proposal, "proposing");
-        framed.queue(proposal.as_bytes());
-        if version == Version::V1Lazy && i + 1 == count {
+    loop {
+        framed.queue(&mut machine);
+        if version == Version::V1Lazy && machine.proposing_last() {
+            // Header (if still unanswered) and the last proposal go out now; the answers are
+            // read by the machine on the first read of the socket.
             framed.flush().await?;
-            let pending = Pending {
-                header: !header_seen,
-                protocol: proposal.to_string(),
-            };
-            let chosen = protocols.into_iter().nth(i).expect("index within the list");
-            return Ok((chosen, Negotiated::new(framed, Some(pending))));
+            let chosen = machine.current().expect("a dialer has a current proposal");
+            let chosen = protocols.swap_remove(chosen);
+            return Ok((chosen, Negotiated::new(framed, Some(machine))));
         }
-        loop {
-            let msg = framed.recv().await?;
-            let msg = text(&msg)?;
-            if !header_seen {
-                if msg != PROTOCOL {
-                    return Err(NegotiationError::InvalidHeader(msg.to_string()));
-                }
-                header_seen = true;
-                continue;
-            }
-            if msg == proposal {
-                tracing::trace!(protocol = proposal, "accepted");
-                let chosen = protocols.into_iter().nth(i).expect("index within the list");
-                return Ok((chosen, Negotiated::new(framed, None)));
-            }
-            if msg == NA {
-                break;
-            }
-            return Err(NegotiationError::UnexpectedMessage {
-                proposed: proposal.to_string(),
-                got: msg.to_string(),
-            });
+        let msg = framed.recv().await?;
+        if let Outcome::Selected(i) = machine.on_message(&msg, NO_PROTOCOLS)? {
+            return Ok((protocols.swap_remove(i), Negotiated::new(framed, None)));
         }
     }
-    Err(NegotiationError::ProtocolNotSupported { offered: offered() })
 }
+
+/// What a dialer accepts as a listener (nothing: the dialer roles ignore the set).
+const NO_PROTOCOLS: &[&str] = &[];
 
 /// Runs the listener side: answers the dialer's proposals until it proposes one that
 /// `protocols` accepts, and returns that protocol with the socket to speak it on. `ls` is
@@ -233,46 +205,17 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
     P: ProtocolSet + ?Sized,
 {
+    let mut machine = Machine::listener(config);
     let mut framed = Framed::new(io, config.max_message_len);
-    let header = framed.recv().await?;
-    let header = text(&header)?;
-    if header != PROTOCOL {
-        return Err(NegotiationError::InvalidHeader(header.to_string()));
-    }
-    framed.queue(PROTOCOL.as_bytes());
-    let mut refused = 0usize;
-    let mut listed = 0usize;
     loop {
         // `recv` flushes our queued answers before it waits for more input.
         let msg = framed.recv().await?;
-        let msg = text(&msg)?;
-        if msg == LS {
-            listed += 1;
-            if listed > config.max_list_requests {
-                return Err(NegotiationError::TooManyListRequests(
-                    config.max_list_requests,
-                ));
-            }
-            let mut body = Vec::new();
-            for name in protocols.list() {
-                encode_message(&mut body, name.as_bytes());
-            }
-            framed.queue(&body);
-            continue;
-        }
-        if protocols.matches(msg) {
-            tracing::trace!(protocol = msg, "accepting");
-            framed.queue(msg.as_bytes());
+        let outcome = machine.on_message(&msg, protocols)?;
+        framed.queue(&mut machine);
+        if let Outcome::Accepted(protocol) = outcome {
             framed.flush().await?;
-            let protocol = msg.to_string();
             return Ok((protocol, Negotiated::new(framed, None)));
         }
-        refused += 1;
-        if refused > config.max_proposals {
-            return Err(NegotiationError::TooManyProposals(config.max_proposals));
-        }
-        tracing::trace!(protocol = msg, "not available");
-        framed.queue(NA.as_bytes());
     }
 }
 
@@ -282,82 +225,55 @@ pub async fn list_protocols<S>(io: S, config: &Config) -> Result<Vec<String>, Ne
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut machine = Machine::lister(config);
     let mut framed = Framed::new(io, config.max_message_len.max(LS_ANSWER_MAX));
-    framed.queue(PROTOCOL.as_bytes());
-    framed.queue(LS.as_bytes());
-    let header = framed.recv().await?;
-    let header = text(&header)?;
-    if header != PROTOCOL {
-        return Err(NegotiationError::InvalidHeader(header.to_string()));
+    framed.queue(&mut machine);
+    loop {
+        let msg = framed.recv().await?;
+        if let Outcome::Listed(names) = machine.on_message(&msg, NO_PROTOCOLS)? {
+            return Ok(names);
+        }
     }
-    let answer = framed.recv().await?;
-    let mut body = answer
-        .strip_suffix(b"\n")
-        .ok_or(NegotiationError::InvalidMessage("missing trailing newline"))?;
-    let mut names = Vec::new();
-    while !body.is_empty() {
-        let (len, rest) = unsigned_varint::decode::u64(body)
-            .map_err(|_| NegotiationError::InvalidMessage("bad length in protocol list"))?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|&l| l <= rest.len())
-            .ok_or(NegotiationError::InvalidMessage("truncated protocol list"))?;
-        names.push(text(&rest[..len])?.to_string());
-        body = &rest[len..];
+}
+
+impl From<FrameError> for NegotiationError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => NegotiationError::Io(e),
+            FrameError::TooLong { len, max } => NegotiationError::MessageTooLong { len, max },
+            _ => NegotiationError::InvalidMessage("bad length prefix"),
+        }
     }
-    Ok(names)
 }
 
-fn check_name(name: &str, config: &Config) -> Result<(), NegotiationError> {
-    if !name.starts_with('/') || name.len() >= config.max_message_len || name.contains('\n') {
-        return Err(NegotiationError::InvalidProtocol(name.to_string()));
-    }
-    Ok(())
-}
-
-/// The text of a message: UTF-8, newline-terminated (the newline is not part of the text).
-fn text(msg: &[u8]) -> Result<&str, NegotiationError> {
-    let line = msg
-        .strip_suffix(b"\n")
-        .ok_or(NegotiationError::InvalidMessage("missing trailing newline"))?;
-    std::str::from_utf8(line).map_err(|_| NegotiationError::InvalidMessage("not UTF-8"))
-}
-
-/// Appends `body` plus a newline, prefixed with their length.
-fn encode_message(out: &mut Vec<u8>, body: &[u8]) {
-    let mut len = unsigned_varint::encode::usize_buffer();
-    out.extend_from_slice(unsigned_varint::encode::usize(body.len() + 1, &mut len));
-    out.extend_from_slice(body);
-    out.push(b'\n');
-}
-
-/// A socket with a read buffer for the length-prefixed messages and a write buffer for answers
+/// A socket with the frame decoder for the remote's messages and a write buffer for answers
 /// that go out together.
 struct Framed<S> {
     io: S,
-    rbuf: Vec<u8>,
+    decoder: Decoder,
     wbuf: Vec<u8>,
     /// Bytes were handed to `io` since its last completed flush. A socket that buffers (a
     /// secure channel) may hold them until flushed, so an empty `wbuf` is not enough to know
     /// that everything went out.
     unflushed: bool,
-    max: usize,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     fn new(io: S, max: usize) -> Self {
         Framed {
             io,
-            rbuf: Vec::new(),
+            decoder: Decoder::new(Codec::uvarint(max)),
             wbuf: Vec::new(),
             unflushed: false,
-            max,
         }
     }
 
-    fn queue(&mut self, body: &[u8]) {
-        encode_message(&mut self.wbuf, body);
-        self.unflushed = true;
+    /// Moves the machine's output to the write buffer.
+    fn queue(&mut self, machine: &mut Machine) {
+        if machine.has_output() {
+            self.wbuf.extend(machine.take_output());
+            self.unflushed = true;
+        }
     }
 
     async fn flush(&mut self) -> io::Result<()> {
@@ -386,7 +302,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
     /// input, so answers to everything received so far go out in one write.
     fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Vec<u8>, NegotiationError>> {
         loop {
-            if let Some(msg) = self.decode()? {
+            if let Some(msg) = self.decoder.next_frame()? {
                 return Poll::Ready(Ok(msg));
             }
             if self.unflushed {
@@ -400,43 +316,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Framed<S> {
                     "connection closed during protocol negotiation",
                 ))));
             }
-            self.rbuf.extend_from_slice(&chunk[..n]);
+            self.decoder.push(&chunk[..n]);
         }
     }
-
-    /// Takes one whole message off the read buffer, if there is one.
-    fn decode(&mut self) -> Result<Option<Vec<u8>>, NegotiationError> {
-        match unsigned_varint::decode::u64(&self.rbuf) {
-            Ok((len, rest)) => {
-                if len > self.max as u64 {
-                    return Err(NegotiationError::MessageTooLong { len, max: self.max });
-                }
-                let len = len as usize;
-                if rest.len() < len {
-                    return Ok(None);
-                }
-                let prefix = self.rbuf.len() - rest.len();
-                let msg = rest[..len].to_vec();
-                self.rbuf.drain(..prefix + len);
-                Ok(Some(msg))
-            }
-            Err(unsigned_varint::decode::Error::Insufficient)
-                if self.rbuf.len() < MAX_VARINT_LEN =>
-            {
-                Ok(None)
-            }
-            Err(_) => Err(NegotiationError::InvalidMessage("bad length prefix")),
-        }
-    }
-}
-
-/// What a lazy dialer still has to read before the application's bytes.
-#[derive(Debug)]
-struct Pending {
-    /// The listener's header is still to come.
-    header: bool,
-    /// The listener's echo of this proposal is still to come.
-    protocol: String,
 }
 
 /// A socket on which a protocol has been agreed. Reads first return any bytes the remote sent
@@ -444,27 +326,22 @@ struct Pending {
 /// listener's answer.
 pub struct Negotiated<S> {
     framed: Framed<S>,
-    /// Read position in `framed.rbuf` (the leftover bytes).
-    pos: usize,
-    pending: Option<Pending>,
+    /// A lazy dialer's negotiation, still waiting for the listener's answers.
+    pending: Option<Machine>,
 }
 
 impl<S> fmt::Debug for Negotiated<S> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Negotiated")
-            .field("buffered", &(self.framed.rbuf.len() - self.pos))
+            .field("buffered", &self.framed.decoder.buffered())
             .field("pending", &self.pending)
             .finish()
     }
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Negotiated<S> {
-    fn new(framed: Framed<S>, pending: Option<Pending>) -> Self {
-        Negotiated {
-            framed,
-            pos: 0,
-            pending,
-        }
+    fn new(framed: Framed<S>, pending: Option<Machine>) -> Self {
+        Negotiated { framed, pending }
     }
 
     /// Whether the listener's acceptance has been read (always true except for a lazy dialer
@@ -478,30 +355,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Negotiated<S> {
         &self.framed.io
     }
 
-    /// Reads the listener's answers that a lazy dialer skipped.
+    /// Reads the listener's answers that a lazy dialer skipped, with the same machine that
+    /// sent the proposal.
     fn poll_confirm(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        while let Some(pending) = self.pending.as_mut() {
+        while let Some(machine) = self.pending.as_mut() {
             let msg = ready!(self.framed.poll_recv(cx)).map_err(into_io)?;
-            let msg = text(&msg).map_err(into_io)?;
-            if pending.header {
-                if msg != PROTOCOL {
-                    return Poll::Ready(Err(into_io(NegotiationError::InvalidHeader(
-                        msg.to_string(),
-                    ))));
-                }
-                pending.header = false;
-            } else if msg == pending.protocol {
-                self.pending = None;
-            } else if msg == NA {
-                let offered = vec![pending.protocol.clone()];
-                return Poll::Ready(Err(into_io(NegotiationError::ProtocolNotSupported {
-                    offered,
-                })));
-            } else {
-                return Poll::Ready(Err(into_io(NegotiationError::UnexpectedMessage {
-                    proposed: pending.protocol.clone(),
-                    got: msg.to_string(),
-                })));
+            match machine.on_message(&msg, NO_PROTOCOLS).map_err(into_io)? {
+                Outcome::Continue => {}
+                _ => self.pending = None,
             }
         }
         Poll::Ready(Ok(()))
@@ -525,15 +386,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Negotiated<S> {
         if this.pending.is_some() {
             ready!(this.poll_confirm(cx))?;
         }
-        let left = &this.framed.rbuf[this.pos..];
+        let left = this.framed.decoder.buffered_bytes();
         if !left.is_empty() {
             let n = left.len().min(buf.len());
             buf[..n].copy_from_slice(&left[..n]);
-            this.pos += n;
-            if this.pos == this.framed.rbuf.len() {
-                this.framed.rbuf = Vec::new();
-                this.pos = 0;
-            }
+            this.framed.decoder.consume(n);
             return Poll::Ready(Ok(n));
         }
         Pin::new(&mut this.framed.io).poll_read(cx, buf)
@@ -568,12 +425,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Negotiated<S> {
 
 #[cfg(test)]
 mod tests {
+    use super::machine::{check_name, encode_line, text};
     use super::*;
 
     #[test]
     fn messages_are_length_prefixed_lines() {
         let mut out = Vec::new();
-        encode_message(&mut out, PROTOCOL.as_bytes());
+        encode_line(&mut out, PROTOCOL.as_bytes());
         assert_eq!(out[0], 19);
         assert_eq!(&out[1..], b"/multistream/1.0.0\n");
         assert_eq!(text(&out[1..]).unwrap(), PROTOCOL);

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::framing::{Codec, Head};
 use libp2p_core::{PeerId, PublicKey, Role, Socket};
 
 use crate::stream::Ciphers;
@@ -14,54 +14,37 @@ use crate::{proto, LocalKeys, NoiseError, MAX_MESSAGE_LEN, STATIC_KEY_DOMAIN};
 /// and two AEAD tags (16 bytes each).
 const HANDSHAKE_OVERHEAD: usize = 2 * 32 + 2 * 16;
 
-/// The buffers of one handshake: the message on the wire and the payload inside it.
-struct Buffers {
-    message: Vec<u8>,
-    payload: Vec<u8>,
+/// Handshake messages: a 2-byte big-endian length, then at most 65535 bytes.
+fn codec() -> Codec {
+    Codec::new(Head::U16, MAX_MESSAGE_LEN)
 }
 
 /// Writes one length-prefixed handshake message and flushes it.
 async fn send<C: Socket>(
     socket: &mut C,
     state: &mut snow::HandshakeState,
-    bufs: &mut Buffers,
     payload: &[u8],
 ) -> Result<(), NoiseError> {
     // Room for the payload plus what XX adds to a message (two keys, two tags), capped by the
     // frame size.
-    let room = (2 + payload.len() + HANDSHAKE_OVERHEAD).min(2 + MAX_MESSAGE_LEN);
-    if bufs.message.len() < room {
-        bufs.message.resize(room, 0);
-    }
-    let len = state.write_message(payload, &mut bufs.message[2..])?;
-    let prefix =
-        u16::try_from(len).map_err(|_| NoiseError::Noise("handshake message too long".into()))?;
-    bufs.message[..2].copy_from_slice(&prefix.to_be_bytes());
-    socket.write_all(&bufs.message[..2 + len]).await?;
-    socket.flush().await?;
+    let mut message = vec![0u8; (payload.len() + HANDSHAKE_OVERHEAD).min(MAX_MESSAGE_LEN)];
+    let len = state.write_message(payload, &mut message)?;
+    codec().write(socket, &message[..len]).await?;
     Ok(())
 }
 
 /// Reads one length-prefixed handshake message (not a byte past it) and processes it;
-/// returns the length of the payload now in `bufs.payload`.
+/// returns the payload inside.
 async fn receive<C: Socket>(
     socket: &mut C,
     state: &mut snow::HandshakeState,
-    bufs: &mut Buffers,
-) -> Result<usize, NoiseError> {
-    let mut header = [0u8; 2];
-    socket.read_exact(&mut header).await?;
-    let len = usize::from(u16::from_be_bytes(header));
-    // Both buffers grow to what this message needs (at most 64 KiB, the 2-byte length's bound);
-    // the payload inside is never longer than the message.
-    if bufs.message.len() < len {
-        bufs.message.resize(len, 0);
-    }
-    if bufs.payload.len() < len {
-        bufs.payload.resize(len, 0);
-    }
-    socket.read_exact(&mut bufs.message[..len]).await?;
-    Ok(state.read_message(&bufs.message[..len], &mut bufs.payload)?)
+) -> Result<Vec<u8>, NoiseError> {
+    let message = codec().read(socket).await?;
+    // The payload inside is never longer than the message.
+    let mut payload = vec![0u8; message.len()];
+    let n = state.read_message(&message, &mut payload)?;
+    payload.truncate(n);
+    Ok(payload)
 }
 
 /// Checks the remote's payload against the static key the handshake proved it holds, and
@@ -83,59 +66,43 @@ fn verify_payload(state: &snow::HandshakeState, payload: &[u8]) -> Result<PeerId
     Ok(public.to_peer_id())
 }
 
-fn check_expected(expected: Option<PeerId>, actual: PeerId) -> Result<(), NoiseError> {
-    match expected {
-        Some(expected) if expected != actual => Err(NoiseError::PeerIdMismatch {
-            expected: Box::new(expected),
-            actual: Box::new(actual),
-        }),
-        _ => Ok(()),
-    }
-}
-
 /// Runs the handshake as initiator (dialer) or responder (listener).
 pub(crate) async fn handshake<C: Socket>(
     mut socket: C,
     role: Role,
     local: Arc<LocalKeys>,
-    expected: Option<PeerId>,
 ) -> Result<(PeerId, NoiseStream<C>), NoiseError> {
     let builder = crate::builder().local_private_key(&local.static_private)?;
     let mut state = match role {
         Role::Dialer => builder.build_initiator()?,
-        Role::Listener => builder.build_responder()?,
-    };
-    let mut bufs = Buffers {
-        message: Vec::new(),
-        payload: Vec::new(),
+        // Role::Listener (the enum is non-exhaustive; there are two roles).
+        _ => builder.build_responder()?,
     };
 
     let remote = match role {
         Role::Dialer => {
             // -> e
-            send(&mut socket, &mut state, &mut bufs, &[]).await?;
+            send(&mut socket, &mut state, &[]).await?;
             // <- e, ee, s, es + the responder's payload
-            let n = receive(&mut socket, &mut state, &mut bufs).await?;
-            let remote = verify_payload(&state, &bufs.payload[..n])?;
-            check_expected(expected, remote)?;
+            let payload = receive(&mut socket, &mut state).await?;
+            let remote = verify_payload(&state, &payload)?;
             // -> s, se + our payload
-            send(&mut socket, &mut state, &mut bufs, &local.payload).await?;
+            send(&mut socket, &mut state, &local.payload).await?;
             remote
         }
-        Role::Listener => {
+        // Role::Listener.
+        _ => {
             // -> e (any payload is ignored)
-            receive(&mut socket, &mut state, &mut bufs).await?;
+            receive(&mut socket, &mut state).await?;
             // <- e, ee, s, es + our payload
-            send(&mut socket, &mut state, &mut bufs, &local.payload).await?;
+            send(&mut socket, &mut state, &local.payload).await?;
             // -> s, se + the initiator's payload
-            let n = receive(&mut socket, &mut state, &mut bufs).await?;
-            let remote = verify_payload(&state, &bufs.payload[..n])?;
-            check_expected(expected, remote)?;
-            remote
+            let payload = receive(&mut socket, &mut state).await?;
+            verify_payload(&state, &payload)?
         }
     };
     if !state.is_handshake_finished() {
-        return Err(NoiseError::Noise("handshake did not finish".into()));
+        return Err(NoiseError::Unfinished);
     }
     let remote_static = state.get_remote_static().map(<[u8]>::to_vec);
     // The transport keys (Noise's Split()); the stream runs the cipher states itself.
@@ -167,7 +134,7 @@ mod tests {
         let (a, b) = tokio::io::duplex(64 * 1024);
         let (dialer, _listener) = futures::join!(
             SecurityUpgrade::<_>::secure(&honest, a.compat(), Role::Dialer, None, "/noise"),
-            handshake(b.compat(), Role::Listener, liar, None),
+            handshake(b.compat(), Role::Listener, liar),
         );
         dialer.map(|(peer, _)| peer)
     }

@@ -30,7 +30,8 @@ use std::io;
 use std::sync::Arc;
 use std::time::Duration;
 
-use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::framing::FrameError;
+use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket};
 
 pub use stream::NoiseStream;
 
@@ -89,14 +90,21 @@ impl Default for NoiseConfig {
 /// Errors of the channel after the handshake reach the reader or writer as an
 /// [`io::Error`]; a message that fails to decrypt is one of kind
 /// [`io::ErrorKind::InvalidData`] that carries a `NoiseError` (see [`io::Error::get_ref`]).
+/// A direction of the channel that failed returns its first error again on every later call.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum NoiseError {
     /// Reading or writing the socket failed (including the remote closing it early).
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-    /// The Noise protocol itself failed: a message did not decrypt or was malformed.
+    /// The Noise protocol refused a message: snow's own error in the handshake, and in the
+    /// channel [`snow::Error::Decrypt`] for a message whose tag does not match and
+    /// [`snow::Error::Input`] for one shorter than its tag.
     #[error("noise protocol error: {0}")]
-    Noise(String),
+    Noise(#[from] snow::Error),
+    /// A handshake message could not be framed (the remote's was cut short or too long).
+    #[error("handshake framing: {0}")]
+    Frame(#[source] FrameError),
     /// The remote's handshake payload is not a valid `NoiseHandshakePayload`, or lacks
     /// its identity key or signature.
     #[error("invalid handshake payload")]
@@ -107,23 +115,84 @@ pub enum NoiseError {
     /// The remote's identity signature over its Noise static key is not valid.
     #[error("invalid signature over the remote's noise static key")]
     BadSignature,
-    /// The remote is not the peer we meant to reach. (The ids are boxed to keep the error,
-    /// and every `Result` carrying it, small.)
-    #[error("peer id mismatch: expected {expected}, found {actual}")]
-    PeerIdMismatch {
-        /// The peer we meant to reach.
-        expected: Box<PeerId>,
-        /// The peer we met.
-        actual: Box<PeerId>,
-    },
+    /// The three XX messages went through but snow does not call the handshake finished.
+    #[error("noise handshake did not finish")]
+    Unfinished,
+    /// One direction sent 2^64-1 messages: the Noise spec reserves the last nonce.
+    #[error("nonce exhausted: 2^64-1 messages in one direction")]
+    NonceExhausted,
+    /// Sealing a message failed (ring refused it).
+    #[error("encryption failed")]
+    Encrypt,
+    /// Our static key could not be made or signed when this [`Noise`] was built.
+    #[error("cannot set up the local static key: {0}")]
+    KeySetup(#[source] Arc<KeySetupError>),
     /// The handshake did not finish within [`NoiseConfig::handshake_timeout`].
     #[error("noise handshake timed out")]
     Timeout,
 }
 
-impl From<snow::Error> for NoiseError {
-    fn from(e: snow::Error) -> Self {
-        NoiseError::Noise(e.to_string())
+/// Why the local static key could not be set up.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySetupError {
+    /// snow could not generate the X25519 keypair.
+    #[error("generating the static keypair: {0}")]
+    Generate(#[source] snow::Error),
+    /// The identity key could not sign the static key.
+    #[error("signing the static key: {0}")]
+    Sign(#[from] libp2p_core::identity::SigningError),
+}
+
+impl From<FrameError> for NoiseError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => NoiseError::Io(e),
+            other => NoiseError::Frame(other),
+        }
+    }
+}
+
+impl Classify for NoiseError {
+    fn fault(&self) -> Fault {
+        match self {
+            NoiseError::Io(e) => e.fault(),
+            // The remote's bytes: a bad tag, a short or malformed message, a bad key.
+            NoiseError::Noise(snow::Error::Decrypt | snow::Error::Input | snow::Error::Dh) => {
+                Fault::Remote
+            }
+            // Our parameters, our state, our randomness.
+            NoiseError::Noise(_) => Fault::Local,
+            NoiseError::Frame(e) => e.fault(),
+            NoiseError::InvalidPayload | NoiseError::InvalidKey | NoiseError::BadSignature => {
+                Fault::Remote
+            }
+            NoiseError::Unfinished
+            | NoiseError::NonceExhausted
+            | NoiseError::Encrypt
+            | NoiseError::KeySetup(_) => Fault::Local,
+            NoiseError::Timeout => Fault::Timeout,
+        }
+    }
+}
+
+impl NoiseError {
+    /// A copy, for the errors that are plain values (a failed channel returns its first
+    /// error again).
+    pub(crate) fn duplicate(&self) -> Option<NoiseError> {
+        Some(match self {
+            NoiseError::Noise(snow::Error::Decrypt) => NoiseError::Noise(snow::Error::Decrypt),
+            NoiseError::Noise(snow::Error::Input) => NoiseError::Noise(snow::Error::Input),
+            NoiseError::InvalidPayload => NoiseError::InvalidPayload,
+            NoiseError::InvalidKey => NoiseError::InvalidKey,
+            NoiseError::BadSignature => NoiseError::BadSignature,
+            NoiseError::Unfinished => NoiseError::Unfinished,
+            NoiseError::NonceExhausted => NoiseError::NonceExhausted,
+            NoiseError::Encrypt => NoiseError::Encrypt,
+            NoiseError::KeySetup(e) => NoiseError::KeySetup(e.clone()),
+            NoiseError::Timeout => NoiseError::Timeout,
+            _ => return None,
+        })
     }
 }
 
@@ -139,12 +208,14 @@ pub(crate) struct LocalKeys {
 }
 
 impl LocalKeys {
-    fn generate(identity: &Keypair) -> Result<Self, String> {
-        let dh = builder().generate_keypair().map_err(|e| e.to_string())?;
+    fn generate(identity: &Keypair) -> Result<Self, KeySetupError> {
+        let dh = builder()
+            .generate_keypair()
+            .map_err(KeySetupError::Generate)?;
         let mut signed = Vec::with_capacity(STATIC_KEY_DOMAIN.len() + dh.public.len());
         signed.extend_from_slice(STATIC_KEY_DOMAIN);
         signed.extend_from_slice(&dh.public);
-        let signature = identity.sign(&signed).map_err(|e| e.to_string())?;
+        let signature = identity.sign(&signed)?;
         let payload = proto::encode_payload(identity.public().encode_protobuf(), signature);
         Ok(LocalKeys {
             static_private: dh.private,
@@ -160,7 +231,7 @@ pub struct Noise {
     keypair: Keypair,
     config: NoiseConfig,
     /// The static keys, or why they could not be made (reported by every handshake).
-    local: Result<Arc<LocalKeys>, String>,
+    local: Result<Arc<LocalKeys>, Arc<KeySetupError>>,
 }
 
 impl std::fmt::Debug for Noise {
@@ -181,7 +252,9 @@ impl Noise {
 
     /// Noise with the identity `keypair` and explicit settings.
     pub fn with_config(keypair: Keypair, config: NoiseConfig) -> Self {
-        let local = LocalKeys::generate(&keypair).map(Arc::new);
+        let local = LocalKeys::generate(&keypair)
+            .map(Arc::new)
+            .map_err(Arc::new);
         if let Err(e) = &local {
             tracing::warn!("noise: cannot set up the static key: {e}");
         }
@@ -210,22 +283,68 @@ impl<C: Socket> SecurityUpgrade<C> for Noise {
         &self,
         socket: C,
         role: Role,
-        expected: Option<PeerId>,
+        _expected: Option<PeerId>,
         _protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, NoiseStream<C>), NoiseError>> + Send + 'static {
         let local = self.local.clone();
         let limit = self.config.handshake_timeout;
         async move {
-            let local = local.map_err(NoiseError::Noise)?;
-            match libp2p_core::with_timeout(
-                limit,
-                handshake::handshake(socket, role, local, expected),
-            )
-            .await
+            let local = local.map_err(NoiseError::KeySetup)?;
+            match libp2p_core::with_timeout(limit, handshake::handshake(socket, role, local)).await
             {
                 Some(result) => result,
                 None => Err(NoiseError::Timeout),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_class() {
+        let remote = [
+            NoiseError::Noise(snow::Error::Decrypt),
+            NoiseError::Noise(snow::Error::Input),
+            NoiseError::InvalidPayload,
+            NoiseError::InvalidKey,
+            NoiseError::BadSignature,
+            NoiseError::from(FrameError::TooLong { len: 9, max: 1 }),
+        ];
+        for e in remote {
+            assert_eq!(e.fault(), Fault::Remote, "{e}");
+        }
+        let local = [
+            NoiseError::Noise(snow::Error::Rng),
+            NoiseError::Unfinished,
+            NoiseError::NonceExhausted,
+            NoiseError::Encrypt,
+        ];
+        for e in local {
+            assert_eq!(e.fault(), Fault::Local, "{e}");
+        }
+        assert_eq!(NoiseError::Timeout.fault(), Fault::Timeout);
+        let cut = NoiseError::from(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        assert!(matches!(cut, NoiseError::Io(_)));
+        assert_eq!(cut.fault(), Fault::Network);
+    }
+
+    #[test]
+    fn value_errors_are_repeated_whole() {
+        let first = io::Error::new(
+            io::ErrorKind::InvalidData,
+            NoiseError::Noise(snow::Error::Decrypt),
+        );
+        let again = libp2p_core::repeat_io_error(&first, NoiseError::duplicate);
+        assert_eq!(again.kind(), io::ErrorKind::InvalidData);
+        assert!(matches!(
+            again.get_ref().and_then(|e| e.downcast_ref::<NoiseError>()),
+            Some(NoiseError::Noise(snow::Error::Decrypt))
+        ));
+        let reset = io::Error::from(io::ErrorKind::ConnectionReset);
+        let again = libp2p_core::repeat_io_error(&reset, NoiseError::duplicate);
+        assert_eq!(again.kind(), io::ErrorKind::ConnectionReset);
     }
 }

@@ -34,9 +34,7 @@ impl CipherState {
     /// spec reserves 2^64-1, so the channel ends before reaching it.
     fn next_nonce(&mut self) -> io::Result<Nonce> {
         if self.nonce == u64::MAX {
-            return Err(io::Error::other(NoiseError::Noise(
-                "nonce exhausted: 2^64-1 messages in one direction".into(),
-            )));
+            return Err(io::Error::other(NoiseError::NonceExhausted));
         }
         let mut bytes = [0u8; 12];
         bytes[4..].copy_from_slice(&self.nonce.to_le_bytes());
@@ -49,7 +47,7 @@ impl CipherState {
         let nonce = self.next_nonce()?;
         self.key
             .seal_in_place_separate_tag(nonce, Aad::empty(), in_out)
-            .map_err(|_| io::Error::other(NoiseError::Noise("encryption failed".into())))
+            .map_err(|_| io::Error::other(NoiseError::Encrypt))
     }
 
     /// Checks the tag at the end of `in_out` and decrypts the rest in place; returns the
@@ -60,10 +58,22 @@ impl CipherState {
             Ok(plain) => Ok(plain.len()),
             Err(_) => Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                NoiseError::Noise("message failed to decrypt (bad tag)".into()),
+                NoiseError::Noise(snow::Error::Decrypt),
             )),
         }
     }
+}
+
+/// A copy of a direction's first error, returned by every later call.
+fn again(first: &io::Error) -> io::Error {
+    libp2p_core::repeat_io_error(first, NoiseError::duplicate)
+}
+
+/// Records `e` as the direction's first error and returns it.
+fn fail(slot: &mut Option<io::Error>, e: io::Error) -> io::Error {
+    let copy = again(&e);
+    *slot = Some(e);
+    copy
 }
 
 /// The two cipher states of a finished handshake, from our point of view.
@@ -115,8 +125,8 @@ pub struct NoiseStream<C> {
     plain_end: usize,
     /// The remote closed its write side at a message boundary.
     read_eof: bool,
-    /// A message failed (or the socket did); the read side is unusable.
-    read_failed: bool,
+    /// A message failed (or the socket did): the read side returns this error again.
+    read_failed: Option<io::Error>,
     // Writing.
     /// The message being filled: 2 bytes for its length, then plaintext (at most
     /// `MAX_FRAME_PLAINTEXT`), sealed in place when full or flushed.
@@ -124,7 +134,8 @@ pub struct NoiseStream<C> {
     /// The sealed message being sent: `out[out_pos..]` is still due.
     out: Vec<u8>,
     out_pos: usize,
-    write_failed: bool,
+    /// A write failed: the write side returns this error again.
+    write_failed: Option<io::Error>,
 }
 
 impl<C> std::fmt::Debug for NoiseStream<C> {
@@ -133,7 +144,7 @@ impl<C> std::fmt::Debug for NoiseStream<C> {
             .field("buffered_plaintext", &self.fill.len().saturating_sub(2))
             .field("pending_write", &(self.out.len() - self.out_pos))
             .field("read_eof", &self.read_eof)
-            .field("read_failed", &self.read_failed)
+            .field("read_failed", &self.read_failed.is_some())
             .finish_non_exhaustive()
     }
 }
@@ -150,11 +161,11 @@ impl<C> NoiseStream<C> {
             plain_pos: 0,
             plain_end: 0,
             read_eof: false,
-            read_failed: false,
+            read_failed: None,
             fill: Vec::new(),
             out: Vec::new(),
             out_pos: 0,
-            write_failed: false,
+            write_failed: None,
         }
     }
 
@@ -182,10 +193,7 @@ impl<C> NoiseStream<C> {
         reserve(&mut self.fill, 2 + plain + TAG_LEN);
         let tag = match self.ciphers.send.seal(&mut self.fill[2..]) {
             Ok(tag) => tag,
-            Err(e) => {
-                self.write_failed = true;
-                return Err(e);
-            }
+            Err(e) => return Err(fail(&mut self.write_failed, e)),
         };
         self.fill.extend_from_slice(tag.as_ref());
         let len = u16::try_from(plain + TAG_LEN).expect("bounded by MAX_FRAME_PLAINTEXT");
@@ -202,19 +210,20 @@ impl<C: AsyncRead + AsyncWrite + Unpin> NoiseStream<C> {
     /// `Ok(true)` when there is a new message (maybe with empty plaintext), `Ok(false)` at a
     /// clean end of stream.
     fn poll_next_message(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
-        if self.read_failed {
-            return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
+        if let Some(first) = &self.read_failed {
+            return Poll::Ready(Err(again(first)));
         }
         if self.read_eof {
             return Poll::Ready(Ok(false));
         }
-        let result = ready!(self.poll_next_message_inner(cx));
-        match &result {
-            Err(_) => self.read_failed = true,
-            Ok(false) => self.read_eof = true,
-            Ok(true) => {}
-        }
-        Poll::Ready(result)
+        Poll::Ready(match ready!(self.poll_next_message_inner(cx)) {
+            Err(e) => Err(fail(&mut self.read_failed, e)),
+            Ok(false) => {
+                self.read_eof = true;
+                Ok(false)
+            }
+            Ok(true) => Ok(true),
+        })
     }
 
     fn poll_next_message_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<bool>> {
@@ -259,7 +268,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> NoiseStream<C> {
         if len < TAG_LEN {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
-                NoiseError::Noise(format!("message of {len} bytes is shorter than its tag")),
+                NoiseError::Noise(snow::Error::Input),
             ));
         }
         let plain = self.ciphers.recv.open(&mut self.read_buf[2..2 + len])?;
@@ -271,13 +280,12 @@ impl<C: AsyncRead + AsyncWrite + Unpin> NoiseStream<C> {
 
     /// Writes out whatever is left of the message being sent.
     fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.write_failed {
-            return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
+        if let Some(first) = &self.write_failed {
+            return Poll::Ready(Err(again(first)));
         }
         let out = libp2p_core::poll_write_out(&mut self.socket, cx, &self.out, &mut self.out_pos);
         if let Poll::Ready(Err(e)) = out {
-            self.write_failed = true;
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Err(fail(&mut self.write_failed, e)));
         }
         ready!(out)?;
         self.out.clear();
@@ -318,8 +326,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncWrite for NoiseStream<C> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        if this.write_failed {
-            return Poll::Ready(Err(io::Error::other("noise stream failed earlier")));
+        if let Some(first) = &this.write_failed {
+            return Poll::Ready(Err(again(first)));
         }
         if buf.is_empty() {
             return Poll::Ready(Ok(0));
@@ -483,8 +491,17 @@ mod tests {
         let mut r = NoiseStream::new(Cursor::new(bytes), reader, None);
         let mut buf = [0u8; 64];
         futures::executor::block_on(async {
-            assert!(r.read(&mut buf).await.is_err());
-            assert!(r.read(&mut buf).await.is_err());
+            let first = r.read(&mut buf).await.unwrap_err();
+            let again = r.read(&mut buf).await.unwrap_err();
+            // The same error, not "failed earlier".
+            for err in [first, again] {
+                assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+                let inner = err.get_ref().and_then(|e| e.downcast_ref::<NoiseError>());
+                assert!(
+                    matches!(inner, Some(NoiseError::Noise(snow::Error::Decrypt))),
+                    "{err}"
+                );
+            }
         });
     }
 

@@ -131,16 +131,12 @@ async fn expecting_another_peer_is_a_mismatch() {
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     let (ca, cb) = duplex();
     let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
-    match ra {
-        Err(NoiseError::PeerIdMismatch { expected, actual }) => {
-            assert_eq!(*expected, stranger);
-            assert_ne!(*actual, stranger);
-        }
-        Err(e) => panic!("expected a mismatch, got {e}"),
-        Ok(_) => panic!("must not connect"),
-    }
-    // The dialer gave up before sending its payload: the listener fails too.
-    assert!(rb.is_err());
+    // The security reports who the remote proved to be, never the expected peer: comparing
+    // the two is the pipeline's job alone (the dial through the pipeline below fails with
+    // `TransportError::PeerIdMismatch`).
+    let (actual, _) = ra.expect("the handshake itself succeeds");
+    assert_ne!(actual, stranger);
+    assert!(rb.is_ok());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -263,14 +259,13 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
     .await
     .expect("no hang");
     match result {
-        Err(TransportError::Security { source, .. }) => {
-            let inner = source.downcast_ref::<NoiseError>();
-            assert!(
-                matches!(inner, Some(NoiseError::PeerIdMismatch { .. })),
-                "{source}"
-            );
+        Err(e @ TransportError::PeerIdMismatch { .. }) => {
+            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
+            let TransportError::PeerIdMismatch { expected, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(*expected, stranger);
         }
-        Err(TransportError::PeerIdMismatch { .. }) => {}
         Err(e) => panic!("expected a peer id mismatch, got {e}"),
         Ok(_) => panic!("must not connect"),
     }

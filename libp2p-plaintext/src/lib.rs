@@ -19,8 +19,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p_core::{Keypair, PeerId, PublicKey, Role, SecurityUpgrade, Socket};
+use libp2p_core::framing::{self, Codec, FrameError};
+use libp2p_core::{Classify, Fault, Keypair, PeerId, PublicKey, Role, SecurityUpgrade, Socket};
 use prost::Message;
 
 /// The protocol name.
@@ -48,6 +48,7 @@ impl Default for Config {
 
 /// What can go wrong in the plaintext exchange.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum PlaintextError {
     /// Reading or writing the socket failed (including the remote closing it).
     #[error("i/o error: {0}")]
@@ -56,7 +57,7 @@ pub enum PlaintextError {
     #[error("exchange message of {len} bytes exceeds the limit of {max}")]
     MessageTooLarge {
         /// Announced length.
-        len: usize,
+        len: u64,
         /// Configured maximum.
         max: usize,
     },
@@ -65,7 +66,7 @@ pub enum PlaintextError {
     InvalidLength,
     /// The message is not a valid `Exchange` protobuf, or lacks a field.
     #[error("malformed exchange message: {0}")]
-    Malformed(String),
+    Malformed(#[source] Malformed),
     /// The announced peer id does not belong to the announced public key.
     #[error("remote peer id {claimed} does not match its public key (which gives {derived})")]
     IdKeyMismatch {
@@ -74,17 +75,54 @@ pub enum PlaintextError {
         /// The peer id its key gives.
         derived: Box<PeerId>,
     },
-    /// The remote is not the peer we dialed.
-    #[error("peer id mismatch: expected {expected}, got {actual}")]
-    PeerIdMismatch {
-        /// The peer we meant to reach.
-        expected: Box<PeerId>,
-        /// The peer we met.
-        actual: Box<PeerId>,
-    },
     /// The exchange did not finish in time.
     #[error("plaintext exchange timed out after {0:?}")]
     Timeout(Duration),
+}
+
+/// How the remote's `Exchange` message is malformed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Malformed {
+    /// Not a valid protobuf.
+    #[error("not an Exchange protobuf: {0}")]
+    Decode(#[from] prost::DecodeError),
+    /// The `pubkey` field is missing.
+    #[error("no public key")]
+    NoPublicKey,
+    /// The `id` field is missing.
+    #[error("no peer id")]
+    NoPeerId,
+    /// The public key does not decode.
+    #[error("public key: {0}")]
+    PublicKey(#[from] libp2p_core::identity::DecodingError),
+    /// The peer id does not decode.
+    #[error("peer id: {0}")]
+    PeerId(#[from] libp2p_core::identity::ParseError),
+}
+
+impl From<FrameError> for PlaintextError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => PlaintextError::Io(e),
+            FrameError::TooLong { len, max } => PlaintextError::MessageTooLarge { len, max },
+            // Our own message is far below any limit; everything else is a bad head.
+            _ => PlaintextError::InvalidLength,
+        }
+    }
+}
+
+impl Classify for PlaintextError {
+    fn fault(&self) -> Fault {
+        match self {
+            PlaintextError::Io(e) => e.fault(),
+            PlaintextError::Timeout(_) => Fault::Timeout,
+            PlaintextError::MessageTooLarge { .. }
+            | PlaintextError::InvalidLength
+            | PlaintextError::Malformed(_)
+            | PlaintextError::IdKeyMismatch { .. } => Fault::Remote,
+        }
+    }
 }
 
 /// The `/plaintext/2.0.0` security upgrade.
@@ -132,29 +170,22 @@ fn encode_exchange(public: &PublicKey) -> Vec<u8> {
         id: Some(public.to_peer_id().to_bytes()),
         pubkey: Some(public.encode_protobuf()),
     };
-    let body = message.encode_to_vec();
-    let mut prefix = unsigned_varint::encode::usize_buffer();
-    let prefix = unsigned_varint::encode::usize(body.len(), &mut prefix);
-    let mut out = Vec::with_capacity(prefix.len() + body.len());
-    out.extend_from_slice(prefix);
-    out.extend_from_slice(&body);
+    let mut out = Vec::new();
+    Codec::uvarint(usize::MAX)
+        .encode(&message.encode_to_vec(), &mut out)
+        .expect("no limit on our own message");
     out
 }
 
 /// Decodes and checks the remote's `Exchange`; returns its peer id.
 fn decode_exchange(body: &[u8]) -> Result<PeerId, PlaintextError> {
-    let message = Exchange::decode(body).map_err(|e| PlaintextError::Malformed(e.to_string()))?;
-    let key_bytes = message
-        .pubkey
-        .ok_or_else(|| PlaintextError::Malformed("no public key".into()))?;
-    let key = PublicKey::try_decode_protobuf(&key_bytes)
-        .map_err(|e| PlaintextError::Malformed(format!("public key: {e}")))?;
+    let malformed = |e: Malformed| PlaintextError::Malformed(e);
+    let message = Exchange::decode(body).map_err(|e| malformed(e.into()))?;
+    let key_bytes = message.pubkey.ok_or(malformed(Malformed::NoPublicKey))?;
+    let key = PublicKey::try_decode_protobuf(&key_bytes).map_err(|e| malformed(e.into()))?;
     let derived = key.to_peer_id();
-    let id_bytes = message
-        .id
-        .ok_or_else(|| PlaintextError::Malformed("no peer id".into()))?;
-    let claimed = PeerId::from_bytes(&id_bytes)
-        .map_err(|e| PlaintextError::Malformed(format!("peer id: {e}")))?;
+    let id_bytes = message.id.ok_or(malformed(Malformed::NoPeerId))?;
+    let claimed = PeerId::from_bytes(&id_bytes).map_err(|e| malformed(e.into()))?;
     if claimed != derived {
         return Err(PlaintextError::IdKeyMismatch {
             claimed: Box::new(claimed),
@@ -164,53 +195,19 @@ fn decode_exchange(body: &[u8]) -> Result<PeerId, PlaintextError> {
     Ok(derived)
 }
 
-/// Reads one varint-prefixed message without reading a byte past it, so the socket can be
-/// handed on as it is.
-async fn read_message<C: Socket>(socket: &mut C, max: usize) -> Result<Vec<u8>, PlaintextError> {
-    let mut len: usize = 0;
-    let mut shift = 0;
-    loop {
-        let mut byte = [0u8; 1];
-        socket.read_exact(&mut byte).await?;
-        if shift >= 63 {
-            return Err(PlaintextError::InvalidLength);
-        }
-        len |= usize::from(byte[0] & 0x7f) << shift;
-        if byte[0] & 0x80 == 0 {
-            break;
-        }
-        shift += 7;
-        if len > max {
-            return Err(PlaintextError::MessageTooLarge { len, max });
-        }
-    }
-    if len > max {
-        return Err(PlaintextError::MessageTooLarge { len, max });
-    }
-    let mut body = vec![0u8; len];
-    socket.read_exact(&mut body).await?;
-    Ok(body)
-}
-
+/// Sends ours, reads theirs (one frame, not a byte past it, so the socket is handed on as
+/// it is) and returns the peer id the remote proved.
 async fn handshake<C: Socket>(
     mut socket: C,
     ours: Vec<u8>,
     max: usize,
-    expected: Option<PeerId>,
 ) -> Result<(PeerId, C), PlaintextError> {
+    use futures::AsyncWriteExt;
     // Both sides send at once; writing first cannot deadlock since the message is small.
     socket.write_all(&ours).await?;
     socket.flush().await?;
-    let body = read_message(&mut socket, max).await?;
+    let body = framing::read_frame(&mut socket, max).await?;
     let peer = decode_exchange(&body)?;
-    if let Some(expected) = expected {
-        if expected != peer {
-            return Err(PlaintextError::PeerIdMismatch {
-                expected: Box::new(expected),
-                actual: Box::new(peer),
-            });
-        }
-    }
     Ok((peer, socket))
 }
 
@@ -226,7 +223,7 @@ impl<C: Socket> SecurityUpgrade<C> for Plaintext {
         &self,
         socket: C,
         _role: Role,
-        expected: Option<PeerId>,
+        _expected: Option<PeerId>,
         _protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, C), PlaintextError>> + Send + 'static {
         let ours = encode_exchange(&self.public);
@@ -234,7 +231,7 @@ impl<C: Socket> SecurityUpgrade<C> for Plaintext {
         async move {
             match libp2p_core::with_timeout(
                 config.timeout,
-                handshake(socket, ours, config.max_exchange_len, expected),
+                handshake(socket, ours, config.max_exchange_len),
             )
             .await
             {
@@ -299,7 +296,51 @@ mod tests {
                 Err(PlaintextError::Malformed(_))
             ));
         }
+        for message in [
+            Exchange {
+                id: None,
+                pubkey: Some(key.public().encode_protobuf()),
+            },
+            Exchange {
+                id: Some(key.public().to_peer_id().to_bytes()),
+                pubkey: None,
+            },
+        ] {
+            assert!(matches!(
+                decode_exchange(&message.encode_to_vec()),
+                Err(PlaintextError::Malformed(
+                    Malformed::NoPeerId | Malformed::NoPublicKey
+                ))
+            ));
+        }
         assert!(decode_exchange(&[0xff, 0xff, 0xff]).is_err());
+    }
+
+    #[test]
+    fn every_error_has_its_class() {
+        let eof = PlaintextError::Io(io::ErrorKind::UnexpectedEof.into());
+        assert_eq!(eof.fault(), Fault::Network);
+        assert_eq!(
+            PlaintextError::Timeout(Duration::from_secs(1)).fault(),
+            Fault::Timeout
+        );
+        let too_large = PlaintextError::from(FrameError::TooLong { len: 9, max: 1 });
+        assert!(matches!(
+            too_large,
+            PlaintextError::MessageTooLarge { len: 9, max: 1 }
+        ));
+        assert_eq!(too_large.fault(), Fault::Remote);
+        assert_eq!(PlaintextError::InvalidLength.fault(), Fault::Remote);
+        assert_eq!(
+            PlaintextError::Malformed(Malformed::NoPeerId).fault(),
+            Fault::Remote
+        );
+        let key = Keypair::generate_ed25519().public().to_peer_id();
+        let mismatch = PlaintextError::IdKeyMismatch {
+            claimed: Box::new(key),
+            derived: Box::new(key),
+        };
+        assert_eq!(mismatch.fault(), Fault::Remote);
     }
 
     #[test]

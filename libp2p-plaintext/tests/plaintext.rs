@@ -47,6 +47,12 @@ struct Unspoken;
 #[error("never agreed")]
 struct Never;
 
+impl libp2p_core::Classify for Never {
+    fn fault(&self) -> libp2p_core::Fault {
+        libp2p_core::Fault::Local
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Unspoken {
     type Output = C;
     type Error = Never;

@@ -10,7 +10,7 @@ use p521::elliptic_curve::Generate;
 use ring::rand::SystemRandom;
 use ring::{agreement, digest, hmac};
 
-use crate::SecioError;
+use crate::{ConfigError, SecioError};
 
 /// Size of the handshake nonce (`Propose.rand`).
 pub(crate) const NONCE_LEN: usize = 16;
@@ -25,6 +25,7 @@ macro_rules! algorithms {
     ) => {
         $(#[$meta])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[non_exhaustive]
         pub enum $name {
             $($(#[$vmeta])* $variant,)+
         }
@@ -56,7 +57,7 @@ macro_rules! algorithms {
                     .map(|name| name.trim().parse())
                     .collect::<Result<Vec<Self>, SecioError>>()?;
                 if parsed.is_empty() {
-                    return Err(SecioError::InvalidConfig(format!("empty {} list", $kind)));
+                    return Err(SecioError::InvalidConfig(ConfigError::Empty($kind)));
                 }
                 Ok(parsed)
             }
@@ -67,7 +68,10 @@ macro_rules! algorithms {
 
             fn from_str(name: &str) -> Result<Self, SecioError> {
                 Self::parse(name).ok_or_else(|| {
-                    SecioError::InvalidConfig(format!("unknown {} {name:?}", $kind))
+                    SecioError::InvalidConfig(ConfigError::Unknown {
+                        kind: $kind,
+                        name: name.to_string(),
+                    })
                 })
             }
         }
@@ -137,7 +141,7 @@ impl KeyExchange {
         self,
         rng: &SystemRandom,
     ) -> Result<(EphemeralKey, Vec<u8>), SecioError> {
-        let failed = || SecioError::Protocol("ephemeral key generation failed".into());
+        let failed = || SecioError::Randomness;
         let ring_alg = match self {
             KeyExchange::P256 => &agreement::ECDH_P256,
             KeyExchange::P384 => &agreement::ECDH_P384,

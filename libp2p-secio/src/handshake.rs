@@ -1,6 +1,7 @@
 //! The SECIO handshake: `Propose`, `Exchange`, then the encrypted nonce check.
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::AsyncWriteExt;
+use libp2p_core::framing::{Codec, Head};
 use libp2p_core::{Keypair, PeerId, PublicKey, Socket};
 use prost::Message;
 use ring::rand::{SecureRandom, SystemRandom};
@@ -37,55 +38,33 @@ pub(crate) struct Exchange {
     pub(crate) signature: Option<Vec<u8>>,
 }
 
-async fn write_message<C: Socket>(socket: &mut C, body: &[u8]) -> Result<(), SecioError> {
-    let len = u32::try_from(body.len())
-        .map_err(|_| SecioError::Protocol("handshake message too long".into()))?;
-    let mut framed = Vec::with_capacity(4 + body.len());
-    framed.extend_from_slice(&len.to_be_bytes());
-    framed.extend_from_slice(body);
-    socket.write_all(&framed).await?;
-    socket.flush().await?;
-    Ok(())
-}
-
-/// Reads one length-prefixed message, not a byte past it.
-async fn read_message<C: Socket>(socket: &mut C, max: usize) -> Result<Vec<u8>, SecioError> {
-    let mut header = [0u8; 4];
-    socket.read_exact(&mut header).await?;
-    let len = u32::from_be_bytes(header) as usize;
-    if len > max {
-        return Err(SecioError::FrameTooLarge { len, max });
-    }
-    let mut body = vec![0u8; len];
-    socket.read_exact(&mut body).await?;
-    Ok(body)
+/// Handshake messages: a 4-byte big-endian length, then the protobuf.
+fn codec(max: usize) -> Codec {
+    Codec::new(Head::U32, max)
 }
 
 /// Recovers the [`SecioError`] an `io::Error` of the stream carries.
 fn from_io(e: std::io::Error) -> SecioError {
     if e.get_ref().is_some_and(|inner| inner.is::<SecioError>()) {
-        match e.into_inner().map(|inner| inner.downcast::<SecioError>()) {
-            Some(Ok(inner)) => *inner,
-            _ => SecioError::Protocol("lost error".into()),
+        if let Some(Ok(inner)) = e.into_inner().map(|inner| inner.downcast::<SecioError>()) {
+            return *inner;
         }
-    } else {
-        SecioError::Io(e)
+        unreachable!("checked to hold a SecioError");
     }
+    SecioError::Io(e)
 }
 
 pub(crate) async fn handshake<C: Socket>(
     mut socket: C,
     keypair: Keypair,
     config: SecioConfig,
-    expected: Option<PeerId>,
 ) -> Result<(PeerId, SecioStream<C>), SecioError> {
     let rng = SystemRandom::new();
     let max_message = MAX_HANDSHAKE_MESSAGE.min(config.max_frame_len);
 
     // 1. Propose.
     let mut nonce = [0u8; NONCE_LEN];
-    rng.fill(&mut nonce)
-        .map_err(|_| SecioError::Protocol("no randomness".into()))?;
+    rng.fill(&mut nonce).map_err(|_| SecioError::Randomness)?;
     let local_pubkey = keypair.public().encode_protobuf();
     let offer = algo::Offer {
         exchanges: algo::join(&config.exchanges),
@@ -100,22 +79,16 @@ pub(crate) async fn handshake<C: Socket>(
         hashes: Some(offer.hashes.clone()),
     }
     .encode_to_vec();
-    write_message(&mut socket, &local_proposal).await?;
-    let remote_proposal = read_message(&mut socket, max_message).await?;
+    let codec = codec(max_message);
+    codec.write(&mut socket, &local_proposal).await?;
+    let remote_proposal = codec.read(&mut socket).await?;
     let remote = Propose::decode(remote_proposal.as_slice())?;
 
     let remote_pubkey_bytes = remote.pubkey.unwrap_or_default();
     let remote_pubkey = PublicKey::try_decode_protobuf(&remote_pubkey_bytes)
         .map_err(|_| SecioError::InvalidPublicKey)?;
+    // Whether this is the peer that was dialed is the pipeline's to check.
     let remote_peer = remote_pubkey.to_peer_id();
-    if let Some(expected) = expected {
-        if expected != remote_peer {
-            return Err(SecioError::PeerIdMismatch {
-                expected: Box::new(expected),
-                found: Box::new(remote_peer),
-            });
-        }
-    }
     let remote_nonce = remote.rand.unwrap_or_default();
 
     // 1.1 Selection. An empty list of ours (or theirs) fails here with `NoCommonAlgorithm`,
@@ -137,16 +110,14 @@ pub(crate) async fn handshake<C: Socket>(
     corpus.extend_from_slice(&local_proposal);
     corpus.extend_from_slice(&remote_proposal);
     corpus.extend_from_slice(&ephemeral_public);
-    let signature = keypair
-        .sign(&corpus)
-        .map_err(|e| SecioError::Protocol(format!("signing failed: {e}")))?;
+    let signature = keypair.sign(&corpus)?;
     let exchange = Exchange {
         epubkey: Some(ephemeral_public),
         signature: Some(signature),
     }
     .encode_to_vec();
-    write_message(&mut socket, &exchange).await?;
-    let remote_exchange = read_message(&mut socket, max_message).await?;
+    codec.write(&mut socket, &exchange).await?;
+    let remote_exchange = codec.read(&mut socket).await?;
     let remote_exchange = Exchange::decode(remote_exchange.as_slice())?;
     let remote_ephemeral = remote_exchange.epubkey.unwrap_or_default();
 

@@ -50,7 +50,8 @@ use std::future::Future;
 use std::io;
 use std::time::Duration;
 
-use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::framing::FrameError;
+use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket};
 
 pub use algo::{Cipher, Digest, KeyExchange};
 pub use stream::SecioStream;
@@ -119,8 +120,9 @@ impl Default for SecioConfig {
 ///
 /// Errors of the channel after the handshake reach the reader as an [`io::Error`] of kind
 /// [`io::ErrorKind::InvalidData`] that carries the `SecioError` (see
-/// [`io::Error::get_ref`]).
+/// [`io::Error::get_ref`]); a channel that failed returns its first error again.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum SecioError {
     /// Reading or writing the socket failed (including the remote closing it).
     #[error("i/o error: {0}")]
@@ -138,15 +140,6 @@ pub enum SecioError {
     /// The remote's ephemeral ECDH public key is not a point of the agreed curve.
     #[error("invalid remote ephemeral key")]
     InvalidEphemeralKey,
-    /// The remote is not the peer we meant to reach. (The ids are boxed to keep the error,
-    /// and every `Result` carrying it, small.)
-    #[error("peer id mismatch: expected {expected}, found {found}")]
-    PeerIdMismatch {
-        /// The peer we meant to reach.
-        expected: Box<PeerId>,
-        /// The peer we met.
-        found: Box<PeerId>,
-    },
     /// A frame's MAC does not match its contents.
     #[error("frame MAC mismatch")]
     MacMismatch,
@@ -157,10 +150,21 @@ pub enum SecioError {
     #[error("frame of {len} bytes exceeds the limit of {max}")]
     FrameTooLarge {
         /// Announced length.
-        len: usize,
+        len: u64,
         /// Configured maximum.
         max: usize,
     },
+    /// The remote sent a frame too short to hold its MAC.
+    #[error("frame of {len} bytes is shorter than its {mac}-byte MAC")]
+    FrameTooShort {
+        /// The frame's length.
+        len: usize,
+        /// The MAC's length.
+        mac: usize,
+    },
+    /// A handshake message could not be framed (a length prefix we cannot read or write).
+    #[error("handshake framing: {0}")]
+    Frame(#[source] FrameError),
     /// Both sides have the same key and nonce: we are talking to ourselves.
     #[error("connected to self")]
     ConnectedToSelf,
@@ -170,13 +174,92 @@ pub enum SecioError {
     /// A handshake message is not a valid protobuf.
     #[error("malformed handshake message: {0}")]
     Decode(#[from] prost::DecodeError),
+    /// The system's random number generator failed (nonce or ephemeral key).
+    #[error("no randomness available")]
+    Randomness,
+    /// Our identity key could not sign the key exchange.
+    #[error("signing the key exchange failed: {0}")]
+    Signing(#[from] libp2p_core::identity::SigningError),
+    /// A stretched key did not fit the agreed cipher (a bug of ours, never the remote's).
+    #[error("stretched key does not fit the cipher")]
+    KeyLength,
     /// An algorithm name we do not support, or an empty algorithm list, given to
     /// [`SecioConfig::with_algorithms`] or one of the `parse_list`/`from_str` functions.
     #[error("invalid secio configuration: {0}")]
-    InvalidConfig(String),
-    /// Another violation of the protocol.
-    #[error("protocol error: {0}")]
-    Protocol(String),
+    InvalidConfig(#[source] ConfigError),
+}
+
+/// What is wrong with an algorithm list.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The list of this kind ("key exchange", "cipher", "hash") is empty.
+    #[error("empty {0} list")]
+    Empty(&'static str),
+    /// A name we do not support.
+    #[error("unknown {kind} {name:?}")]
+    Unknown {
+        /// The kind of algorithm.
+        kind: &'static str,
+        /// The name given.
+        name: String,
+    },
+}
+
+impl From<FrameError> for SecioError {
+    fn from(e: FrameError) -> Self {
+        match e {
+            FrameError::Io(e) => SecioError::Io(e),
+            FrameError::TooLong { len, max } => SecioError::FrameTooLarge { len, max },
+            other => SecioError::Frame(other),
+        }
+    }
+}
+
+impl Classify for SecioError {
+    fn fault(&self) -> Fault {
+        match self {
+            SecioError::Io(e) => e.fault(),
+            SecioError::NoCommonAlgorithm(_) => Fault::Incompatible,
+            SecioError::BadSignature
+            | SecioError::InvalidPublicKey
+            | SecioError::InvalidEphemeralKey
+            | SecioError::MacMismatch
+            | SecioError::NonceMismatch
+            | SecioError::FrameTooLarge { .. }
+            | SecioError::FrameTooShort { .. }
+            | SecioError::Decode(_) => Fault::Remote,
+            SecioError::Frame(e) => e.fault(),
+            // Our own key and nonce came back: a dial to ourselves.
+            SecioError::ConnectedToSelf => Fault::Local,
+            SecioError::Timeout(_) => Fault::Timeout,
+            SecioError::Randomness
+            | SecioError::Signing(_)
+            | SecioError::KeyLength
+            | SecioError::InvalidConfig(_) => Fault::Local,
+        }
+    }
+}
+
+impl SecioError {
+    /// A copy, for the errors that are plain values (a failed channel returns its first
+    /// error again).
+    pub(crate) fn duplicate(&self) -> Option<SecioError> {
+        Some(match self {
+            SecioError::MacMismatch => SecioError::MacMismatch,
+            SecioError::FrameTooLarge { len, max } => SecioError::FrameTooLarge {
+                len: *len,
+                max: *max,
+            },
+            SecioError::FrameTooShort { len, mac } => SecioError::FrameTooShort {
+                len: *len,
+                mac: *mac,
+            },
+            SecioError::NonceMismatch => SecioError::NonceMismatch,
+            SecioError::KeyLength => SecioError::KeyLength,
+            _ => return None,
+        })
+    }
 }
 
 /// The `/secio/1.0.0` security upgrade.
@@ -219,22 +302,60 @@ impl<C: Socket> SecurityUpgrade<C> for Secio {
         &self,
         socket: C,
         _role: Role,
-        expected: Option<PeerId>,
+        _expected: Option<PeerId>,
         _protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, SecioStream<C>), SecioError>> + Send + 'static {
         let keypair = self.keypair.clone();
         let config = self.config.clone();
         async move {
             let limit = config.handshake_timeout;
-            match libp2p_core::with_timeout(
-                limit,
-                handshake::handshake(socket, keypair, config, expected),
-            )
-            .await
+            match libp2p_core::with_timeout(limit, handshake::handshake(socket, keypair, config))
+                .await
             {
                 Some(result) => result,
                 None => Err(SecioError::Timeout(limit)),
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_has_its_class() {
+        let remote = [
+            SecioError::BadSignature,
+            SecioError::InvalidPublicKey,
+            SecioError::InvalidEphemeralKey,
+            SecioError::MacMismatch,
+            SecioError::NonceMismatch,
+            SecioError::from(FrameError::TooLong { len: 9, max: 1 }),
+            SecioError::FrameTooShort { len: 1, mac: 32 },
+            SecioError::Frame(FrameError::InvalidHead),
+        ];
+        for e in remote {
+            assert_eq!(e.fault(), Fault::Remote, "{e}");
+        }
+        assert_eq!(
+            SecioError::NoCommonAlgorithm("cipher").fault(),
+            Fault::Incompatible
+        );
+        for e in [
+            SecioError::ConnectedToSelf,
+            SecioError::Randomness,
+            SecioError::KeyLength,
+            SecioError::InvalidConfig(ConfigError::Empty("hash")),
+        ] {
+            assert_eq!(e.fault(), Fault::Local, "{e}");
+        }
+        assert_eq!(
+            SecioError::Timeout(Duration::from_secs(1)).fault(),
+            Fault::Timeout
+        );
+        let cut = SecioError::from(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
+        assert!(matches!(cut, SecioError::Io(_)));
+        assert_eq!(cut.fault(), Fault::Network);
     }
 }

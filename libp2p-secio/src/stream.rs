@@ -10,6 +10,7 @@ use ring::hmac;
 
 use crate::algo::{Cipher, Digest, StretchedKeys};
 use crate::SecioError;
+use libp2p_core::framing::{Codec, Decoder, Head};
 
 /// One direction's AES-CTR keystream (one continuous stream for the whole connection).
 /// Boxed: the expanded key schedules take up to 1 KiB, allocated once per connection.
@@ -20,7 +21,7 @@ enum CtrCipher {
 
 impl CtrCipher {
     fn new(kind: Cipher, keys: &StretchedKeys) -> Result<Self, SecioError> {
-        let bad = |_| SecioError::Protocol("bad cipher key length".into());
+        let bad = |_| SecioError::KeyLength;
         Ok(match kind {
             Cipher::Aes128 => CtrCipher::Aes128(Box::new(
                 ctr::Ctr128BE::<aes::Aes128>::new_from_slices(&keys.cipher_key, &keys.iv)
@@ -53,6 +54,18 @@ impl CtrCipher {
 }
 
 /// Turns a stream error into an `io::Error` that carries the [`SecioError`].
+/// A copy of a side's first error, returned by every later call.
+fn again(first: &io::Error) -> io::Error {
+    libp2p_core::repeat_io_error(first, SecioError::duplicate)
+}
+
+/// Records `e` as the side's first error and returns it.
+fn fail(slot: &mut Option<io::Error>, e: io::Error) -> io::Error {
+    let copy = again(&e);
+    *slot = Some(e);
+    copy
+}
+
 pub(crate) fn io_error(e: SecioError) -> io::Error {
     match e {
         SecioError::Io(e) => e,
@@ -67,11 +80,10 @@ const READ_CHUNK: usize = 128 * 1024;
 /// Where the reader is within the current frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ReadState {
-    /// Reading the 4-byte length; `filled` bytes of it so far.
-    Header { filled: usize },
-    /// Reading a frame body of `len` bytes; `filled` so far (into `read_buf`).
-    Body { len: usize, filled: usize },
-    /// The MAC of `read_buf[..end]` checked; `read_buf[pos..end]` waits to be handed out.
+    /// Reading a frame (its 4-byte length, then its body) into the decoder.
+    Reading,
+    /// The MAC of `frame[..end]` checked (the decoder's current frame); `frame[pos..end]`
+    /// waits to be handed out.
     /// Unless `decrypted`, it is still ciphertext and is decrypted as it is copied out (the
     /// keystream is continuous, so decrypting a frame piecewise, in order, is the same).
     Plain {
@@ -81,7 +93,7 @@ enum ReadState {
     },
     /// The remote closed its write side at a frame boundary.
     Eof,
-    /// A frame failed; the read side is unusable.
+    /// A frame failed; the read side returns the first error (in `read_failed`) again.
     Failed,
 }
 
@@ -96,11 +108,14 @@ pub struct SecioStream<C> {
     // Reading.
     read_cipher: CtrCipher,
     read_mac: hmac::Key,
-    header: [u8; 4],
-    read_buf: Vec<u8>,
+    /// The frames as they arrive: the length checked before anything is allocated, the
+    /// buffer growing with the bytes that came (at most one read chunk past them), never
+    /// reading past the frame.
+    decoder: Decoder,
     read_state: ReadState,
     tag_len: usize,
-    max_frame_len: usize,
+    /// The read side's first error, once it failed.
+    read_failed: Option<io::Error>,
     // Writing.
     write_cipher: CtrCipher,
     write_mac: hmac::Key,
@@ -109,7 +124,8 @@ pub struct SecioStream<C> {
     write_buf: Vec<u8>,
     write_pos: usize,
     write_end: usize,
-    write_failed: bool,
+    /// The write side's first error, once it failed.
+    write_failed: Option<io::Error>,
     max_write_frame: usize,
 }
 
@@ -137,31 +153,30 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             socket,
             read_cipher: CtrCipher::new(cipher, remote)?,
             read_mac: hmac::Key::new(hash.hmac(), &remote.mac_key),
-            header: [0; 4],
-            read_buf: Vec::new(),
-            read_state: ReadState::Header { filled: 0 },
+            decoder: Decoder::new(Codec::new(Head::U32, max_frame_len)).with_read_chunk(READ_CHUNK),
+            read_state: ReadState::Reading,
             tag_len: hash.tag_len(),
-            max_frame_len,
+            read_failed: None,
             write_cipher: CtrCipher::new(cipher, local)?,
             write_mac: hmac::Key::new(hash.hmac(), &local.mac_key),
             write_buf: Vec::new(),
             write_pos: 0,
             write_end: 0,
-            write_failed: false,
+            write_failed: None,
             // A frame length must fit the 4-byte prefix, tag included.
             max_write_frame: max_write_frame.clamp(1, (u32::MAX as usize) - 64),
         })
     }
 
     /// Reads the next frame, checks its MAC and decrypts it in place. `Some(len)` is the
-    /// plaintext length (now in `read_buf[..len]`), `None` a clean end of stream.
+    /// plaintext length (now in the decoder's frame), `None` a clean end of stream.
     pub(crate) fn poll_next_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<usize>>> {
         let result = ready!(self.poll_next_verified_frame(cx));
         if let Ok(Some(end)) = result {
-            self.read_cipher.apply(&mut self.read_buf[..end]);
+            self.read_cipher.apply(&mut self.decoder.frame_mut()[..end]);
             self.read_state = ReadState::Plain {
                 pos: 0,
                 end,
@@ -172,105 +187,63 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
     }
 
     /// Reads the next frame and checks its MAC, leaving it encrypted. `Some(len)` is the
-    /// payload length (ciphertext in `read_buf[..len]`), `None` a clean end of stream.
+    /// payload length (ciphertext in the decoder's frame), `None` a clean end of stream.
     fn poll_next_verified_frame(
         &mut self,
         cx: &mut Context<'_>,
     ) -> Poll<io::Result<Option<usize>>> {
-        let result = ready!(self.poll_next_frame_inner(cx));
-        if result.is_err() {
-            self.read_state = ReadState::Failed;
-        }
-        Poll::Ready(result)
+        Poll::Ready(match ready!(self.poll_next_frame_inner(cx)) {
+            Err(e) => {
+                self.read_state = ReadState::Failed;
+                Err(fail(&mut self.read_failed, e))
+            }
+            ok => ok,
+        })
     }
 
     fn poll_next_frame_inner(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<Option<usize>>> {
+        let framing = |e| io_error(SecioError::from(e));
         loop {
             match self.read_state {
                 ReadState::Failed => {
-                    return Poll::Ready(Err(io::Error::other(
-                        "secio stream failed earlier".to_string(),
-                    )))
+                    let first = self.read_failed.as_ref().expect("failed with an error");
+                    return Poll::Ready(Err(again(first)));
                 }
                 ReadState::Eof => return Poll::Ready(Ok(None)),
-                ReadState::Plain { .. } => self.read_state = ReadState::Header { filled: 0 },
-                ReadState::Header { mut filled } => {
-                    while filled < 4 {
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.header[filled..])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Header { filled };
-                                return Poll::Pending;
-                            }
+                // The decoder drops the frame handed out on its next call.
+                ReadState::Plain { .. } => self.read_state = ReadState::Reading,
+                ReadState::Reading => {
+                    if let Some(len) = self.decoder.next_frame_in_place().map_err(framing)? {
+                        if len < self.tag_len {
+                            return Poll::Ready(Err(io_error(SecioError::FrameTooShort {
+                                len,
+                                mac: self.tag_len,
+                            })));
+                        }
+                        let end = len - self.tag_len;
+                        let (data, tag) = self.decoder.frame_mut().split_at_mut(end);
+                        if hmac::verify(&self.read_mac, data, tag).is_err() {
+                            return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
+                        }
+                        self.read_state = ReadState::Plain {
+                            pos: 0,
+                            end,
+                            decrypted: false,
                         };
-                        if n == 0 {
-                            if filled == 0 {
-                                self.read_state = ReadState::Eof;
-                                return Poll::Ready(Ok(None));
-                            }
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
+                        return Poll::Ready(Ok(Some(end)));
+                    }
+                    // Room for what the frame still needs (the length, then its body), at most
+                    // one chunk: a header announcing megabytes costs nothing until they come.
+                    let room = self.decoder.read_buf().map_err(framing)?;
+                    let n = ready!(Pin::new(&mut self.socket).poll_read(cx, room))?;
+                    if n == 0 {
+                        if self.decoder.buffered() == 0 {
+                            self.read_state = ReadState::Eof;
+                            return Poll::Ready(Ok(None));
                         }
-                        filled += n;
+                        return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
                     }
-                    let len = u32::from_be_bytes(self.header) as usize;
-                    if len > self.max_frame_len {
-                        return Poll::Ready(Err(io_error(SecioError::FrameTooLarge {
-                            len,
-                            max: self.max_frame_len,
-                        })));
-                    }
-                    if len < self.tag_len {
-                        return Poll::Ready(Err(io_error(SecioError::Protocol(format!(
-                            "frame of {len} bytes is shorter than its MAC"
-                        )))));
-                    }
-                    // Nothing is allocated for the announced length: the body grows the
-                    // buffer as it arrives.
-                    self.read_state = ReadState::Body { len, filled: 0 };
-                }
-                ReadState::Body { len, mut filled } => {
-                    while filled < len {
-                        // Read into what the buffer already holds (kept from earlier frames),
-                        // or grow it by at most one chunk past the bytes that came: a header
-                        // announcing megabytes costs nothing until they are sent.
-                        let held = self.read_buf.len();
-                        let upto = len.min(if filled < held {
-                            held
-                        } else {
-                            filled + READ_CHUNK
-                        });
-                        if held < upto {
-                            // Exactly: the usual doubling could hold twice what came.
-                            self.read_buf.reserve_exact(upto - held);
-                            self.read_buf.resize(upto, 0);
-                        }
-                        let n = match Pin::new(&mut self.socket)
-                            .poll_read(cx, &mut self.read_buf[filled..upto])
-                        {
-                            Poll::Ready(r) => r?,
-                            Poll::Pending => {
-                                self.read_state = ReadState::Body { len, filled };
-                                return Poll::Pending;
-                            }
-                        };
-                        if n == 0 {
-                            return Poll::Ready(Err(io::ErrorKind::UnexpectedEof.into()));
-                        }
-                        filled += n;
-                    }
-                    let end = len - self.tag_len;
-                    let (data, tag) = self.read_buf[..len].split_at_mut(end);
-                    if hmac::verify(&self.read_mac, data, tag).is_err() {
-                        return Poll::Ready(Err(io_error(SecioError::MacMismatch)));
-                    }
-                    self.read_state = ReadState::Plain {
-                        pos: 0,
-                        end,
-                        decrypted: false,
-                    };
-                    return Poll::Ready(Ok(Some(end)));
+                    self.decoder.advance(n);
                 }
             }
         }
@@ -283,7 +256,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
                 pos,
                 end,
                 decrypted: true,
-            } => &self.read_buf[pos..end],
+            } => &self.decoder.frame()[pos..end],
             _ => &[],
         }
     }
@@ -321,8 +294,8 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
 
     /// Writes out whatever is left of the buffered frame.
     pub(crate) fn poll_drain(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if self.write_failed {
-            return Poll::Ready(Err(io::Error::other("secio stream failed earlier")));
+        if let Some(first) = &self.write_failed {
+            return Poll::Ready(Err(again(first)));
         }
         let out = libp2p_core::poll_write_out(
             &mut self.socket,
@@ -331,8 +304,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> SecioStream<C> {
             &mut self.write_pos,
         );
         if let Poll::Ready(Err(e)) = out {
-            self.write_failed = true;
-            return Poll::Ready(Err(e));
+            return Poll::Ready(Err(fail(&mut self.write_failed, e)));
         }
         ready!(out)?;
         self.write_pos = 0;
@@ -360,7 +332,7 @@ impl<C: AsyncRead + AsyncWrite + Unpin> AsyncRead for SecioStream<C> {
             {
                 if pos < end {
                     let n = buf.len().min(end - pos);
-                    let (src, dst) = (&this.read_buf[pos..pos + n], &mut buf[..n]);
+                    let (src, dst) = (&this.decoder.frame()[pos..pos + n], &mut buf[..n]);
                     if decrypted {
                         dst.copy_from_slice(src);
                     } else {
@@ -520,17 +492,13 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut out = [0u8; 64];
         assert!(Pin::new(&mut r).poll_read(&mut cx, &mut out).is_pending());
-        assert_eq!(
-            r.read_state,
-            ReadState::Body {
-                len: max,
-                filled: 10
-            }
-        );
+        // Still reading the frame: its 4-byte length and 10 bytes of body have arrived.
+        assert_eq!(r.read_state, ReadState::Reading);
+        assert_eq!(r.decoder.buffered(), 4 + 10);
         assert!(
-            r.read_buf.capacity() <= 10 + READ_CHUNK,
+            r.decoder.capacity() <= 4 + 10 + READ_CHUNK,
             "{} bytes held for 10 received",
-            r.read_buf.capacity()
+            r.decoder.capacity()
         );
     }
 
@@ -544,7 +512,7 @@ mod tests {
         let mut back = Vec::new();
         futures::executor::block_on(r.read_to_end(&mut back)).unwrap();
         assert_eq!(back, data);
-        assert!(r.read_buf.capacity() <= data.len() + 32 + READ_CHUNK);
+        assert!(r.decoder.capacity() <= data.len() + 32 + READ_CHUNK);
     }
 
     #[test]
@@ -609,5 +577,28 @@ mod tests {
         let err = futures::executor::block_on(r.read_to_end(&mut Vec::new())).unwrap_err();
         let inner = err.into_inner().unwrap().downcast::<SecioError>().unwrap();
         assert!(matches!(*inner, SecioError::FrameTooLarge { .. }));
+    }
+
+    #[test]
+    fn a_failed_stream_returns_its_first_error_again() {
+        let wire = written(&[42u8; 100], 1000);
+        let mut bad = wire.clone();
+        bad[50] ^= 1;
+        let mut r = reader_over(bad);
+        let mut buf = [0u8; 64];
+        for _ in 0..3 {
+            let err = futures::executor::block_on(r.read(&mut buf)).unwrap_err();
+            assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+            let inner = err.get_ref().and_then(|e| e.downcast_ref::<SecioError>());
+            assert!(matches!(inner, Some(SecioError::MacMismatch)), "{err}");
+        }
+        // A frame shorter than its MAC.
+        let mut r = reader_over(vec![0, 0, 0, 3, 1, 2, 3]);
+        let err = futures::executor::block_on(r.read(&mut buf)).unwrap_err();
+        let inner = err.get_ref().and_then(|e| e.downcast_ref::<SecioError>());
+        assert!(
+            matches!(inner, Some(SecioError::FrameTooShort { len: 3, mac: 32 })),
+            "{err}"
+        );
     }
 }

@@ -1,11 +1,12 @@
 use std::io;
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt};
+use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
 use libp2p_core::{
-    Keypair, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport, TransportExt,
+    Keypair, ListenerEvent, MemoryTransport, PeerId, Protocol, Role, SecurityUpgrade, Socket,
+    Transport, TransportError, TransportExt,
 };
 use libp2p_secio::{
     Cipher, Digest, KeyExchange, Secio, SecioConfig, SecioError, SecioStream, PROTOCOL,
@@ -376,11 +377,34 @@ async fn expecting_another_peer_is_a_mismatch() {
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     let (ca, cb) = duplex();
     let (ra, _rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
-    match ra {
-        Err(SecioError::PeerIdMismatch { expected, .. }) => assert_eq!(*expected, stranger),
+    // The security reports who the remote proved to be; the pipeline alone compares it with
+    // the expected peer and fails with its one `PeerIdMismatch`.
+    let (actual, _) = ra.expect("the handshake itself succeeds");
+    assert_ne!(actual, stranger);
+    let client = MemoryTransport::new().upgrade().authenticate(a);
+    let server = MemoryTransport::new().upgrade().authenticate(b);
+    let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(addr)) => addr,
+        other => panic!("expected an address, got {other:?}"),
+    };
+    let accept = tokio::spawn(async move {
+        if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
+            let _ = server.accept(pending).await;
+        }
+    });
+    match client.dial(addr.with(Protocol::P2p(stranger))).await {
+        Err(e @ TransportError::PeerIdMismatch { .. }) => {
+            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
+            let TransportError::PeerIdMismatch { expected, .. } = e else {
+                unreachable!()
+            };
+            assert_eq!(*expected, stranger);
+        }
         Err(e) => panic!("expected a mismatch, got {e}"),
         Ok(_) => panic!("must not connect"),
     }
+    accept.abort();
 }
 
 // ---------------------------------------------------------------------------------------

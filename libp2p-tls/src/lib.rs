@@ -269,7 +269,8 @@ async fn handshake<C: Socket>(
                 .map_err(TlsError::from_io)?;
             futures_rustls::TlsStream::Client(stream)
         }
-        Role::Listener => {
+        // Role::Listener (`Role` is non-exhaustive).
+        _ => {
             let stream = futures_rustls::TlsAcceptor::from(local.server.clone())
                 .accept(stream::Vectored(socket))
                 .await

@@ -244,7 +244,8 @@ impl Yamux {
     pub fn muxer<C: Socket>(&self, socket: C, role: Role) -> (YamuxMuxer, YamuxDriver<C>) {
         let mode = match role {
             Role::Dialer => yamux::Mode::Client,
-            Role::Listener => yamux::Mode::Server,
+            // Role::Listener (`Role` is non-exhaustive).
+            _ => yamux::Mode::Server,
         };
         let flush = Arc::new(FlushControl::default());
         let connection = yamux::Connection::new(

@@ -101,13 +101,17 @@ where
         .expect("read after half-close");
     assert_eq!(got, b"answer");
 
-    // Expecting someone else: the dialer refuses.
+    // Expecting someone else: the security reports who the remote proved to be, never the
+    // peer that was expected (comparing the two is the pipeline's job, checked over the
+    // transport below); a protocol that checks it in its handshake (TLS) may fail instead.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     let (dialer, _listener) = handshake(&a, &b, Some(stranger)).await;
-    assert!(
-        dialer.is_err(),
-        "a dialer expecting another peer must fail the handshake"
-    );
+    if let Ok((seen, _)) = dialer {
+        assert_eq!(
+            seen, id_b,
+            "a dialer expecting another peer must report the remote's own id"
+        );
+    }
 
     // Garbage instead of a handshake: an error, not a hang or a panic.
     for garbage in [vec![0xffu8; 64], vec![0u8; 3], pattern(3, 4096), Vec::new()] {
