@@ -24,6 +24,12 @@
 //! would keep the session going; the adapter ends it once that GoAway went into the socket,
 //! and the driver fails with [`MuxerError::Protocol`].
 //!
+//! Layers: `config.rs` ([`Config`] and its translation into the yamux crate's), `frame.rs`
+//! (the 12-byte header as far as the adapter reads it), `socket.rs` (the socket as yamux
+//! sees it: flush coalescing, the write deadline, the watch on our own GoAway and the check of
+//! the remote's headers), `muxer.rs` ([`Yamux`], [`YamuxMuxer`]), `stream.rs`
+//! ([`YamuxStream`]), `driver.rs` ([`YamuxDriver`]), `error.rs` ([`YamuxError`]).
+//!
 //! Logging: the yamux crate logs through `log`, one line per bad frame at ERROR under the
 //! target `yamux::connection` (and one per unexpected pong under `yamux::connection::rtt`,
 //! which is no violation and does not end the connection). Ending the connection cuts the
