@@ -52,18 +52,84 @@ pub(crate) fn encode(out: &mut BytesMut, id: u64, flag: Flag, data: &[u8]) {
     out.extend_from_slice(data);
 }
 
+/// A stream's name: its id and whether we opened it. Each side numbers the streams it opens
+/// itself, so the id alone is ambiguous; the flag of every frame says whose id it is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct StreamKey {
+    /// The id the opener gave the stream.
+    pub(crate) id: u64,
+    /// Whether we opened it.
+    pub(crate) ours: bool,
+}
+
+impl StreamKey {
+    /// The stream a frame from the remote is about: frames from a stream's receiver (odd
+    /// flags 1, 3, 5) are about a stream we opened; NewStream and the initiator's frames
+    /// about one the remote opened.
+    fn of_inbound(id: u64, flag: Flag) -> StreamKey {
+        let ours = matches!(
+            flag,
+            Flag::MessageReceiver | Flag::CloseReceiver | Flag::ResetReceiver
+        );
+        StreamKey { id, ours }
+    }
+
+    /// The flag we send a message with on this stream.
+    pub(crate) fn message_flag(self) -> Flag {
+        if self.ours {
+            Flag::MessageInitiator
+        } else {
+            Flag::MessageReceiver
+        }
+    }
+
+    /// The flag we close our side of this stream with.
+    pub(crate) fn close_flag(self) -> Flag {
+        if self.ours {
+            Flag::CloseInitiator
+        } else {
+            Flag::CloseReceiver
+        }
+    }
+
+    /// The flag we reset this stream with.
+    pub(crate) fn reset_flag(self) -> Flag {
+        if self.ours {
+            Flag::ResetInitiator
+        } else {
+            Flag::ResetReceiver
+        }
+    }
+}
+
+/// The head of one whole frame at the front of a read buffer: what it is about, and where
+/// its payload lies. The payload stays in the buffer (the driver splits it off without a copy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Header {
+    /// The stream, from the id and the flag (built here, once).
+    pub(crate) key: StreamKey,
+    /// The frame kind.
+    pub(crate) flag: Flag,
+    /// Bytes of varints before the payload.
+    pub(crate) header_len: usize,
+    /// Bytes of payload.
+    pub(crate) len: usize,
+}
+
+impl Header {
+    /// The whole frame's length on the wire.
+    pub(crate) fn frame_len(&self) -> usize {
+        self.header_len + self.len
+    }
+}
+
 /// What the front of a read buffer holds.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Decoded {
     /// Not a whole frame yet.
     Incomplete,
-    /// A whole frame: `header_len` bytes of varints, then `len` bytes of payload.
-    Frame {
-        id: u64,
-        flag: Flag,
-        header_len: usize,
-        len: usize,
-    },
+    /// A whole frame.
+    Frame(Header),
 }
 
 fn varint(buf: &[u8], what: &str) -> Result<Option<(u64, usize)>, MuxerError> {
@@ -96,17 +162,45 @@ pub(crate) fn decode(buf: &[u8], max: usize) -> Result<Decoded, MuxerError> {
     if buf.len() - header_len < len {
         return Ok(Decoded::Incomplete);
     }
-    Ok(Decoded::Frame {
-        id: header >> 3,
+    Ok(Decoded::Frame(Header {
+        key: StreamKey::of_inbound(header >> 3, flag),
         flag,
         header_len,
         len,
-    })
+    }))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_flag_says_whose_stream_it_is() {
+        for (flag, ours) in [
+            (Flag::NewStream, false),
+            (Flag::MessageReceiver, true),
+            (Flag::MessageInitiator, false),
+            (Flag::CloseReceiver, true),
+            (Flag::CloseInitiator, false),
+            (Flag::ResetReceiver, true),
+            (Flag::ResetInitiator, false),
+        ] {
+            let mut out = BytesMut::new();
+            encode(&mut out, 7, flag, &[]);
+            let Decoded::Frame(h) = decode(&out, 1024).unwrap() else {
+                panic!("whole frame");
+            };
+            assert_eq!(h.key, StreamKey { id: 7, ours }, "{flag:?}");
+            // What we send on that stream carries the other side's form of the flag.
+            let back = match flag {
+                Flag::NewStream => continue,
+                Flag::MessageReceiver | Flag::MessageInitiator => h.key.message_flag(),
+                Flag::CloseReceiver | Flag::CloseInitiator => h.key.close_flag(),
+                Flag::ResetReceiver | Flag::ResetInitiator => h.key.reset_flag(),
+            };
+            assert_ne!(back, flag);
+        }
+    }
 
     #[test]
     fn round_trip() {
@@ -116,12 +210,15 @@ mod tests {
         assert_eq!(&out[..], b"\xe2\x12\x05hello");
         assert_eq!(
             decode(&out, 1024).unwrap(),
-            Decoded::Frame {
-                id: 300,
+            Decoded::Frame(Header {
+                key: StreamKey {
+                    id: 300,
+                    ours: false
+                },
                 flag: Flag::MessageInitiator,
                 header_len: 3,
                 len: 5
-            }
+            })
         );
         for cut in 0..out.len() {
             assert_eq!(decode(&out[..cut], 1024).unwrap(), Decoded::Incomplete);

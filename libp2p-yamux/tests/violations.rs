@@ -89,3 +89,43 @@ async fn a_send_window_overflow_ends_the_connection() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_syn_whose_credit_overflows_the_window_ends_the_connection() {
+    // The yamux crate adds a SYN's credit to the initial 256 KiB window unchecked (a panic
+    // with overflow checks, a wrapped window without): the adapter refuses the frame first.
+    let (attacker, target) = tcp_pair().await;
+    let (muxer, driver) = Yamux::default().muxer(target, Role::Listener);
+    let driver = tokio::spawn(driver);
+    let (_rd, mut wr) = attacker.split();
+    wr.write_all(&frame(WINDOW_UPDATE, SYN, 1, u32::MAX, &[]))
+        .await
+        .expect("attack sent");
+    wr.flush().await.expect("flushed");
+    let ended = tokio::time::timeout(BOUND, driver)
+        .await
+        .expect("the connection must end within the bound")
+        .expect("driver does not panic");
+    let Err(MuxerError::Io(e)) = &ended else {
+        panic!("driver ended with {ended:?}");
+    };
+    let ours = e
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<libp2p_yamux::YamuxError>());
+    assert!(
+        matches!(
+            ours,
+            Some(libp2p_yamux::YamuxError::CreditOverflow {
+                stream: 1,
+                credit: u32::MAX
+            })
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        libp2p_core::Classify::fault(ended.as_ref().unwrap_err()),
+        libp2p_core::Fault::Remote
+    );
+    assert!(muxer.is_closed());
+    assert!(muxer.accept().await.is_err(), "no stream came out of it");
+}
