@@ -56,6 +56,9 @@ fn map_error(e: yamux::ConnectionError, limit: usize) -> MuxerError {
     match e {
         yamux::ConnectionError::Closed => MuxerError::Closed,
         yamux::ConnectionError::Io(e) => MuxerError::Io(e),
+        // The socket failed under the frame reader: an i/o error like any other (a reset
+        // socket is the remote's doing, not a protocol violation).
+        yamux::ConnectionError::Decode(yamux::FrameDecodeError::Io(e)) => MuxerError::Io(e),
         yamux::ConnectionError::Decode(e) => MuxerError::Protocol(e.to_string()),
         yamux::ConnectionError::InvalidWindowUpdate => {
             MuxerError::Protocol("invalid window update".into())
@@ -85,10 +88,18 @@ pub(crate) fn error_copy(e: &MuxerError) -> MuxerError {
 impl<C: Socket> YamuxDriver<C> {
     fn new_stream(&self, inner: yamux::Stream, announced: bool) -> YamuxStream {
         self.shared.live_streams.fetch_add(1, Ordering::SeqCst);
+        let id = {
+            let mut waiting = self.shared.waiting.lock().expect("lock");
+            waiting.next_id += 1;
+            waiting.next_id
+        };
         YamuxStream {
             inner,
             announced,
-            _guard: StreamGuard(self.shared.live_streams.clone()),
+            _guard: StreamGuard {
+                shared: self.shared.clone(),
+                id,
+            },
         }
     }
 
@@ -184,7 +195,7 @@ impl<C: Socket> YamuxDriver<C> {
     /// Ends the driver: fails everything waiting, marks the connection closed.
     fn finish(&mut self, result: Result<(), MuxerError>) -> Poll<Result<(), MuxerError>> {
         self.phase = Phase::Done;
-        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.close_streams();
         let shown = match &result {
             Ok(()) | Err(MuxerError::Closed) => MuxerError::Closed,
             Err(e) => error_copy(e),
@@ -209,7 +220,7 @@ impl<C: Socket> YamuxDriver<C> {
 
     fn start_closing(&mut self) {
         self.phase = Phase::Closing;
-        self.shared.closed.store(true, Ordering::SeqCst);
+        self.shared.close_streams();
         for reply in self.pending_opens.drain(..) {
             let _ = reply.send(Err(MuxerError::Closed));
         }
@@ -293,8 +304,8 @@ impl<C: Socket> Future for YamuxDriver<C> {
 
 impl<C> Drop for YamuxDriver<C> {
     fn drop(&mut self) {
-        // Dropping the connection (driver aborted) ends it: tell the handles.
-        self.shared.closed.store(true, Ordering::SeqCst);
+        // Dropping the connection (driver aborted) ends it: tell the handles and the streams.
+        self.shared.close_streams();
         self.closed_tx.send_replace(true);
     }
 }

@@ -54,6 +54,7 @@ impl Yamux {
             live_streams: Arc::new(AtomicUsize::new(0)),
             max_streams,
             failure: std::sync::Mutex::new(None),
+            waiting: std::sync::Mutex::default(),
         });
         let (open_tx, open_rx) = mpsc::unbounded_channel();
         let (inbound_tx, inbound_rx) = mpsc::channel(self.config.accept_queue.max(1));
@@ -116,6 +117,49 @@ pub(crate) struct Shared {
     /// Why the driver failed, when it did: `accept` gives it to the host, which reports it
     /// as the connection's close cause.
     pub(crate) failure: std::sync::Mutex<Option<MuxerError>>,
+    /// The streams' reads and writes waiting on the yamux crate, woken when the connection
+    /// closes or ends: the crate wakes them when the connection fails, but not when it is
+    /// closed (its closing state leaves them parked for good).
+    pub(crate) waiting: std::sync::Mutex<Waiting>,
+}
+
+/// Parked stream reads and writes, by key (a stream's read is `2 * id`, its write
+/// `2 * id + 1`, with `id` counted per connection).
+#[derive(Debug, Default)]
+pub(crate) struct Waiting {
+    pub(crate) next_id: u64,
+    pub(crate) wakers: std::collections::HashMap<u64, std::task::Waker>,
+}
+
+impl Shared {
+    /// Parks a stream's read or write until the connection closes; `false` if it has
+    /// already (checked under the lock, so a close cannot slip between check and park).
+    pub(crate) fn park(&self, key: u64, cx: &std::task::Context<'_>) -> bool {
+        let mut waiting = self.waiting.lock().expect("lock");
+        if self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        match waiting.wakers.get_mut(&key) {
+            Some(waker) if waker.will_wake(cx.waker()) => {}
+            Some(waker) => waker.clone_from(cx.waker()),
+            None => {
+                waiting.wakers.insert(key, cx.waker().clone());
+            }
+        }
+        true
+    }
+
+    /// Marks the connection closed and wakes every parked stream.
+    pub(crate) fn close_streams(&self) {
+        let wakers = {
+            let mut waiting = self.waiting.lock().expect("lock");
+            self.closed.store(true, Ordering::SeqCst);
+            std::mem::take(&mut waiting.wakers)
+        };
+        for (_, waker) in wakers {
+            waker.wake();
+        }
+    }
 }
 
 pub(crate) type OpenReply = oneshot::Sender<Result<YamuxStream, MuxerError>>;

@@ -2,20 +2,37 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures::{AsyncRead, AsyncWrite};
 
-/// Decrements the live stream count when a stream is dropped.
+use crate::muxer::Shared;
+
+/// Counts a stream among the live ones, and unparks it, until it is dropped.
 #[derive(Debug)]
-pub(crate) struct StreamGuard(pub(crate) Arc<AtomicUsize>);
+pub(crate) struct StreamGuard {
+    pub(crate) shared: Arc<Shared>,
+    /// Its keys in [`Shared::waiting`] are `2 * id` and `2 * id + 1`.
+    pub(crate) id: u64,
+}
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::SeqCst);
+        self.shared.live_streams.fetch_sub(1, Ordering::SeqCst);
+        let mut waiting = self.shared.waiting.lock().expect("lock");
+        waiting.wakers.remove(&(2 * self.id));
+        waiting.wakers.remove(&(2 * self.id + 1));
     }
+}
+
+/// The error of a read or write on a stream whose connection closed under it.
+fn connection_closed() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::ConnectionAborted,
+        "the yamux connection is closed",
+    )
 }
 
 /// One yamux stream.
@@ -45,7 +62,12 @@ impl AsyncRead for YamuxStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_read(cx, buf)
+        match Pin::new(&mut self.inner).poll_read(cx, buf) {
+            Poll::Pending if !self._guard.shared.park(2 * self._guard.id, cx) => {
+                Poll::Ready(Err(connection_closed()))
+            }
+            other => other,
+        }
     }
 }
 
@@ -55,7 +77,12 @@ impl AsyncWrite for YamuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let n = ready!(Pin::new(&mut self.inner).poll_write(cx, buf))?;
+        let n = match Pin::new(&mut self.inner).poll_write(cx, buf) {
+            Poll::Pending if !self._guard.shared.park(2 * self._guard.id + 1, cx) => {
+                return Poll::Ready(Err(connection_closed()))
+            }
+            other => ready!(other)?,
+        };
         self.announced = true;
         Poll::Ready(Ok(n))
     }
