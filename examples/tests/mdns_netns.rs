@@ -21,7 +21,17 @@ fn start_peer(ns: &str, ip: &str) -> Peer {
     netns_util::Child::spawn_in(
         ns,
         env!("CARGO_BIN_EXE_peer").as_ref(),
-        &["--listen", &listen, "--mdns", "--security", "noise", "--muxer", "yamux", "--timeout", "40"],
+        &[
+            "--listen",
+            &listen,
+            "--mdns",
+            "--security",
+            "noise",
+            "--muxer",
+            "yamux",
+            "--timeout",
+            "40",
+        ],
         &[],
     )
 }

@@ -50,7 +50,9 @@ mod tests {
         assert_eq!(listen_addresses(bound, tcp), vec![tcp(bound)]);
         let any = listen_addresses("0.0.0.0:4001".parse().unwrap(), tcp);
         assert!(any.contains(&tcp(bound)), "{any:?}");
-        assert!(any.iter().all(|a| a.iter().any(|p| p == Protocol::Tcp(4001))));
+        assert!(any
+            .iter()
+            .all(|a| a.iter().any(|p| p == Protocol::Tcp(4001))));
         let mut sorted = any.clone();
         sorted.sort();
         sorted.dedup();

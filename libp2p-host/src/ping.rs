@@ -115,7 +115,8 @@ enum Slot {
 }
 
 /// The liveness slots, one per connected peer.
-type Pingers = std::sync::Arc<std::sync::Mutex<std::collections::HashMap<libp2p_core::PeerId, Slot>>>;
+type Pingers =
+    std::sync::Arc<std::sync::Mutex<std::collections::HashMap<libp2p_core::PeerId, Slot>>>;
 
 impl libp2p_core::Service for PingService {
     fn name(&self) -> &'static str {
@@ -193,8 +194,7 @@ fn serve_inbound(
 /// Pings every connected peer whose previous liveness ping is done, each on a task of its own
 /// bounded by `timeout`; forgets the slots of peers no longer connected.
 fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout: Duration) {
-    let connected: std::collections::HashSet<_> =
-        ctx.host.connected_peers().into_iter().collect();
+    let connected: std::collections::HashSet<_> = ctx.host.connected_peers().into_iter().collect();
     let mut table = pingers.lock().expect("pingers");
     table.retain(|peer, _| connected.contains(peer));
     for peer in connected {

@@ -32,7 +32,13 @@ fn start_node(ns: &str, port: u16) -> Node {
     netns_util::Child::spawn_in(
         ns,
         exe.as_os_str(),
-        &["--ignored", "--exact", "netns_node", "--nocapture", "--test-threads=1"],
+        &[
+            "--ignored",
+            "--exact",
+            "netns_node",
+            "--nocapture",
+            "--test-threads=1",
+        ],
         &[("MDNS_NETNS_PORT", &port)],
     )
 }

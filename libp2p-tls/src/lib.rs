@@ -207,7 +207,12 @@ impl Local {
             .load_private_key(certificate.private_key())?;
         let certificate = Arc::new(CertifiedKey::new(vec![certificate.der.clone()], key));
         let server = Arc::new(verifier::server_config(&provider, &certificate)?);
-        let client = Arc::new(verifier::client_config(&provider, &certificate, None, None)?);
+        let client = Arc::new(verifier::client_config(
+            &provider,
+            &certificate,
+            None,
+            None,
+        )?);
         Ok(Local {
             config,
             provider,
@@ -220,9 +225,11 @@ impl Local {
     fn client_for(&self, expected: Option<PeerId>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
         match expected {
             None => Ok(self.client.clone()),
-            Some(peer) => verifier::client_config(&self.provider, &self.certificate, Some(peer), None)
-                .map(Arc::new)
-                .map_err(TlsError::Tls),
+            Some(peer) => {
+                verifier::client_config(&self.provider, &self.certificate, Some(peer), None)
+                    .map(Arc::new)
+                    .map_err(TlsError::Tls)
+            }
         }
     }
 }

@@ -76,7 +76,12 @@ pub struct Child {
 impl Child {
     /// Runs `program` with `args` inside namespace `ns`, with the extra environment `env`;
     /// stderr goes to the test's.
-    pub fn spawn_in(ns: &str, program: &std::ffi::OsStr, args: &[&str], env: &[(&str, &str)]) -> Child {
+    pub fn spawn_in(
+        ns: &str,
+        program: &std::ffi::OsStr,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Child {
         use std::io::BufRead;
         use std::process::Stdio;
         let mut child = Command::new("ip")
@@ -92,7 +97,10 @@ impl Child {
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
                 if tx.send(line).is_err() {
                     return;
                 }
