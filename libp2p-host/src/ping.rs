@@ -106,7 +106,7 @@ pub const MAX_INBOUND_PER_PEER: usize = 4;
 /// Where a connected peer's liveness check stands.
 enum Slot {
     /// Its stream, idle between rounds.
-    Idle(Pinger<libp2p_core::FuturesStream>),
+    Idle(Box<Pinger<libp2p_core::FuturesStream>>),
     /// A ping is in flight (it ends within the timeout).
     InFlight,
     /// It does not speak ping: it is not checked (a peer is not dropped for lacking an
@@ -200,7 +200,7 @@ fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout:
     for peer in connected {
         let pinger = match table.insert(peer, Slot::InFlight) {
             None => None,
-            Some(Slot::Idle(pinger)) => Some(pinger),
+            Some(Slot::Idle(pinger)) => Some(*pinger),
             Some(other) => {
                 table.insert(peer, other);
                 continue;
@@ -211,7 +211,7 @@ fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout:
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(timeout, liveness_ping(&*host, peer, pinger)).await;
             let slot = match outcome {
-                Ok(Ok(pinger)) => Slot::Idle(pinger),
+                Ok(Ok(pinger)) => Slot::Idle(Box::new(pinger)),
                 Ok(Err(Dead::Unsupported)) => {
                     tracing::debug!(%peer, "peer does not speak ping; not checking its liveness");
                     Slot::Unsupported
