@@ -15,7 +15,7 @@ use tokio::sync::{mpsc, watch};
 use crate::error::YamuxError;
 use crate::muxer::{OpenReply, Shared};
 use crate::socket::{go_away_reason, Coalesce, FlushControl};
-use crate::stream::{StreamGuard, YamuxStream};
+use crate::stream::{StreamGuard, Wakers, YamuxStream};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -100,6 +100,7 @@ impl<C: Socket> YamuxDriver<C> {
                 shared: self.shared.clone(),
                 id,
             },
+            wakers: Wakers::new(),
         }
     }
 

@@ -4,8 +4,9 @@ use std::io;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
+use std::task::{ready, Context, Poll, Wake, Waker};
 
+use futures::task::AtomicWaker;
 use futures::{AsyncRead, AsyncWrite};
 
 use crate::muxer::Shared;
@@ -35,6 +36,49 @@ fn connection_closed() -> io::Error {
     )
 }
 
+/// The task reading a stream and the task writing it, each woken by what wakes either.
+///
+/// The yamux crate's stream keeps one waker for its frame queue to the connection, and both
+/// directions wait on that queue: a write for room for its data, a read for room for the
+/// window update it owes the remote. When the two halves of a stream live in two tasks (a
+/// split stream, an echo client), whichever polled last owns that waker, and the other is never
+/// woken: a writer parked on a full queue stalled for good once its reader had polled. So the
+/// yamux stream only ever sees this waker, and it wakes both tasks (a spurious wake-up at
+/// worst, when one task holds both halves).
+#[derive(Debug, Default)]
+pub(crate) struct HalfWakers {
+    read: AtomicWaker,
+    write: AtomicWaker,
+}
+
+impl Wake for HalfWakers {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.read.wake();
+        self.write.wake();
+    }
+}
+
+/// The halves' wakers of one stream and the waker made of them, built once per stream.
+#[derive(Debug)]
+pub(crate) struct Wakers {
+    halves: Arc<HalfWakers>,
+    both: Waker,
+}
+
+impl Wakers {
+    pub(crate) fn new() -> Self {
+        let halves = Arc::new(HalfWakers::default());
+        Wakers {
+            both: Waker::from(halves.clone()),
+            halves,
+        }
+    }
+}
+
 /// One yamux stream.
 ///
 /// Closing it (`poll_close`) closes our write side only; the read side stays open until the
@@ -47,6 +91,7 @@ pub struct YamuxStream {
     /// but not on a close, so a stream closed before any write would never reach the remote.
     pub(crate) announced: bool,
     pub(crate) _guard: StreamGuard,
+    pub(crate) wakers: Wakers,
 }
 
 impl YamuxStream {
@@ -62,8 +107,11 @@ impl AsyncRead for YamuxStream {
         cx: &mut Context<'_>,
         buf: &mut [u8],
     ) -> Poll<io::Result<usize>> {
-        match Pin::new(&mut self.inner).poll_read(cx, buf) {
-            Poll::Pending if !self._guard.shared.park(2 * self._guard.id, cx) => {
+        let this = &mut *self;
+        this.wakers.halves.read.register(cx.waker());
+        let mut both = Context::from_waker(&this.wakers.both);
+        match Pin::new(&mut this.inner).poll_read(&mut both, buf) {
+            Poll::Pending if !this._guard.shared.park(2 * this._guard.id, cx) => {
                 Poll::Ready(Err(connection_closed()))
             }
             other => other,
@@ -77,26 +125,35 @@ impl AsyncWrite for YamuxStream {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        let n = match Pin::new(&mut self.inner).poll_write(cx, buf) {
-            Poll::Pending if !self._guard.shared.park(2 * self._guard.id + 1, cx) => {
+        let this = &mut *self;
+        this.wakers.halves.write.register(cx.waker());
+        let mut both = Context::from_waker(&this.wakers.both);
+        let n = match Pin::new(&mut this.inner).poll_write(&mut both, buf) {
+            Poll::Pending if !this._guard.shared.park(2 * this._guard.id + 1, cx) => {
                 return Poll::Ready(Err(connection_closed()))
             }
             other => ready!(other)?,
         };
-        self.announced = true;
+        this.announced = true;
         Poll::Ready(Ok(n))
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
+        let this = &mut *self;
+        this.wakers.halves.write.register(cx.waker());
+        let mut both = Context::from_waker(&this.wakers.both);
+        Pin::new(&mut this.inner).poll_flush(&mut both)
     }
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        if !self.announced {
+        let this = &mut *self;
+        this.wakers.halves.write.register(cx.waker());
+        let mut both = Context::from_waker(&this.wakers.both);
+        if !this.announced {
             // An empty data frame carries the SYN, then the close follows.
-            ready!(Pin::new(&mut self.inner).poll_write(cx, &[]))?;
-            self.announced = true;
+            ready!(Pin::new(&mut this.inner).poll_write(&mut both, &[]))?;
+            this.announced = true;
         }
-        Pin::new(&mut self.inner).poll_close(cx)
+        Pin::new(&mut this.inner).poll_close(&mut both)
     }
 }

@@ -405,3 +405,54 @@ async fn empty_streams_open_and_close_in_a_loop() {
         assert_eq!(n, 0);
     }
 }
+
+/// One stream, its read half and its write half each in a task of its own (the way
+/// `tokio::io::split` users and echo clients hold a stream): the yamux crate's stream has one
+/// waker slot for its frame queue, which a read (sending a window update) and a write share,
+/// so without care a read parks there over the write's waker and the writer never wakes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_read_and_written_from_two_tasks_keeps_flowing() {
+    const TOTAL: usize = 32 * 1024 * 1024;
+    const CHUNK: usize = 64 * 1024;
+    for round in 0..4 {
+        let (dialer, listener) = pair(Yamux::default(), Yamux::default()).await;
+        let echo = tokio::spawn(async move {
+            let stream = listener.accept().await.expect("accept");
+            let (mut rx, mut tx) = stream.split();
+            let copied = futures::io::copy(&mut rx, &mut tx).await?;
+            // Closed, not dropped: a dropped stream is reset, taking the echo's tail with it.
+            tx.close().await?;
+            // Kept until the reader is done: dropping the last handle closes the connection.
+            Ok::<_, std::io::Error>((copied, listener))
+        });
+        let stream = dialer.open().await.expect("open");
+        let (mut rx, mut tx) = stream.split();
+        let writer = tokio::spawn(async move {
+            let chunk = vec![7u8; CHUNK];
+            let mut sent = 0;
+            while sent < TOTAL {
+                tx.write_all(&chunk).await.expect("write");
+                sent += CHUNK;
+            }
+            tx.close().await.expect("close");
+        });
+        let reader = tokio::spawn(async move {
+            let mut buf = vec![0u8; CHUNK];
+            let mut got = 0;
+            while got < TOTAL {
+                let n = rx.read(&mut buf).await.expect("read");
+                assert!(n > 0, "the echo ended after {got} bytes");
+                got += n;
+            }
+            got
+        });
+        let got = tokio::time::timeout(Duration::from_secs(30), reader)
+            .await
+            .unwrap_or_else(|_| panic!("round {round}: the echo stalled"))
+            .unwrap();
+        assert_eq!(got, TOTAL);
+        within(10, writer).await.unwrap();
+        let (copied, _listener) = within(10, echo).await.unwrap().unwrap();
+        assert_eq!(copied, TOTAL as u64);
+    }
+}
