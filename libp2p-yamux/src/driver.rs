@@ -36,7 +36,10 @@ pub struct YamuxDriver<C> {
     pub(crate) open_rx: mpsc::UnboundedReceiver<OpenReply>,
     pub(crate) handles_gone: bool,
     pub(crate) pending_opens: VecDeque<OpenReply>,
-    pub(crate) inbound_tx: Option<mpsc::Sender<YamuxStream>>,
+    /// Inbound streams for `accept`, boxed: the queue allocates its first block of 32 slots
+    /// when the connection starts, and 32 pointers are a tenth of 32 streams (this was the
+    /// largest allocation of an idle connection).
+    pub(crate) inbound_tx: Option<mpsc::Sender<Box<YamuxStream>>>,
     pub(crate) closed_tx: watch::Sender<bool>,
     pub(crate) shared: Arc<Shared>,
     pub(crate) phase: Phase,
@@ -148,7 +151,7 @@ impl<C: Socket> YamuxDriver<C> {
         let Some(tx) = &self.inbound_tx else {
             return;
         };
-        match tx.try_send(stream) {
+        match tx.try_send(Box::new(stream)) {
             Ok(()) => {}
             Err(mpsc::error::TrySendError::Full(s)) => {
                 tracing::debug!(

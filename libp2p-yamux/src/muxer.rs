@@ -166,7 +166,7 @@ pub(crate) type OpenReply = oneshot::Sender<Result<YamuxStream, MuxerError>>;
 
 struct Handle {
     open_tx: mpsc::UnboundedSender<OpenReply>,
-    inbound_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<YamuxStream>>>,
+    inbound_rx: Arc<tokio::sync::Mutex<mpsc::Receiver<Box<YamuxStream>>>>,
     closed_rx: watch::Receiver<bool>,
     shared: Arc<Shared>,
 }
@@ -222,7 +222,7 @@ impl StreamMuxer for YamuxMuxer {
         let shared = self.inner.shared.clone();
         async move {
             let mut rx = inbound.lock().await;
-            rx.recv().await.ok_or_else(|| {
+            rx.recv().await.map(|stream| *stream).ok_or_else(|| {
                 shared
                     .failure
                     .lock()
