@@ -10,7 +10,7 @@
 
 use futures::StreamExt;
 use libp2p_core::{
-    multistream, Connection, ConnectionId, Keypair, ListenerEvent, MuxerUpgrade, Multiaddr,
+    multistream, Connection, ConnectionId, Keypair, ListenerEvent, Multiaddr, MuxerUpgrade,
     Negotiated, SecurityUpgrade, Socket, Stream, StreamMuxer, Transport, TransportExt,
 };
 use libp2p_mplex::Mplex;
