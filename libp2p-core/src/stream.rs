@@ -26,8 +26,17 @@ pub type BoxedStream = Box<dyn Socket>;
 ///
 /// Closing (`shutdown`) closes our write side only: the remote's bytes can still be read until
 /// it closes its own. Dropping the stream without closing it resets it.
+///
+/// Reads into initialised memory (`read(&mut [u8])`, `BufReader`, `tokio::io::copy`) cost
+/// nothing extra. A read into uninitialised room (`read_buf` into a `BytesMut` or a `Vec`'s
+/// spare capacity) has that room zeroed first, since the `futures` stream below reads into an
+/// initialised slice; at most twice what the previous read returned is offered (and so
+/// zeroed), so a large buffer that takes small messages is not zeroed whole on every read
+/// (see `docs/io-traits.md`).
 pub struct Stream {
     io: Negotiated<BoxedStream>,
+    /// Uninitialised room a read zeroes and offers at most (see `read_room`).
+    read_hint: usize,
     protocol: String,
     remote_peer: PeerId,
     connection: ConnectionId,
@@ -57,6 +66,7 @@ impl Stream {
     ) -> Self {
         Stream {
             io,
+            read_hint: MIN_READ_HINT,
             protocol,
             remote_peer,
             connection,
@@ -109,9 +119,12 @@ impl tokio::io::AsyncRead for Stream {
         cx: &mut Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        let unfilled = buf.initialize_unfilled();
+        let initialised = buf.initialized().len() - buf.filled().len();
+        let room = read_room(self.read_hint, initialised, buf.remaining());
+        let unfilled = buf.initialize_unfilled_to(room);
         match futures::AsyncRead::poll_read(Pin::new(&mut self.io), cx, unfilled) {
             Poll::Ready(Ok(n)) => {
+                self.read_hint = next_read_hint(n);
                 buf.advance(n);
                 Poll::Ready(Ok(()))
             }
@@ -119,6 +132,24 @@ impl tokio::io::AsyncRead for Stream {
             Poll::Pending => Poll::Pending,
         }
     }
+}
+
+/// The uninitialised room a read zeroes at least (when the caller offers that much): small
+/// enough to be cheap, large enough for a message.
+const MIN_READ_HINT: usize = 8 * 1024;
+/// The uninitialised room one read zeroes at most: past it, reads are large enough that the
+/// per-call cost does not matter (a read may always return less than it is offered).
+const MAX_READ_HINT: usize = 256 * 1024;
+
+/// The bytes a read offers the stream below: all the room that is initialised already (free),
+/// else as much as the hint allows, never more than the caller has.
+fn read_room(hint: usize, initialised: usize, remaining: usize) -> usize {
+    remaining.min(initialised.max(hint))
+}
+
+/// The hint after a read of `n` bytes: twice that, within the bounds.
+fn next_read_hint(n: usize) -> usize {
+    n.saturating_mul(2).clamp(MIN_READ_HINT, MAX_READ_HINT)
 }
 
 impl tokio::io::AsyncWrite for Stream {
@@ -180,5 +211,35 @@ impl futures::AsyncWrite for FuturesStream {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.0.io).poll_close(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn initialised_room_is_offered_whole_and_uninitialised_room_as_the_hint_allows() {
+        // A caller's initialised buffer (ReadBuf::new) is offered whole, however large.
+        assert_eq!(read_room(MIN_READ_HINT, 1 << 20, 1 << 20), 1 << 20);
+        // Uninitialised room: no more than the hint is zeroed, nor more than the caller has.
+        assert_eq!(read_room(MIN_READ_HINT, 0, 1 << 20), MIN_READ_HINT);
+        assert_eq!(read_room(MIN_READ_HINT, 0, 100), 100);
+        assert_eq!(read_room(64 * 1024, 1000, 1 << 20), 64 * 1024);
+    }
+
+    #[test]
+    fn the_hint_follows_the_reads_within_its_bounds() {
+        assert_eq!(next_read_hint(0), MIN_READ_HINT);
+        assert_eq!(next_read_hint(100), MIN_READ_HINT);
+        assert_eq!(next_read_hint(64 * 1024), 128 * 1024);
+        assert_eq!(next_read_hint(1 << 20), MAX_READ_HINT);
+        assert_eq!(next_read_hint(usize::MAX), MAX_READ_HINT);
+        // Bulk reads that fill what they are offered reach the maximum in a few steps.
+        let mut hint = MIN_READ_HINT;
+        for _ in 0..6 {
+            hint = next_read_hint(read_room(hint, 0, 1 << 20));
+        }
+        assert_eq!(hint, MAX_READ_HINT);
     }
 }

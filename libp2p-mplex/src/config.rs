@@ -24,6 +24,13 @@ pub(crate) const MAX_READ_CHUNK: usize = 256 * 1024;
 /// (bulk transfers); below it, buffers are cheap to allocate and an idle connection should
 /// not hold two.
 pub(crate) const RECYCLE_MIN: usize = 64 * 1024;
+/// Read blocks the driver keeps for reuse beside the one it reads into (bulk transfers only).
+/// A block takes reads again only once the streams have dropped every frame of it, so while a
+/// stream buffers frames from several reads each of those reads has a block of its own: a
+/// stream's 256 KiB buffer over a pipe that gives 64 KiB per read spans four (two blocks were
+/// too few there: new, zeroed blocks for every other read). Each block is about 1.5 times
+/// [`MAX_READ_CHUNK`] (384 KiB), more only while an unfinished frame needs it.
+pub(crate) const SPARE_BLOCKS: usize = 4;
 /// The driver stops reading while our own queued output (mostly resets answering the
 /// remote's frames) exceeds twice [`MplexConfig::write_buffer_len`], or this much if that is
 /// larger: a remote that opens streams we reset, without reading the resets, cannot grow our

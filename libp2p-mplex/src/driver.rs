@@ -12,10 +12,10 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
-use bytes::{Buf, BytesMut};
+use bytes::{Bytes, BytesMut};
 use libp2p_core::{MuxerError, Socket};
 
-use crate::config::{DRIVER_BUDGET, INITIAL_READ_CHUNK, MAX_READ_CHUNK, RECYCLE_MIN};
+use crate::config::{DRIVER_BUDGET, INITIAL_READ_CHUNK, MAX_READ_CHUNK, RECYCLE_MIN, SPARE_BLOCKS};
 use crate::frame::{self, Decoded, StreamKey};
 use crate::proto::{error_copy, Connection, Event};
 
@@ -170,23 +170,43 @@ pub struct MplexDriver<C> {
 impl<C> std::fmt::Debug for MplexDriver<C> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MplexDriver")
-            .field("buffered_in", &self.inbox.filled)
+            .field("buffered_in", &self.inbox.buffered())
             .field("pending_out", &(self.writing.len() - self.written))
             .finish()
     }
 }
 
 /// The driver's input side: received bytes and the parser over them.
+///
+/// Reads go into a block of memory that is zeroed once, when it is allocated, and then reused
+/// for as long as the connection reads: a data frame is handed to its stream as a slice of the
+/// block (no copy), and the block takes reads again once the streams have dropped every frame
+/// of it. While they hold some, reads go into another block (a spare one that is free again,
+/// else a new one) and only the unparsed bytes move over.
+///
+/// Why not one `BytesMut` with the frames split off its front: the room it gets back from
+/// split-off frames comes back as spare capacity, which a `futures` read (into `&mut [u8]`)
+/// can only use once it has been zeroed again, so every byte received cost a memset as well
+/// as its copy. Safe code cannot tell `BytesMut` that its spare room still holds initialised
+/// bytes; a `Bytes` view of the whole block keeps them initialised instead, and
+/// [`Bytes::try_into_mut`] gives the whole block back, writable, once the view is the last
+/// handle on it.
 pub(crate) struct Inbox {
-    /// `filled` valid bytes at the front, zeroed spare room behind.
-    rbuf: BytesMut,
-    filled: usize,
+    /// The current block while it is ours alone (empty while `shared` holds it); every byte of
+    /// it is initialised, and reads go behind `end`.
+    open: BytesMut,
+    /// The current block once frames have been taken from it: a view of all of it, of which
+    /// the streams hold slices.
+    shared: Option<Bytes>,
+    /// Received bytes not parsed yet: `start..end` of the current block.
+    start: usize,
+    end: usize,
     read_chunk: usize,
-    /// A full stream stopped the parsing; complete frames may wait in `rbuf`.
+    /// A full stream stopped the parsing; complete frames may wait in the block.
     blocked: bool,
-    /// A large read buffer given up while streams still held frames split off it; used again
-    /// once they have all dropped them (see [`Inbox::make_room`]).
-    spare: Option<BytesMut>,
+    /// Blocks given up while streams still held frames of them (bulk transfers only, at most
+    /// [`SPARE_BLOCKS`]), used again once the streams have dropped those.
+    spare: Vec<Bytes>,
     /// Frames parsed so far (to tell a new unfinished frame from the same one).
     frames: u64,
 }
@@ -194,18 +214,40 @@ pub(crate) struct Inbox {
 impl Inbox {
     fn new(read_chunk: usize) -> Self {
         Inbox {
-            rbuf: BytesMut::new(),
-            filled: 0,
+            open: BytesMut::new(),
+            shared: None,
+            start: 0,
+            end: 0,
             read_chunk,
             blocked: false,
-            spare: None,
+            spare: Vec::new(),
             frames: 0,
         }
     }
 
-    /// Room a new read buffer gets beyond one chunk during bulk transfers: reads of up to 1.5
+    /// Received bytes not parsed yet.
+    fn buffered(&self) -> usize {
+        self.end - self.start
+    }
+
+    /// The current block, all of it.
+    fn block(&self) -> &[u8] {
+        self.shared.as_deref().unwrap_or(&self.open)
+    }
+
+    /// Bytes `from..to` of the current block, for a stream to hold (no copy). From here on
+    /// the block takes no reads until the streams have dropped what they hold of it.
+    fn take(&mut self, from: usize, to: usize) -> Bytes {
+        let open = &mut self.open;
+        let view = self
+            .shared
+            .get_or_insert_with(|| std::mem::take(open).freeze());
+        view.slice(from..to)
+    }
+
+    /// Room a new block gets beyond one chunk during bulk transfers: reads of up to 1.5
     /// chunks, as `BytesMut`'s own growth used to give (an in-memory pipe runs at two thirds of
-    /// its speed with reads of one chunk). None for small buffers, which idle connections hold.
+    /// its speed with reads of one chunk). None for small blocks, which idle connections hold.
     fn bulk_headroom(&self) -> usize {
         if self.read_chunk >= RECYCLE_MIN {
             self.read_chunk / 2
@@ -214,42 +256,65 @@ impl Inbox {
         }
     }
 
-    /// Makes room for a read of about `read_chunk` bytes after the `filled` ones.
-    ///
-    /// Received data frames are split off the read buffer without copying, so when it runs out
-    /// of room, streams often still hold frames from it. Growing it then meant a fresh
-    /// allocation for every chunk, which glibc soon trimmed away again. Instead, the buffer is
-    /// swapped for the one given up before, once the streams have dropped everything from that
-    /// one; only if they have not is a new buffer allocated. At most one such buffer is kept.
-    fn make_room(&mut self) {
-        let min = self.filled + self.read_chunk / 2;
-        if self.rbuf.len() >= min {
-            return;
-        }
-        let want = self.filled + self.read_chunk;
-        // In place when the buffer has the room or is ours alone again (the zeroed room
-        // already behind the received bytes is kept: it needs no zeroing again).
-        if !self.rbuf.try_reclaim(want - self.rbuf.len()) {
-            // Only the received bytes move to the other buffer.
-            self.rbuf.truncate(self.filled);
-            let mut next = self
-                .spare
-                .take()
-                .and_then(|mut b| b.try_reclaim(min).then_some(b))
-                .unwrap_or_else(|| BytesMut::with_capacity(want + self.bulk_headroom()));
-            next.extend_from_slice(&self.rbuf);
-            let mut old = std::mem::replace(&mut self.rbuf, next);
-            // Worth keeping only during bulk transfers (small buffers are cheap to allocate,
-            // and an idle connection should not hold two).
-            if self.read_chunk >= RECYCLE_MIN {
-                old.clear();
-                self.spare = Some(old);
+    /// Room for a read of about `read_chunk` bytes behind the unparsed ones (at least half a
+    /// chunk): in the current block when it is ours alone again, else in another block.
+    fn make_room(&mut self) -> &mut [u8] {
+        if let Some(view) = self.shared.take() {
+            match view.try_into_mut() {
+                Ok(block) => self.open = block,
+                Err(view) => self.shared = Some(view),
             }
         }
-        // All the room there is (zeroed: a read needs initialized bytes): large reads are what
-        // makes a fast pipe fast.
-        let target = self.rbuf.capacity().max(min);
-        self.rbuf.resize(target, 0);
+        let pending = self.buffered();
+        if self.shared.is_none() {
+            if pending == 0 {
+                self.start = 0;
+                self.end = 0;
+            }
+            if self.open.len() - self.end >= self.read_chunk / 2 {
+                return &mut self.open[self.end..];
+            }
+            if self.start > 0 && self.open.len() >= pending + self.read_chunk {
+                self.open.copy_within(self.start..self.end, 0);
+                self.start = 0;
+                self.end = pending;
+                return &mut self.open[pending..];
+            }
+        }
+        let want = pending + self.read_chunk;
+        let mut next = None;
+        let mut i = 0;
+        while i < self.spare.len() {
+            if !self.spare[i].is_unique() {
+                i += 1;
+            } else if next.is_none() && self.spare[i].len() >= want {
+                next = Some(self.spare.swap_remove(i));
+            } else if self.spare[i].len() < self.read_chunk {
+                // Too small for any read from now on (the chunk only grows).
+                self.spare.swap_remove(i);
+            } else {
+                i += 1;
+            }
+        }
+        // A spare found unique stays unique: nobody else holds a handle to clone it.
+        let mut next = match next.map(Bytes::try_into_mut) {
+            Some(Ok(block)) => block,
+            _ => BytesMut::zeroed(want + self.bulk_headroom()),
+        };
+        let old = match self.shared.take() {
+            Some(view) => view,
+            None => std::mem::take(&mut self.open).freeze(),
+        };
+        next[..pending].copy_from_slice(&old[self.start..self.end]);
+        // Worth keeping only during bulk transfers (small blocks are cheap to allocate, and
+        // an idle connection should not hold two).
+        if self.read_chunk >= RECYCLE_MIN && self.spare.len() < SPARE_BLOCKS && !old.is_empty() {
+            self.spare.push(old);
+        }
+        self.open = next;
+        self.start = 0;
+        self.end = pending;
+        &mut self.open[pending..]
     }
 
     /// Decodes the complete frames in the read buffer and hands them to the core. A data
@@ -259,7 +324,7 @@ impl Inbox {
         let before = self.frames;
         self.blocked = false;
         let result = self.parse_frames(conn);
-        let incomplete = self.filled > 0 && !self.blocked;
+        let incomplete = self.buffered() > 0 && !self.blocked;
         // The clock is read only while a frame is unfinished.
         if incomplete || conn.has_partial_frame() {
             conn.note_input(incomplete, self.frames != before, Instant::now());
@@ -270,21 +335,20 @@ impl Inbox {
     fn parse_frames(&mut self, conn: &mut Connection) -> Result<(), MuxerError> {
         loop {
             let max = conn.config().max_frame_len;
-            let Decoded::Frame(header) = frame::decode(&self.rbuf[..self.filled], max)? else {
+            let unparsed = &self.block()[self.start..self.end];
+            let Decoded::Frame(header) = frame::decode(unparsed, max)? else {
                 return Ok(());
             };
-            let mut data = BytesMut::new();
+            let mut data = Bytes::new();
             if header.flag.carries_data() && header.len > 0 {
                 if conn.would_block(&header) {
                     self.blocked = true;
                     return Ok(());
                 }
-                self.rbuf.advance(header.header_len);
-                data = self.rbuf.split_to(header.len);
-            } else {
-                self.rbuf.advance(header.frame_len());
+                let from = self.start + header.header_len;
+                data = self.take(from, from + header.len);
             }
-            self.filled -= header.frame_len();
+            self.start += header.frame_len();
             self.frames += 1;
             conn.handle_frame(&header, &mut data)?;
         }
@@ -403,14 +467,15 @@ impl<C: Socket> MplexDriver<C> {
             // we reset without reading the resets), or while a full stream blocks.
             if !blocked && may_read {
                 let inbox = &mut self.inbox;
-                inbox.make_room();
-                match Pin::new(&mut self.socket).poll_read(cx, &mut inbox.rbuf[inbox.filled..]) {
+                let room = inbox.make_room();
+                let room_len = room.len();
+                match Pin::new(&mut self.socket).poll_read(cx, room) {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Ok(())),
                     Poll::Ready(Ok(n)) => {
-                        if n == inbox.rbuf.len() - inbox.filled {
+                        if n == room_len {
                             inbox.read_chunk = (inbox.read_chunk * 2).min(MAX_READ_CHUNK);
                         }
-                        inbox.filled += n;
+                        inbox.end += n;
                         progress = true;
                         let mut inner = self.shared.lock();
                         let parsed = inbox.parse(&mut inner.conn);
@@ -520,35 +585,51 @@ mod tests {
     use super::*;
     use crate::Mplex;
 
-    /// Pretends a read filled the room and the parser split all of it off but `keep` bytes.
-    fn receive(inbox: &mut Inbox, keep: usize) -> BytesMut {
-        let n = inbox.rbuf.len() - inbox.filled;
-        inbox.rbuf[inbox.filled..].fill(7);
-        inbox.filled += n;
-        let frame = inbox.rbuf.split_to(inbox.filled - keep);
-        inbox.filled = keep;
+    /// Pretends a read filled the room and the parser took all of it but `keep` bytes as a
+    /// frame.
+    fn receive(inbox: &mut Inbox, keep: usize) -> Bytes {
+        let end = inbox.end;
+        inbox.open[end..].fill(7);
+        inbox.end = inbox.open.len();
+        let frame = inbox.take(inbox.start, inbox.end - keep);
+        inbox.start = inbox.end - keep;
         frame
     }
 
     #[test]
     fn read_buffers_are_recycled_once_their_frames_are_dropped() {
         let mut inbox = Inbox::new(MAX_READ_CHUNK);
-        inbox.make_room();
-        let first = inbox.rbuf.as_ptr();
+        let first = inbox.make_room().as_ptr();
         let held = receive(&mut inbox, 10);
-        // A stream still holds the frame: a second buffer, with the 10 unparsed bytes.
+        // A stream still holds the frame: a second block, with the 10 unparsed bytes.
         inbox.make_room();
-        assert_ne!(inbox.rbuf.as_ptr(), first);
-        assert_eq!(inbox.filled, 10);
-        assert!(inbox.rbuf[..10].iter().all(|&b| b == 7));
-        assert!(inbox.rbuf.len() >= 10 + MAX_READ_CHUNK);
+        assert_ne!(inbox.block().as_ptr(), first);
+        assert_eq!(inbox.buffered(), 10);
+        assert!(inbox.block()[..10].iter().all(|&b| b == 7));
+        assert!(inbox.block().len() >= 10 + MAX_READ_CHUNK);
         let second_frame = receive(&mut inbox, 3);
-        // The first buffer's frame is gone by now: it is used again, no allocation.
+        // The first block's frame is gone by now: it is used again, no allocation, and not
+        // zeroed again (what the first read left in it is still there behind the 3 bytes).
         drop(held);
         inbox.make_room();
-        assert_eq!(inbox.rbuf.as_ptr(), first);
-        assert_eq!(inbox.filled, 3);
+        assert_eq!(inbox.block().as_ptr(), first);
+        assert_eq!(inbox.buffered(), 3);
+        assert!(inbox.block().iter().all(|&b| b == 7));
         drop(second_frame);
+    }
+
+    #[test]
+    fn a_block_whose_frames_are_dropped_takes_the_next_read_in_place() {
+        let mut inbox = Inbox::new(MAX_READ_CHUNK);
+        let first = inbox.make_room().as_ptr();
+        let frame = receive(&mut inbox, 10);
+        drop(frame);
+        // Ours alone again: the 10 unparsed bytes move to its front, nothing is allocated.
+        let room = inbox.make_room().len();
+        assert_eq!(inbox.block().as_ptr(), first);
+        assert_eq!((inbox.start, inbox.end), (0, 10));
+        assert_eq!(room, inbox.block().len() - 10);
+        assert!(inbox.spare.is_empty());
     }
 
     /// A header announcing the largest frame, then 10 bytes: the driver holds about one small
@@ -566,21 +647,21 @@ mod tests {
         b.flush().await.unwrap();
         for _ in 0..100 {
             assert!(futures::poll!(&mut driver).is_pending());
-            if driver.inbox.filled == 4 + 10 {
+            if driver.inbox.buffered() == 4 + 10 {
                 break;
             }
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            driver.inbox.filled,
+            driver.inbox.buffered(),
             4 + 10,
             "the unfinished frame is buffered"
         );
         assert!(driver.shared.lock().conn.has_partial_frame());
         assert!(
-            driver.inbox.rbuf.capacity() <= 64 * 1024,
+            driver.inbox.block().len() <= 64 * 1024,
             "{} bytes held for 14 received",
-            driver.inbox.rbuf.capacity()
+            driver.inbox.block().len()
         );
     }
 
@@ -590,7 +671,7 @@ mod tests {
         inbox.make_room();
         let _held = receive(&mut inbox, 0);
         inbox.make_room();
-        assert!(inbox.spare.is_none());
-        assert!(inbox.rbuf.len() >= 8 * 1024);
+        assert!(inbox.spare.is_empty());
+        assert!(inbox.block().len() >= 8 * 1024);
     }
 }

@@ -469,7 +469,7 @@ impl Connection {
     pub(crate) fn handle_frame(
         &mut self,
         header: &Header,
-        data: &mut BytesMut,
+        data: &mut Bytes,
     ) -> Result<(), MuxerError> {
         let key = header.key;
         let id = key.id;
@@ -510,7 +510,7 @@ impl Connection {
                     self.push_frame(key, key.reset_flag(), &[]);
                     return Ok(());
                 }
-                let bytes = std::mem::take(data).freeze();
+                let bytes = std::mem::take(data);
                 st.recv_len += bytes.len();
                 st.recv.push_back(bytes);
                 self.readable(key);
@@ -675,7 +675,7 @@ mod tests {
                 return Ok(());
             }
             pending.advance(header.header_len);
-            let mut data = pending.split_to(header.len);
+            let mut data = pending.split_to(header.len).freeze();
             to.handle_frame(&header, &mut data)?;
         }
     }
