@@ -371,6 +371,42 @@ impl Gossipsub {
         true
     }
 
+    /// A known peer opened a new stream to us: it may have started over (its connection
+    /// closed and came back before we saw the close), in which case it has forgotten our
+    /// subscriptions and its side of our mesh. Tells it again: our subscriptions, and a GRAFT
+    /// for every topic whose mesh holds it. Both are no-ops for a peer that remembers them (a
+    /// known subscription and a GRAFT from a mesh member change nothing), and without them a
+    /// peer that started over would never send us a GRAFT nor receive ours. False if the peer
+    /// is unknown.
+    pub fn reannounce(&mut self, peer: &PeerId) -> bool {
+        if !self.peers.contains_key(peer) {
+            return false;
+        }
+        let subs: Vec<proto::SubOpts> = self
+            .mesh
+            .keys()
+            .map(|t| proto::SubOpts {
+                subscribe: Some(true),
+                topic_id: Some(t.as_str().to_owned()),
+            })
+            .collect();
+        let grafts: Vec<proto::ControlGraft> = self
+            .mesh
+            .iter()
+            .filter(|(_, mesh)| mesh.contains(peer))
+            .map(|(t, _)| proto::ControlGraft {
+                topic_id: Some(t.as_str().to_owned()),
+            })
+            .collect();
+        let out = self.out(*peer);
+        out.subscriptions.extend(subs);
+        if !grafts.is_empty() {
+            out.control_mut().graft.extend(grafts);
+        }
+        self.flush();
+        true
+    }
+
     /// A peer disconnected (its last connection closed or its stream ended for good).
     pub fn remove_peer(&mut self, peer: &PeerId, now: Instant) {
         let Some(state) = self.peers.remove(peer) else {

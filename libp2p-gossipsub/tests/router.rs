@@ -855,3 +855,52 @@ fn opportunistic_graft_when_the_mesh_median_is_poor() {
     }
     assert_eq!(r.mesh_peers(&t).count(), 8);
 }
+
+/// A peer that started over without our seeing it go (its connection closed and came back
+/// while ours overlapped): it forgot our subscriptions and its side of our mesh, while we
+/// kept ours, so neither side would graft the other again. Re-announcing on its new stream
+/// mends both.
+#[test]
+fn a_peer_that_started_over_is_told_again() {
+    let t = topic();
+    let mut net = Net::new(2, 7, |_| Config::default());
+    net.subscribe_all(&t);
+    net.connect(0, 1);
+    net.advance(S);
+    let (id0, id1) = (net.nodes[0].id, net.nodes[1].id);
+    let in_mesh =
+        |net: &Net, i: usize, p: &PeerId| net.nodes[i].router.mesh_peers(&t).any(|q| q == p);
+    assert!(in_mesh(&net, 0, &id1) && in_mesh(&net, 1, &id0));
+    // Node 1 starts over; node 0 keeps its entry of node 1 (and node 1 in its mesh).
+    let now = net.now;
+    net.nodes[1].router.remove_peer(&id0, now);
+    assert!(net.nodes[1]
+        .router
+        .add_peer(id0, PeerKind::Gossipsub1_2, false, None));
+    net.settle();
+    net.advance(3 * S);
+    assert!(in_mesh(&net, 0, &id1), "node 0 kept its mesh");
+    assert!(
+        !in_mesh(&net, 1, &id0),
+        "node 1 no longer knows node 0 subscribes: without a re-announce, no graft"
+    );
+    // Node 1's new stream reaches node 0, which tells it again.
+    assert!(net.nodes[0].router.reannounce(&id1));
+    net.settle();
+    assert!(in_mesh(&net, 1, &id0), "node 1 took node 0's graft");
+    net.advance(3 * S);
+    assert!(in_mesh(&net, 0, &id1) && in_mesh(&net, 1, &id0));
+    // Messages flow both ways again.
+    net.publish(0, &t, b"from 0".to_vec());
+    net.publish(1, &t, b"from 1".to_vec());
+    assert_eq!(
+        net.nodes[1].delivered.last().map(|d| d.1.clone()),
+        Some(b"from 0".to_vec())
+    );
+    assert_eq!(
+        net.nodes[0].delivered.last().map(|d| d.1.clone()),
+        Some(b"from 1".to_vec())
+    );
+    // An unknown peer is not re-announced to.
+    assert!(!net.nodes[0].router.reannounce(&PeerId::random()));
+}

@@ -187,24 +187,29 @@ async fn a_host_that_reconnects_gets_messages_again() {
     let mut b_events = b.pubsub.peer_events();
     a.pubsub.publish(TOPIC, "before").await.unwrap();
     assert_eq!(next_message(&mut sc).await.data, b"before");
-    c.host.disconnect(pb).await;
-    next_event(
-        &mut b_events,
-        |e| matches!(e, PeerEvent::Disconnected { peer } if *peer == pc),
-    )
-    .await;
-    wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
-    connect(&c, &b).await;
-    next_event(
-        &mut b_events,
-        |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == pc),
-    )
-    .await;
-    // Both ends of the graft (B forwards only to its mesh).
-    wait_mesh(&c, TOPIC, &[pb]).await;
-    wait_mesh(&b, TOPIC, &[a.host.peer_id(), pc]).await;
-    a.pubsub.publish(TOPIC, "after").await.unwrap();
-    assert_eq!(next_message(&mut sc).await.data, b"after");
+    // Several rounds: each side must forget the other when the connection goes, even if
+    // it reads the close only after the new connection's streams (a reconnect race).
+    for round in 0..3 {
+        c.host.disconnect(pb).await;
+        next_event(
+            &mut b_events,
+            |e| matches!(e, PeerEvent::Disconnected { peer } if *peer == pc),
+        )
+        .await;
+        wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
+        connect(&c, &b).await;
+        next_event(
+            &mut b_events,
+            |e| matches!(e, PeerEvent::Connected { peer, .. } if *peer == pc),
+        )
+        .await;
+        // Both ends of the graft (B forwards only to its mesh).
+        wait_mesh(&c, TOPIC, &[pb]).await;
+        wait_mesh(&b, TOPIC, &[a.host.peer_id(), pc]).await;
+        let text = format!("after {round}");
+        a.pubsub.publish(TOPIC, text.clone()).await.unwrap();
+        assert_eq!(next_message(&mut sc).await.data, text.as_bytes());
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

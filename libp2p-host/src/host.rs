@@ -952,7 +952,10 @@ impl Host {
     }
 
     /// Closes every connection to `peer` (at once gone from the pool; each reports its close
-    /// as ours).
+    /// as ours). Returns once each has closed and its [`Event::ConnectionClosed`] is out (or,
+    /// for a connection whose close is stuck, after [`HostConfig::muxer_write_timeout`]), so
+    /// that a dial made after it is seen by every service as a new connection, not as a
+    /// second one beside the old.
     pub async fn disconnect(&self, peer: PeerId) {
         let conns = self
             .inner
@@ -964,9 +967,16 @@ impl Host {
         self.inner
             .established
             .fetch_sub(conns.len(), Ordering::SeqCst);
+        let wait = self.inner.config.muxer_write_timeout;
         for conn in conns {
             conn.closing.store(true, Ordering::SeqCst);
             let _ = conn.muxer.close().await;
+            // Its task reports the close once the muxer has ended; dropping the handle on a
+            // timeout lets it finish on its own.
+            let task = conn.task.lock().expect("lock").take();
+            if let Some(task) = task {
+                let _ = tokio::time::timeout(wait, task).await;
+            }
         }
     }
 

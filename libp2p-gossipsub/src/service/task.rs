@@ -119,6 +119,13 @@ impl Task {
         loop {
             let deadline = tokio::time::Instant::from_std(task.core.poll_timeout());
             tokio::select! {
+                // The host's events first: a connection's close must be seen before the
+                // streams of a connection that came up after it (see `on_connection_closed`).
+                biased;
+                event = ctx.events.next() => match event {
+                    Some(event) => task.on_event(event),
+                    None => break,
+                },
                 command = commands.recv(), if handles_alive => match command {
                     Some(command) => task.on_command(command),
                     // Every handle is gone; the router keeps relaying for the network.
@@ -131,10 +138,6 @@ impl Task {
                 }
                 stream = ctx.inbound.next() => match stream {
                     Some(stream) => task.on_inbound(stream),
-                    None => break,
-                },
-                event = ctx.events.next() => match event {
-                    Some(event) => task.on_event(event),
                     None => break,
                 },
                 () = tokio::time::sleep_until(deadline) => {
@@ -300,7 +303,12 @@ impl Task {
                     self.ensure_writer(peer);
                 }
             }
-            Event::ConnectionClosed { id, peer, .. } => self.on_connection_closed(peer, id),
+            Event::ConnectionClosed {
+                id,
+                peer,
+                remaining,
+                ..
+            } => self.on_connection_closed(peer, id, remaining),
             Event::Missed { count } => {
                 tracing::debug!(count, "gossipsub: missed host events; resynchronising");
                 self.resync();
@@ -338,7 +346,22 @@ impl Task {
         });
     }
 
-    fn on_connection_closed(&mut self, peer: PeerId, id: ConnectionId) {
+    /// A connection to `peer` closed, leaving `remaining` others at that moment.
+    ///
+    /// When none remained, the peer forgot us as we forget it: a gossipsub router keeps a
+    /// peer's subscriptions and mesh only while connected, and sends its own anew to a peer
+    /// that comes back. So the peer goes out of the core even if it has reconnected by the
+    /// time this event is read (were it kept, its old entry would take in the new session's
+    /// subscriptions and hold our old mesh, and neither side would graft the other again),
+    /// and then is met again over the new connection.
+    fn on_connection_closed(&mut self, peer: PeerId, id: ConnectionId, remaining: usize) {
+        if remaining == 0 {
+            self.forget(peer);
+            if self.is_connected(&peer) {
+                self.on_connected(peer);
+            }
+            return;
+        }
         let Some(link) = self.links.get_mut(&peer) else {
             return;
         };
@@ -393,12 +416,19 @@ impl Task {
             self.reports_tx.clone(),
         ));
         // A newer inbound stream (the peer reconnected, or reopened) replaces the old one.
-        self.links.entry(peer).or_default().reader = Some(Reader {
+        let link = self.links.entry(peer).or_default();
+        link.reader = Some(Reader {
             link: link_id,
             connection,
             task,
         });
-        self.add_to_core(peer, kind);
+        if link.in_core {
+            // A new stream from a peer we know: it may have started over without our seeing
+            // its connection close (a reconnect that overlapped the old connection here).
+            self.core.reannounce(&peer);
+        } else {
+            self.add_to_core(peer, kind);
+        }
         self.ensure_writer(peer);
     }
 
