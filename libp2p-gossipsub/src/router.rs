@@ -356,19 +356,25 @@ impl Gossipsub {
         if let Some((s, _)) = self.score.as_mut() {
             s.add_peer(peer, ip);
         }
-        if !self.mesh.is_empty() {
-            let subs: Vec<proto::SubOpts> = self
-                .mesh
-                .keys()
-                .map(|t| proto::SubOpts {
-                    subscribe: Some(true),
-                    topic_id: Some(t.as_str().to_owned()),
-                })
-                .collect();
-            self.out(peer).subscriptions.extend(subs);
-        }
+        self.send_subscriptions(peer);
         self.flush();
         true
+    }
+
+    /// Queues every topic we are subscribed to for `peer` (nothing when we are in none).
+    fn send_subscriptions(&mut self, peer: PeerId) {
+        if self.mesh.is_empty() {
+            return;
+        }
+        let subs: Vec<proto::SubOpts> = self
+            .mesh
+            .keys()
+            .map(|t| proto::SubOpts {
+                subscribe: Some(true),
+                topic_id: Some(t.as_str().to_owned()),
+            })
+            .collect();
+        self.out(peer).subscriptions.extend(subs);
     }
 
     /// A known peer opened a new stream to us: it may have started over (its connection
@@ -382,14 +388,7 @@ impl Gossipsub {
         if !self.peers.contains_key(peer) {
             return false;
         }
-        let subs: Vec<proto::SubOpts> = self
-            .mesh
-            .keys()
-            .map(|t| proto::SubOpts {
-                subscribe: Some(true),
-                topic_id: Some(t.as_str().to_owned()),
-            })
-            .collect();
+        self.send_subscriptions(*peer);
         let grafts: Vec<proto::ControlGraft> = self
             .mesh
             .iter()
@@ -398,10 +397,8 @@ impl Gossipsub {
                 topic_id: Some(t.as_str().to_owned()),
             })
             .collect();
-        let out = self.out(*peer);
-        out.subscriptions.extend(subs);
         if !grafts.is_empty() {
-            out.control_mut().graft.extend(grafts);
+            self.out(*peer).control_mut().graft.extend(grafts);
         }
         self.flush();
         true
