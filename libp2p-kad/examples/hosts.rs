@@ -9,14 +9,16 @@
 //! ```text
 //! cargo run -p libp2p-kad --release --example hosts -- 1000 [--keys 20] [--lookups 20]
 //!     [--find-peer 200] [--parallel 8] [--seed 42] [--event-buffer K] [--rounds 2]
+//!     [--low 32] [--high 96] [--grace 20] [--silence 10]
 //! ```
 //!
 //! The hosts are set up as a deployment would set them, not with the limits lifted:
-//! `max_connections` stays at the host's default (256), and a small connection manager (the
-//! `Trimmer` below, in the manner of go-libp2p's: low 32, high 96, 20 s grace, kubo's
-//! defaults) closes the least recently seen connections of any host above the high mark.
-//! Without it a host of a large network ends up connected to most of the peers it ever
-//! asked, and at 500 hosts the 256 connections were full and dials failed.
+//! `max_connections` stays at the host's default (256), and each host's own connection
+//! manager (`HostConfig::connection_manager`) runs with kubo's marks: above `--high` (96)
+//! connections it trims to `--low` (32), sparing connections younger than `--grace` (20 s)
+//! and peers the kad service protects, at most once per `--silence` (10 s). Without it a
+//! host of a large network ends up connected to most of the peers it ever asked, and the
+//! 256 connections fill up. The output counts the connections the managers closed.
 //!
 //! `--rounds` is the number of bootstrap rounds (default 2: in the first each host joins
 //! through its three, in the second every host bootstraps again, so that the early ones learn
@@ -28,25 +30,25 @@
 //! The output ends with `SIM OK` when every record was found (`SIM FAIL` otherwise, and a
 //! non-zero exit status).
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_host::{Host, HostConfig, Keypair, PeerId};
+use libp2p_host::{Event, Host, HostConfig, Keypair};
 use libp2p_kad::{sha256_multihash, Config, KadHandle, KadService, ServiceConfig};
 
 /// The bound on every operation of the bench; a lookup here takes milliseconds, a bootstrap
 /// well under a second.
 const LIMIT: Duration = Duration::from_secs(120);
 
-/// The connection manager's marks (kubo's defaults): above `HIGH` connections a host is
-/// trimmed to `LOW`, sparing connections first seen less than `GRACE` ago.
+/// The connection manager's defaults here (kubo's): above `HIGH` connections a host is
+/// trimmed to `LOW`, sparing connections younger than `GRACE`, at most once per `SILENCE`.
 const LOW: usize = 32;
 const HIGH: usize = 96;
 const GRACE: Duration = Duration::from_secs(20);
-/// How often the manager looks at every host.
-const TRIM_EVERY: Duration = Duration::from_secs(2);
+const SILENCE: Duration = Duration::from_secs(10);
 
 struct Args {
     hosts: usize,
@@ -57,7 +59,10 @@ struct Args {
     seed: u64,
     event_buffer: Option<usize>,
     rounds: usize,
+    low: usize,
+    high: usize,
     grace: Duration,
+    silence: Duration,
 }
 
 fn parse_args() -> Result<Args, String> {
@@ -70,7 +75,10 @@ fn parse_args() -> Result<Args, String> {
         seed: 42,
         event_buffer: None,
         rounds: 2,
+        low: LOW,
+        high: HIGH,
         grace: GRACE,
+        silence: SILENCE,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
@@ -86,6 +94,9 @@ fn parse_args() -> Result<Args, String> {
             "--parallel" => args.parallel = (number("--parallel")? as usize).max(1),
             "--seed" => args.seed = number("--seed")?,
             "--grace" => args.grace = Duration::from_secs(number("--grace")?),
+            "--silence" => args.silence = Duration::from_secs(number("--silence")?),
+            "--low" => args.low = number("--low")? as usize,
+            "--high" => args.high = number("--high")? as usize,
             "--rounds" => args.rounds = (number("--rounds")? as usize).max(1),
             "--event-buffer" => args.event_buffer = Some(number("--event-buffer")? as usize),
             n => args.hosts = n.parse().map_err(|_| format!("unknown argument {n}"))?,
@@ -140,20 +151,25 @@ async fn within<T>(f: impl std::future::Future<Output = T>) -> Result<T, String>
         .map_err(|_| format!("no result within {LIMIT:?}"))
 }
 
-async fn memory_host(event_buffer: Option<usize>) -> (Host, KadHandle) {
+async fn memory_host(args: &Args) -> (Host, KadHandle) {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
     // No automatic bootstrap: the bench bootstraps each host itself, in order, so that the
     // figures are those of the lookups it asked for.
     let config = Config::default().with_bootstrap_interval(None);
     let (service, handle) = KadService::new(config, ServiceConfig::default());
-    // The host's defaults, limits included (max_connections 256): the trimmer below keeps
-    // each host under them, as a deployment's connection manager does.
-    // (`--event-buffer` changes one: the host's event ring, which is allocated whole.)
+    // The host's defaults, limits included (max_connections 256), with kubo's connection
+    // manager marks (or those of the flags), which keep each host under them.
+    // (`--event-buffer` changes one more: the host's event ring, which is allocated whole.)
     let mut host_config = HostConfig::default();
-    if let Some(k) = event_buffer {
+    if let Some(k) = args.event_buffer {
         host_config.event_buffer = k;
     }
+    let manager = &mut host_config.connection_manager;
+    manager.low_watermark = args.low;
+    manager.high_watermark = args.high;
+    manager.grace_period = args.grace;
+    manager.silence_period = args.silence;
     let host = Host::builder(key)
         .config(host_config)
         .listen_on("/memory/0".parse().expect("a memory address"))
@@ -164,44 +180,73 @@ async fn memory_host(event_buffer: Option<usize>) -> (Host, KadHandle) {
     (host, handle)
 }
 
-/// The connection manager of the bench: every [`TRIM_EVERY`], each host above [`HIGH`]
-/// connections loses its longest-known peers (outside the grace period) down to [`LOW`].
-struct Trimmer {
-    /// Per host, when each connected peer was first seen connected.
-    seen: Vec<HashMap<PeerId, Instant>>,
-    trimmed: u64,
-    grace: Duration,
+/// What the hosts' events said, summed over all hosts: connections opened, closed by cause
+/// (the connection manager's closes are `Trimmed`), failed dials and refused inbound
+/// connections by reason (the name of the error's variant).
+#[derive(Default)]
+struct Counts(Mutex<BTreeMap<String, u64>>);
+
+impl Counts {
+    fn add(&self, what: String) {
+        *self.0.lock().expect("counts").entry(what).or_insert(0) += 1;
+    }
+
+    fn get(&self, what: &str) -> u64 {
+        self.0
+            .lock()
+            .expect("counts")
+            .get(what)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    fn summary(&self) -> String {
+        let counts = self.0.lock().expect("counts");
+        counts
+            .iter()
+            .map(|(k, v)| format!("{k} {v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
 }
 
-impl Trimmer {
-    async fn tick(&mut self, hosts: &[Host]) {
-        let now = Instant::now();
-        if self.seen.len() < hosts.len() {
-            self.seen.resize_with(hosts.len(), HashMap::new);
+/// The name of the variant of a `Debug` value: `ConnectionLimit { limit: 256 }` gives
+/// `ConnectionLimit`.
+fn variant(value: &impl std::fmt::Debug) -> String {
+    format!("{value:?}")
+        .chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_')
+        .collect()
+}
+
+/// Counts the events of `host` into `counts` until the host closes.
+fn count_events(host: &Host, counts: Arc<Counts>) -> tokio::task::JoinHandle<()> {
+    let mut events = host.events();
+    tokio::spawn(async move {
+        while let Some(event) = events.next().await {
+            match event {
+                Event::ConnectionEstablished { .. } => counts.add("established".into()),
+                Event::ConnectionClosed { cause, .. } => {
+                    counts.add(format!("closed {}", variant(&cause)))
+                }
+                Event::DialFailed { error, .. } => {
+                    counts.add(format!("dial failed {}", variant(&*error)))
+                }
+                Event::InboundConnectionRefused { reason, .. } => {
+                    counts.add(format!("inbound refused {}", variant(&reason)))
+                }
+                Event::Missed { count } => {
+                    *counts
+                        .0
+                        .lock()
+                        .expect("counts")
+                        .entry("events missed".into())
+                        .or_insert(0) += count
+                }
+                _ => {}
+            }
         }
-        for (host, seen) in hosts.iter().zip(self.seen.iter_mut()) {
-            let connected = host.connected_peers();
-            seen.retain(|p, _| connected.contains(p));
-            for p in &connected {
-                seen.entry(*p).or_insert(now);
-            }
-            if connected.len() <= HIGH {
-                continue;
-            }
-            let mut old: Vec<(Instant, PeerId)> = seen
-                .iter()
-                .filter(|(_, t)| now.duration_since(**t) >= self.grace)
-                .map(|(p, t)| (*t, *p))
-                .collect();
-            old.sort();
-            let excess = connected.len() - LOW;
-            for (_, peer) in old.into_iter().take(excess) {
-                host.disconnect(peer).await;
-                seen.remove(&peer);
-                self.trimmed += 1;
-            }
-        }
-    }
+    })
 }
 
 /// How long a lookup took, in milliseconds.
@@ -245,7 +290,7 @@ async fn run(args: Args) -> Result<bool, String> {
     let mut hosts = Vec::with_capacity(n);
     let mut kads = Vec::with_capacity(n);
     for _ in 0..n {
-        let (host, kad) = memory_host(args.event_buffer).await;
+        let (host, kad) = memory_host(&args).await;
         hosts.push(host);
         kads.push(kad);
     }
@@ -274,22 +319,11 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
 
-    let trimmer = std::sync::Arc::new(tokio::sync::Mutex::new(Trimmer {
-        seen: Vec::new(),
-        trimmed: 0,
-        grace: args.grace,
-    }));
-    let trim_task = {
-        let trimmer = trimmer.clone();
-        let hosts = hosts.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(TRIM_EVERY);
-            loop {
-                every.tick().await;
-                trimmer.lock().await.tick(&hosts).await;
-            }
-        })
-    };
+    let counts = Arc::new(Counts::default());
+    let counters: Vec<_> = hosts
+        .iter()
+        .map(|h| count_events(h, counts.clone()))
+        .collect();
 
     // Bootstrap in order (at most `parallel` at a time), then once more all round, so that
     // the early hosts learn of the later ones (a deployment's periodic refresh does it).
@@ -303,7 +337,7 @@ async fn run(args: Args) -> Result<bool, String> {
                 .enumerate()
                 .skip(usize::from(round == 0))
                 .map(|(i, k)| {
-                    let (k, done, t) = (k.clone(), &done, &t);
+                    let (k, done, t, counts) = (k.clone(), &done, &t, &counts);
                     async move {
                         let started = Instant::now();
                         let r = within(k.bootstrap()).await;
@@ -312,10 +346,11 @@ async fn run(args: Args) -> Result<bool, String> {
                         if d % step == 0 {
                             let (rss, _) = memory_kib();
                             println!(
-                                "  round {}: {d} bootstraps in {:.1?}, RSS {} MiB",
+                                "  round {}: {d} bootstraps in {:.1?}, RSS {} MiB; {}",
                                 round + 1,
                                 t.elapsed(),
-                                rss / 1024
+                                rss / 1024,
+                                counts.summary()
                             );
                         }
                         (i, r, took)
@@ -454,8 +489,10 @@ async fn run(args: Args) -> Result<bool, String> {
         }
     }
     let (rss_end, hwm_end) = memory_kib();
-    trim_task.abort();
-    let trimmed = trimmer.lock().await.trimmed;
+    for c in &counters {
+        c.abort();
+    }
+    let trimmed = counts.get("closed Trimmed");
 
     let (fh, fh99) = quantiles(&mut fp_hops);
     let (fm, fm99) = quantiles(&mut fp_msgs);
@@ -484,10 +521,12 @@ async fn run(args: Args) -> Result<bool, String> {
         searches.len(),
     );
     println!(
-        "  connections: {:.1} per host after bootstrap (cap {}, trimmed to {LOW}..{HIGH}; \
-         {trimmed} closed by the trimmer)",
+        "  connections: {:.1} per host after bootstrap (cap {}, trimmed to {}..{}; \
+         {trimmed} closed by the connection managers)",
         conns as f64 / n as f64,
         HostConfig::default().max_connections,
+        args.low,
+        args.high,
     );
     println!(
         "  memory: {:.1} KiB per host after bootstrap (RSS {} MiB -> {} MiB, peak {} MiB), \
@@ -504,6 +543,7 @@ async fn run(args: Args) -> Result<bool, String> {
         tasks_joined.saturating_sub(tasks_start) as f64 / n as f64,
         tasks_joined
     );
+    println!("  events (all hosts): {}", counts.summary());
     println!("  time: {:.1?} in all", started.elapsed());
     let ok = found == searches.len() && fp_missed == 0;
     println!("{}", if ok { "SIM OK" } else { "SIM FAIL" });

@@ -88,7 +88,10 @@ pub use kbucket::{InsertOutcome, RoutingTable};
 pub use key::{sha256_multihash, Distance, Key};
 pub use proto::{PeerInfo, PROTOCOL_NAME};
 #[cfg(feature = "service")]
-pub use service::{FindPeerError, KadHandle, KadService, QueryError, RequestError, ServiceConfig};
+pub use service::{
+    FindPeerError, KadHandle, KadService, QueryError, RequestError, ServiceConfig,
+    PROTECTED_CLOSEST, PROTECT_TAG,
+};
 pub use store::{
     AcceptAll, MemoryStore, MemoryStoreConfig, ProviderRecord, Record, RecordStore, RecordValidator,
 };

@@ -21,6 +21,10 @@
 //! - **Host events**: identify results go to [`Kad::on_identify`] (a peer listing
 //!   `/ipfs/kad/1.0.0` is a server), connections to [`Kad::on_connection`], our listen
 //!   addresses (as they change) to [`Kad::set_listen_addrs`].
+//! - **Protection**: the connection manager of the host is asked (tag [`PROTECT_TAG`])
+//!   to spare the connections to peers we have a kad request or liveness ping in flight to
+//!   (until the last one ends), and to the [`PROTECTED_CLOSEST`] routing-table entries
+//!   closest to our own id (updated as the table changes).
 //! - **Time**: the core's [`Kad::poll_timeout`] is the task's timer; the periodic refresh
 //!   is the core's [`Config::bootstrap_interval`].
 //!
@@ -54,7 +58,7 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -250,6 +254,7 @@ enum Report {
     },
     Outbound {
         id: RequestId,
+        peer: PeerId,
         result: Result<Option<ProtoMessage>, RequestError>,
     },
     Liveness {
@@ -257,6 +262,16 @@ enum Report {
         alive: bool,
     },
 }
+
+/// The tag under which the service protects peers from the host's connection manager.
+pub const PROTECT_TAG: &str = "kad";
+
+/// How many routing-table entries closest to our own id stay protected: one bucket's worth
+/// (k = 20). These are the nearest non-empty buckets, the ones a lookup of any key near us
+/// ends in and the ones that hold the few peers that know of us; a bound of k keeps the
+/// protected set small next to any sensible low watermark (kubo's is 32, the host's 160),
+/// whereas protecting the whole table (up to 256 x k entries) would turn trimming off.
+pub const PROTECTED_CLOSEST: usize = 20;
 
 struct Shared {
     table_size: AtomicUsize,
@@ -546,6 +561,13 @@ struct Driver {
     /// Inbound streams being served, per peer.
     inbound_per_peer: Arc<Mutex<HashMap<PeerId, usize>>>,
     shared: Arc<Shared>,
+    /// Kad requests and liveness pings in flight, per peer (bounded by the queries'
+    /// parallelism and the table's pending checks).
+    in_flight: HashMap<PeerId, usize>,
+    /// The routing-table entries closest to our own id, at most [`PROTECTED_CLOSEST`].
+    closest: HashSet<PeerId>,
+    /// Whether the table may have changed since `closest` was computed.
+    table_changed: bool,
 }
 
 /// One inbound stream's place in [`Driver::inbound_per_peer`], given back on drop.
@@ -593,6 +615,9 @@ async fn run(service: KadService, ctx: ServiceContext) {
         pending: HashMap::new(),
         reports: report_tx,
         shared,
+        in_flight: HashMap::new(),
+        closest: HashSet::new(),
+        table_changed: true,
     };
     let (mut inbound_open, mut commands_open) = (true, true);
     loop {
@@ -747,15 +772,22 @@ impl Driver {
             } => {
                 let _ = reply.send(self.kad.handle_request(&peer, message, now));
             }
-            Report::Outbound { id, result } => match result {
-                Ok(Some(message)) => self.kad.on_response(id, message, now),
-                Ok(None) => self.kad.on_sent(id, now),
-                Err(e) => {
-                    tracing::debug!(error = %e, "kad request failed");
-                    self.kad.on_request_failed(id, e.fault(), now)
+            Report::Outbound { id, peer, result } => {
+                self.request_ended(peer);
+                match result {
+                    Ok(Some(message)) => self.kad.on_response(id, message, now),
+                    Ok(None) => self.kad.on_sent(id, now),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "kad request failed");
+                        self.kad.on_request_failed(id, e.fault(), now)
+                    }
                 }
-            },
-            Report::Liveness { peer, alive } => self.kad.on_liveness(&peer, alive, now),
+            }
+            Report::Liveness { peer, alive } => {
+                self.request_ended(peer);
+                self.kad.on_liveness(&peer, alive, now);
+                self.table_changed = true;
+            }
         }
     }
 
@@ -772,6 +804,7 @@ impl Driver {
                     deadline,
                 } => {
                     self.learn(&peer, &addrs);
+                    self.request_started(peer);
                     let host = self.host.clone();
                     let reports = self.reports.clone();
                     let max = self.max_message;
@@ -783,11 +816,12 @@ impl Driver {
                         )
                         .await
                         .unwrap_or(Err(RequestError::Timeout));
-                        let _ = reports.send(Report::Outbound { id, result }).await;
+                        let _ = reports.send(Report::Outbound { id, peer, result }).await;
                     });
                 }
                 Action::CheckLiveness { peer, addrs } => {
                     self.learn(&peer, &addrs);
+                    self.request_started(peer);
                     let host = self.host.clone();
                     let reports = self.reports.clone();
                     let timeout = self.io.ping_timeout;
@@ -801,6 +835,9 @@ impl Driver {
             }
         }
         while let Some(event) = self.kad.poll_event() {
+            if let Event::RoutingUpdated { .. } = event {
+                self.table_changed = true;
+            }
             if let Event::QueryFinished { id, result, stats } = event {
                 match &result {
                     QueryResult::FindNode(Ok(peers)) | QueryResult::GetProviders(Ok(peers)) => {
@@ -815,9 +852,63 @@ impl Driver {
                 }
             }
         }
-        self.shared
-            .table_size
-            .store(self.kad.routing_table().len(), Ordering::Relaxed);
+        let size = self.kad.routing_table().len();
+        if self.shared.table_size.swap(size, Ordering::Relaxed) != size {
+            self.table_changed = true;
+        }
+        if self.table_changed {
+            self.table_changed = false;
+            self.update_closest();
+        }
+    }
+
+    /// Whether `peer` should be protected: a request in flight, or among the closest.
+    fn wants_protection(&self, peer: &PeerId) -> bool {
+        self.in_flight.contains_key(peer) || self.closest.contains(peer)
+    }
+
+    fn request_started(&mut self, peer: PeerId) {
+        let n = self.in_flight.entry(peer).or_insert(0);
+        *n += 1;
+        if *n == 1 && !self.closest.contains(&peer) {
+            self.host.protect(peer, PROTECT_TAG);
+        }
+    }
+
+    fn request_ended(&mut self, peer: PeerId) {
+        if let Some(n) = self.in_flight.get_mut(&peer) {
+            *n -= 1;
+            if *n == 0 {
+                self.in_flight.remove(&peer);
+                if !self.wants_protection(&peer) {
+                    self.host.unprotect(peer, PROTECT_TAG);
+                }
+            }
+        }
+    }
+
+    /// Recomputes the protected closest entries and protects or unprotects the difference.
+    fn update_closest(&mut self) {
+        let table = self.kad.routing_table();
+        let now: HashSet<PeerId> = table
+            .closest(&table.local_key().clone(), PROTECTED_CLOSEST, None)
+            .into_iter()
+            .map(|e| e.peer)
+            .collect();
+        if now == self.closest {
+            return;
+        }
+        let old = std::mem::replace(&mut self.closest, now);
+        for peer in old.difference(&self.closest) {
+            if !self.in_flight.contains_key(peer) {
+                self.host.unprotect(*peer, PROTECT_TAG);
+            }
+        }
+        for peer in self.closest.difference(&old) {
+            if !self.in_flight.contains_key(peer) {
+                self.host.protect(*peer, PROTECT_TAG);
+            }
+        }
     }
 
     /// Addresses learned from the DHT go to the host's peerstore.

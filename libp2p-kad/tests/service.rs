@@ -394,3 +394,71 @@ async fn one_peer_cannot_take_every_slot() {
     held[0].flush().await.unwrap();
     within(read_frame(&mut held[0])).await;
 }
+
+/// A host with a tiny connection manager (low 1, high 2, 100 ms grace) keeps the peers of
+/// its routing table closest to it (protected under `PROTECT_TAG`) while the connections of
+/// peers that do not run kad are trimmed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_manager_spares_kad_peers() {
+    let key = Keypair::generate_ed25519();
+    let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
+    let (service, kad) = KadService::new(kad_config(), ServiceConfig::default());
+    let mut config = HostConfig::default();
+    config.connection_manager.low_watermark = 1;
+    config.connection_manager.high_watermark = 2;
+    config.connection_manager.grace_period = Duration::from_millis(100);
+    config.connection_manager.silence_period = Duration::from_millis(50);
+    let host = Host::builder(key)
+        .config(config)
+        .listen_on("/memory/0".parse().unwrap())
+        .service(service)
+        .build_with_transport(transport)
+        .await
+        .expect("host");
+
+    // Two kad servers in its table, and three plain hosts connected to it.
+    let mut kad_peers = Vec::new();
+    for _ in 0..2 {
+        let (server, _handle) = memory_host().await;
+        kad.add_peer(server.peer_id(), server.listen_addrs()).await;
+        kad_peers.push(server);
+    }
+    within(kad.bootstrap()).await.expect("bootstrap");
+    let mut others = Vec::new();
+    for _ in 0..3 {
+        let key = Keypair::generate_ed25519();
+        let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
+        let other = Host::builder(key)
+            .listen_on("/memory/0".parse().unwrap())
+            .build_with_transport(transport)
+            .await
+            .expect("host");
+        other
+            .connect(host.peer_id(), host.listen_addrs())
+            .await
+            .expect("connect");
+        others.push(other);
+    }
+    for p in &kad_peers {
+        assert!(host.is_protected(&p.peer_id()), "kad peer not protected");
+    }
+    for o in &others {
+        assert!(!host.is_protected(&o.peer_id()), "plain peer protected");
+    }
+
+    // Past the grace period the manager trims: the plain peers go, the kad peers stay.
+    within(async {
+        loop {
+            let connected = host.connected_peers();
+            if others.iter().all(|o| !connected.contains(&o.peer_id())) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    let connected = host.connected_peers();
+    for p in &kad_peers {
+        assert!(connected.contains(&p.peer_id()), "kad peer trimmed");
+    }
+}
