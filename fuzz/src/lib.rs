@@ -171,7 +171,7 @@ where
 
 /// The mplex core and driver: the input is what the remote sends on the connection.
 pub fn mplex(input: &[u8]) {
-    let config = libp2p_mplex::MplexConfig {
+    let config = libp2p_mplex::Config {
         max_streams: 64,
         max_buffer_len: 64 * 1024,
         ..Default::default()

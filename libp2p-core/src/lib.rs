@@ -45,7 +45,7 @@ pub use memory::{MemorySocket, MemoryTransport};
 pub use memory_muxed::{MemoryMuxer, MuxedMemoryTransport};
 pub use or::Or;
 pub use peerstore::Peerstore;
-pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt, UpgradeConfig};
+pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt};
 pub use service::{
     AcceptError, CloseCause, ConnectionRefusedReason, DialAttempt, DialError, Event, Events,
     HostContext, IdentifyInfo, Incoming, NewStreamError, RefusedReason, ResourceKind,

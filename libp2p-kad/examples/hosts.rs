@@ -22,7 +22,7 @@
 //! through its three, in the second every host bootstraps again, so that the early ones learn
 //! of the later ones, as a deployment's periodic refresh does). `--parallel` bounds the bootstraps and lookups run at once (8: more measure the
 //! scheduler of a small machine rather than the DHT). `--event-buffer K` sets the hosts'
-//! `HostConfig::event_buffer` (default 1,024), a ring each host allocates whole, to show how
+//! `libp2p_host::Config::event_buffer` (default 1,024), a ring each host allocates whole, to show how
 //! much of the idle host's memory it is.
 //!
 //! The output ends with `SIM OK` when every record was found (`SIM FAIL` otherwise, and a
@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_host::{Host, HostConfig, Keypair, PeerId};
+use libp2p_host::{Host, Keypair, PeerId};
 use libp2p_kad::{sha256_multihash, Config, KadHandle, KadService, ServiceConfig};
 
 /// The bound on every operation of the bench; a lookup here takes milliseconds, a bootstrap
@@ -150,7 +150,7 @@ async fn memory_host(event_buffer: Option<usize>) -> (Host, KadHandle) {
     // The host's defaults, limits included (max_connections 256): the trimmer below keeps
     // each host under them, as a deployment's connection manager does.
     // (`--event-buffer` changes one: the host's event ring, which is allocated whole.)
-    let mut host_config = HostConfig::default();
+    let mut host_config = libp2p_host::Config::default();
     if let Some(k) = event_buffer {
         host_config.event_buffer = k;
     }
@@ -487,7 +487,7 @@ async fn run(args: Args) -> Result<bool, String> {
         "  connections: {:.1} per host after bootstrap (cap {}, trimmed to {LOW}..{HIGH}; \
          {trimmed} closed by the trimmer)",
         conns as f64 / n as f64,
-        HostConfig::default().max_connections,
+        libp2p_host::Config::default().max_connections,
     );
     println!(
         "  memory: {:.1} KiB per host after bootstrap (RSS {} MiB -> {} MiB, peak {} MiB), \

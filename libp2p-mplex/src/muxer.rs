@@ -6,7 +6,7 @@ use std::task::Poll;
 
 use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
 
-use crate::config::{MplexConfig, MAX_FRAME_LEN};
+use crate::config::{Config, MAX_FRAME_LEN};
 use crate::driver::{MplexDriver, Shared};
 use crate::proto::Connection;
 use crate::stream::MplexStream;
@@ -15,12 +15,12 @@ use crate::PROTOCOL;
 /// The mplex upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct Mplex {
-    config: MplexConfig,
+    config: Config,
 }
 
 impl Mplex {
     /// An upgrade with the given configuration.
-    pub fn new(config: MplexConfig) -> Self {
+    pub fn new(config: Config) -> Self {
         let mut config = config;
         config.split_send_size = config.split_send_size.clamp(1, MAX_FRAME_LEN);
         config.write_buffer_len = config.write_buffer_len.max(1);

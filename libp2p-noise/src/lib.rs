@@ -71,15 +71,15 @@ pub const MAX_FRAME_PLAINTEXT: usize = MAX_MESSAGE_LEN - TAG_LEN;
 
 /// Settings of the Noise upgrade.
 #[derive(Debug, Clone)]
-pub struct NoiseConfig {
+pub struct Config {
     /// Bound on the whole handshake; past it the upgrade fails with [`NoiseError::Timeout`].
     /// Default 10 s.
     pub handshake_timeout: Duration,
 }
 
-impl Default for NoiseConfig {
+impl Default for Config {
     fn default() -> Self {
-        NoiseConfig {
+        Config {
             handshake_timeout: Duration::from_secs(10),
         }
     }
@@ -127,7 +127,7 @@ pub enum NoiseError {
     /// Our static key could not be made or signed when this [`Noise`] was built.
     #[error("cannot set up the local static key: {0}")]
     KeySetup(#[source] Arc<KeySetupError>),
-    /// The handshake did not finish within [`NoiseConfig::handshake_timeout`].
+    /// The handshake did not finish within [`Config::handshake_timeout`].
     #[error("noise handshake timed out")]
     Timeout,
 }
@@ -229,7 +229,7 @@ impl LocalKeys {
 #[derive(Clone)]
 pub struct Noise {
     keypair: Keypair,
-    config: NoiseConfig,
+    config: Config,
     /// The static keys, or why they could not be made (reported by every handshake).
     local: Result<Arc<LocalKeys>, Arc<KeySetupError>>,
 }
@@ -244,14 +244,14 @@ impl std::fmt::Debug for Noise {
 }
 
 impl Noise {
-    /// Noise with the identity `keypair` and the default [`NoiseConfig`]. Generates a fresh
+    /// Noise with the identity `keypair` and the default [`Config`]. Generates a fresh
     /// X25519 static keypair and signs it with `keypair`.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, NoiseConfig::default())
+        Self::with_config(keypair, Config::default())
     }
 
     /// Noise with the identity `keypair` and explicit settings.
-    pub fn with_config(keypair: Keypair, config: NoiseConfig) -> Self {
+    pub fn with_config(keypair: Keypair, config: Config) -> Self {
         let local = LocalKeys::generate(&keypair)
             .map(Arc::new)
             .map_err(Arc::new);

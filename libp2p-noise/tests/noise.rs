@@ -9,7 +9,7 @@ use libp2p_core::{
     Socket, StreamMuxer, Transport, TransportError, TransportExt,
 };
 use libp2p_mplex::Mplex;
-use libp2p_noise::{Noise, NoiseConfig, NoiseError, NoiseStream, PROTOCOL};
+use libp2p_noise::{Config, Noise, NoiseError, NoiseStream, PROTOCOL};
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -141,7 +141,7 @@ async fn expecting_another_peer_is_a_mismatch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn silent_peer_times_out() {
-    let config = NoiseConfig {
+    let config = Config {
         handshake_timeout: Duration::from_millis(300),
     };
     let noise = Noise::with_config(Keypair::generate_ed25519(), config);
@@ -156,10 +156,7 @@ async fn silent_peer_times_out() {
 
 #[test]
 fn default_config() {
-    assert_eq!(
-        NoiseConfig::default().handshake_timeout,
-        Duration::from_secs(10)
-    );
+    assert_eq!(Config::default().handshake_timeout, Duration::from_secs(10));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -285,7 +282,7 @@ async fn through_proxy(
     tamper: Tamper,
     chunks: &[Vec<u8>],
 ) -> (Result<(), NoiseError>, ListenerOutcome) {
-    let config = NoiseConfig {
+    let config = Config {
         handshake_timeout: Duration::from_secs(2),
     };
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
@@ -432,7 +429,7 @@ async fn truncated_handshake_fails_on_both_sides_in_time() {
 async fn a_peer_that_stops_mid_handshake_times_out() {
     // The remote sends part of a first message and then nothing, keeping the socket open.
     let (ours, theirs) = duplex();
-    let config = NoiseConfig {
+    let config = Config {
         handshake_timeout: Duration::from_millis(500),
     };
     let noise = Noise::with_config(Keypair::generate_ed25519(), config);

@@ -9,21 +9,21 @@
 //! AES-CTR ciphertext ‖ HMAC(ciphertext)`.
 //!
 //! By default we offer `P-256,P-384,P-521`, `AES-256,AES-128` and `SHA256,SHA512` (the lists of
-//! go-libp2p), in that order of preference. [`SecioConfig::exchanges`], [`SecioConfig::ciphers`]
-//! and [`SecioConfig::hashes`] restrict or reorder them:
+//! go-libp2p), in that order of preference. [`Config::exchanges`], [`Config::ciphers`]
+//! and [`Config::hashes`] restrict or reorder them:
 //!
 //! ```
-//! use libp2p_secio::{Cipher, Digest, KeyExchange, SecioConfig};
-//! let only_p256 = SecioConfig {
+//! use libp2p_secio::{Cipher, Digest, KeyExchange, Config};
+//! let only_p256 = Config {
 //!     exchanges: vec![KeyExchange::P256],
-//!     ..SecioConfig::default()
+//!     ..Config::default()
 //! };
 //! // The same from comma-separated wire names; an unknown name or an empty list is an error.
-//! let from_names = SecioConfig::default()
+//! let from_names = Config::default()
 //!     .with_algorithms("P-256", "AES-256,AES-128", "SHA256,SHA512")
 //!     .unwrap();
 //! assert_eq!(only_p256.exchanges, from_names.exchanges);
-//! assert!(SecioConfig::default().with_algorithms("P-256", "Blowfish", "SHA256").is_err());
+//! assert!(Config::default().with_algorithms("P-256", "Blowfish", "SHA256").is_err());
 //! ```
 //!
 //! SECIO is deprecated in favour of Noise and TLS; it is here to talk to peers that speak
@@ -61,7 +61,7 @@ pub const PROTOCOL: &str = "/secio/1.0.0";
 
 /// Limits of the SECIO handshake and channel.
 #[derive(Debug, Clone)]
-pub struct SecioConfig {
+pub struct Config {
     /// Largest frame (ciphertext and MAC) accepted from the remote; a larger announced length
     /// fails with [`SecioError::FrameTooLarge`] before anything is allocated, and the read
     /// buffer grows only as a frame's bytes arrive (by at most 128 KiB past them), so an
@@ -86,7 +86,7 @@ pub struct SecioConfig {
     pub hashes: Vec<Digest>,
 }
 
-impl SecioConfig {
+impl Config {
     /// Sets the offered algorithms from comma-separated wire names, e.g.
     /// `("P-256,P-384", "AES-128", "SHA256")`, keeping their order. An unknown name or an empty
     /// list is a [`SecioError::InvalidConfig`].
@@ -103,9 +103,9 @@ impl SecioConfig {
     }
 }
 
-impl Default for SecioConfig {
+impl Default for Config {
     fn default() -> Self {
-        SecioConfig {
+        Config {
             max_frame_len: 8 * 1024 * 1024,
             handshake_timeout: Duration::from_secs(10),
             max_write_frame: 64 * 1024,
@@ -184,7 +184,7 @@ pub enum SecioError {
     #[error("stretched key does not fit the cipher")]
     KeyLength,
     /// An algorithm name we do not support, or an empty algorithm list, given to
-    /// [`SecioConfig::with_algorithms`] or one of the `parse_list`/`from_str` functions.
+    /// [`Config::with_algorithms`] or one of the `parse_list`/`from_str` functions.
     #[error("invalid secio configuration: {0}")]
     InvalidConfig(#[source] ConfigError),
 }
@@ -266,7 +266,7 @@ impl SecioError {
 #[derive(Clone)]
 pub struct Secio {
     keypair: Keypair,
-    config: SecioConfig,
+    config: Config,
 }
 
 impl std::fmt::Debug for Secio {
@@ -281,11 +281,11 @@ impl std::fmt::Debug for Secio {
 impl Secio {
     /// SECIO with the identity `keypair` and default limits.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, SecioConfig::default())
+        Self::with_config(keypair, Config::default())
     }
 
     /// SECIO with explicit limits.
-    pub fn with_config(keypair: Keypair, config: SecioConfig) -> Self {
+    pub fn with_config(keypair: Keypair, config: Config) -> Self {
         Secio { keypair, config }
     }
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 /// of our own unsent plaintext is buffered before writes wait.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct TlsConfig {
+pub struct Config {
     /// Bound on the whole handshake; past it the upgrade fails with
     /// [`crate::TlsError::Timeout`]. Default 10 s: the handshake is two round trips and a few
     /// signatures, so this only ever cuts off a peer that stalls, which would otherwise hold
@@ -18,16 +18,16 @@ pub struct TlsConfig {
     pub handshake_timeout: Duration,
 }
 
-impl Default for TlsConfig {
+impl Default for Config {
     fn default() -> Self {
-        TlsConfig {
+        Config {
             handshake_timeout: Duration::from_secs(10),
         }
     }
 }
 
-impl TlsConfig {
-    /// The same settings with another [`TlsConfig::handshake_timeout`].
+impl Config {
+    /// The same settings with another [`Config::handshake_timeout`].
     pub fn with_handshake_timeout(mut self, limit: Duration) -> Self {
         self.handshake_timeout = limit;
         self

@@ -123,7 +123,7 @@ pub enum TlsError {
     /// Reading or writing the socket failed (including the remote closing it early).
     #[error("i/o error: {0}")]
     Io(#[source] io::Error),
-    /// The handshake did not finish within [`crate::TlsConfig::handshake_timeout`].
+    /// The handshake did not finish within [`crate::Config::handshake_timeout`].
     #[error("tls handshake timed out")]
     Timeout,
     /// Our own certificate could not be made when the [`crate::Tls`] was built.

@@ -70,7 +70,7 @@ pub use certificate::{
     verify_handshake_signature, Certificate, PeerCertificate, EXTENSION_OID, SIGNATURE_PREFIX,
     SIGNATURE_SCHEMES,
 };
-pub use config::TlsConfig;
+pub use config::Config;
 pub use error::{CertificateError, GenerateError, TlsError};
 pub use stream::TlsStream;
 pub use verifier::{MetInstead, ALPN};
@@ -80,7 +80,7 @@ pub const PROTOCOL: &str = "/tls/1.0.0";
 
 /// What one [`Tls`] value brings to every handshake.
 struct Local {
-    config: TlsConfig,
+    config: Config,
     provider: Arc<rustls::crypto::CryptoProvider>,
     certificate: Arc<CertifiedKey>,
     server: Arc<rustls::ServerConfig>,
@@ -109,14 +109,14 @@ impl std::fmt::Debug for Tls {
 
 impl Tls {
     /// TLS for the identity `keypair`, with a fresh certificate and the default
-    /// [`TlsConfig`]. Should the certificate fail to be made, every handshake reports why
+    /// [`Config`]. Should the certificate fail to be made, every handshake reports why
     /// ([`TlsError::Setup`]); [`Tls::try_new`] reports it at once.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, TlsConfig::default())
+        Self::with_config(keypair, Config::default())
     }
 
     /// TLS for the identity `keypair`, with a fresh certificate and explicit settings.
-    pub fn with_config(keypair: Keypair, config: TlsConfig) -> Self {
+    pub fn with_config(keypair: Keypair, config: Config) -> Self {
         let peer = keypair.public().to_peer_id();
         let local = Certificate::generate(&keypair)
             .and_then(|cert| Local::new(cert, config))
@@ -129,7 +129,7 @@ impl Tls {
     }
 
     /// TLS for the identity `keypair`, failing if its certificate cannot be made.
-    pub fn try_new(keypair: Keypair, config: TlsConfig) -> Result<Self, GenerateError> {
+    pub fn try_new(keypair: Keypair, config: Config) -> Result<Self, GenerateError> {
         let peer = keypair.public().to_peer_id();
         let local = Local::new(Certificate::generate(&keypair)?, config)?;
         Ok(Tls {
@@ -143,7 +143,7 @@ impl Tls {
     pub fn with_certificate(
         peer: PeerId,
         certificate: Certificate,
-        config: TlsConfig,
+        config: Config,
     ) -> Result<Self, GenerateError> {
         Ok(Tls {
             peer,
@@ -200,7 +200,7 @@ impl Tls {
 }
 
 impl Local {
-    fn new(certificate: Certificate, config: TlsConfig) -> Result<Self, GenerateError> {
+    fn new(certificate: Certificate, config: Config) -> Result<Self, GenerateError> {
         let provider = verifier::provider();
         let key = provider
             .key_provider

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::driver::{error_copy, Phase, YamuxDriver};
 use crate::socket::{Coalesce, FlushControl};
 use crate::stream::YamuxStream;
-use crate::PROTOCOL_NAME;
+use crate::PROTOCOL;
 
 /// The yamux muxer upgrade (`/yamux/1.0.0`).
 #[derive(Debug, Clone, Default)]
@@ -87,7 +87,7 @@ impl<C: Socket> MuxerUpgrade<C> for Yamux {
     type Driver = YamuxDriver<C>;
 
     fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL_NAME]
+        vec![PROTOCOL]
     }
 
     fn upgrade(

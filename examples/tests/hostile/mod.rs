@@ -15,7 +15,7 @@ use examples::node;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p_core::multistream::{self, dialer_select, Version};
 use libp2p_core::{IntoConnection, Negotiated, Role, SecurityUpgrade, Transport, TransportExt};
-use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_host::{Host, Keypair, Multiaddr, PeerId, Protocol};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -103,7 +103,7 @@ impl Mux {
     pub fn protocol(self) -> &'static str {
         match self {
             Mux::Mplex => libp2p_mplex::PROTOCOL,
-            Mux::Yamux => libp2p_yamux::PROTOCOL_NAME,
+            Mux::Yamux => libp2p_yamux::PROTOCOL,
         }
     }
 }
@@ -447,7 +447,7 @@ where
     T: Transport,
     T::Output: IntoConnection,
 {
-    let mut config = HostConfig::default();
+    let mut config = libp2p_host::Config::default();
     config.handshake_timeout = Duration::from_secs(10);
     Host::builder(key)
         .config(config)
