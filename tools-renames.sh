@@ -13,6 +13,8 @@
 #   libp2p_core::UpgradeConfig   -> libp2p_core::pipeline::Config (no re-export at the root)
 #   libp2p_kad::PROTOCOL_NAME    -> libp2p_kad::PROTOCOL
 #   libp2p_yamux::PROTOCOL_NAME  -> libp2p_yamux::PROTOCOL
+#   Mplex::new(config), Yamux::new(config) -> Mplex::with_config(config), Yamux::with_config(config)
+#     (`new()` now takes no argument)
 #
 # Inside the owning crate (its src/, tests/, benches/, examples/) a bare old name becomes bare
 # `Config`. Everywhere else (other crates, fuzz/, and every .md file) the old name is dropped from
@@ -89,4 +91,12 @@ done
 files | while read -r f; do
     grep -qw PROTOCOL_NAME "$f" || continue
     perl -0pi -e 's/\bPROTOCOL_NAME\b/PROTOCOL/g' "$f"
+done
+
+# One constructor shape (step 5): `Mplex::new()` / `Yamux::new()` take no argument (the default
+# `Config`, as `Default`); `with_config(Config)` takes one. An old `new(config)` call becomes
+# `with_config(config)`; a call `new()` is left alone, so a second run changes nothing.
+files | while read -r f; do
+    grep -qE '\b(Mplex|Yamux)::new\(' "$f" || continue
+    perl -pi -e 's/\b(Mplex|Yamux)::new\((?!\))/$1::with_config(/g' "$f"
 done

@@ -115,7 +115,7 @@ pub struct Authenticated<T, S> {
 async fn negotiate<C: Socket>(
     socket: C,
     role: Role,
-    names: Vec<&'static str>,
+    names: impl Iterator<Item = &'static str> + Clone,
     stage: Stage,
     config: &Config,
 ) -> Result<(String, Negotiated<C>), TransportError> {
@@ -126,10 +126,23 @@ async fn negotiate<C: Socket>(
                 .map(|(name, io)| (name.to_string(), io))
         }
         Role::Listener => {
-            multistream::listener_select(socket, names.as_slice(), &config.multistream).await
+            multistream::listener_select(socket, &Names(names), &config.multistream).await
         }
     };
     result.map_err(|source| TransportError::Negotiation { stage, source })
+}
+
+/// An upgrade's names as the listener's set: a proposal is matched by walking the borrowed
+/// names, nothing collected (only an `ls` answer builds its list).
+struct Names<I>(I);
+
+impl<I: Iterator<Item = &'static str> + Clone> multistream::ProtocolSet for Names<I> {
+    fn matches(&self, proposed: &str) -> bool {
+        self.0.clone().any(|name| name == proposed)
+    }
+    fn list(&self) -> Vec<String> {
+        self.0.clone().map(str::to_string).collect()
+    }
 }
 
 impl<T, S> Authenticated<T, S>

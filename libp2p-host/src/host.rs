@@ -407,7 +407,7 @@ impl HostBuilder {
     /// yamux as the default stacks use it: the config's write timeout.
     #[cfg(feature = "default-stack")]
     fn yamux(&self) -> libp2p_yamux::Yamux {
-        libp2p_yamux::Yamux::new(
+        libp2p_yamux::Yamux::with_config(
             libp2p_yamux::Config::default().with_write_timeout(self.config.muxer_write_timeout),
         )
     }
@@ -431,7 +431,7 @@ impl HostBuilder {
         let secio: Option<()> = None;
         #[cfg(feature = "mplex")]
         let mplex = self.mplex.then(|| {
-            libp2p_mplex::Mplex::new(libp2p_mplex::Config {
+            libp2p_mplex::Mplex::with_config(libp2p_mplex::Config {
                 write_timeout: self.config.muxer_write_timeout,
                 ..Default::default()
             })

@@ -50,8 +50,9 @@ pub enum BufferPolicy {
 /// Limits and sizes of an mplex connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
-    /// Concurrent inbound streams accepted; more are reset. Also the limit on concurrent
-    /// outbound streams ([`MuxerError::TooManyStreams`]). Default 1,024.
+    /// Streams open at once on the connection, both directions counted together (as in
+    /// yamux): past it an inbound stream is reset and opening one fails with
+    /// [`MuxerError::TooManyStreams`]. Default 1,024.
     pub max_streams: usize,
     /// Bytes a stream buffers for its reader before [`Config::buffer_policy`] applies.
     /// Default 256 KiB.

@@ -36,7 +36,8 @@
 //! end the connection with an error before anything is allocated for them, and the read buffer
 //! grows only with the bytes that arrive. A frame that has started arriving must finish within
 //! [`Config::frame_timeout`], or the connection ends with [`MplexError::FrameTimeout`].
-//! Inbound streams beyond [`Config::max_streams`] are reset.
+//! At most [`Config::max_streams`] streams are open at once, both directions counted together
+//! (as in yamux): inbound streams beyond it are reset, outbound ones fail to open.
 //!
 //! # Layers
 //!

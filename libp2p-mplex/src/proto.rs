@@ -251,7 +251,7 @@ impl Connection {
         if self.is_closed() {
             return Err(MuxerError::Closed);
         }
-        if self.outbound_count >= self.config.max_streams {
+        if self.inbound_count + self.outbound_count >= self.config.max_streams {
             return Err(MuxerError::TooManyStreams {
                 limit: self.config.max_streams,
             });
@@ -480,7 +480,9 @@ impl Connection {
                         "NewStream for stream {id}, which is already open"
                     )));
                 }
-                if self.inbound_count >= self.config.max_streams || self.close_requested {
+                if self.inbound_count + self.outbound_count >= self.config.max_streams
+                    || self.close_requested
+                {
                     tracing::debug!(id, "too many inbound streams: resetting");
                     self.push_frame(key, key.reset_flag(), &[]);
                     return Ok(());
@@ -788,6 +790,35 @@ mod tests {
         );
         let first = StreamKey { id: 0, ours: true };
         assert!(c.read(first, &mut buf).is_pending());
+    }
+
+    #[test]
+    fn the_stream_limit_counts_both_directions_together() {
+        let config = Config {
+            max_streams: 2,
+            ..Config::default()
+        };
+        let (mut a, mut b) = pair(config);
+        let mut wire_ab = BytesMut::new();
+        let mut wire_ba = BytesMut::new();
+        // One stream each way: a holds two, its limit.
+        let _ours = a.open_stream().unwrap();
+        let _theirs = b.open_stream().unwrap();
+        transfer(&mut b, &mut a, &mut wire_ba);
+        assert_eq!(a.stream_count(), 2);
+        assert!(matches!(
+            a.open_stream(),
+            Err(MuxerError::TooManyStreams { limit: 2 })
+        ));
+        // b's next stream is reset by a, which is full.
+        let third = b.open_stream().unwrap();
+        transfer(&mut b, &mut a, &mut wire_ba);
+        assert_eq!(a.stream_count(), 2);
+        transfer(&mut a, &mut b, &mut wire_ab);
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(b.read(third, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
     }
 
     #[test]

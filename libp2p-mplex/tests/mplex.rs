@@ -105,7 +105,7 @@ async fn pipeline_tcp_plaintext_mplex() {
 
 fn connect(config: Config) -> (MplexMuxer, MplexMuxer) {
     let (a, b) = memory_pair();
-    let mplex = Mplex::new(config);
+    let mplex = Mplex::with_config(config);
     let (ma, da) = mplex.connect(a);
     let (mb, db) = mplex.connect(b);
     tokio::spawn(da);
@@ -276,7 +276,7 @@ fn raw_peer(
     MemorySocket,
 ) {
     let (a, b) = memory_pair();
-    let (muxer, driver) = Mplex::new(config).connect(a);
+    let (muxer, driver) = Mplex::with_config(config).connect(a);
     (muxer, tokio::spawn(driver), b)
 }
 

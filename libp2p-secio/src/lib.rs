@@ -48,10 +48,9 @@ mod stream;
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
 
 use libp2p_core::framing::FrameError;
-use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket, UpgradeInfo};
 
 pub use algo::{Cipher, Digest, KeyExchange};
 pub use stream::SecioStream;
@@ -67,8 +66,6 @@ pub struct Config {
     /// buffer grows only as a frame's bytes arrive (by at most 128 KiB past them), so an
     /// announced length costs nothing until it is sent. Default 8 MiB.
     pub max_frame_len: usize,
-    /// Bound on the whole handshake. Default 10 s.
-    pub handshake_timeout: Duration,
     /// Largest plaintext sent in one frame; longer writes are split. Default 64 KiB.
     pub max_write_frame: usize,
     /// The key exchanges we offer, most preferred first. Default `P-256,P-384,P-521`.
@@ -107,7 +104,6 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             max_frame_len: 8 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(10),
             max_write_frame: 64 * 1024,
             exchanges: KeyExchange::ALL.to_vec(),
             ciphers: Cipher::ALL.to_vec(),
@@ -168,9 +164,6 @@ pub enum SecioError {
     /// Both sides have the same key and nonce: we are talking to ourselves.
     #[error("connected to self")]
     ConnectedToSelf,
-    /// The handshake did not finish in time.
-    #[error("secio handshake timed out after {0:?}")]
-    Timeout(Duration),
     /// A handshake message is not a valid protobuf.
     #[error("malformed handshake message: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -232,7 +225,6 @@ impl Classify for SecioError {
             SecioError::Frame(e) => e.fault(),
             // Our own key and nonce came back: a dial to ourselves.
             SecioError::ConnectedToSelf => Fault::Local,
-            SecioError::Timeout(_) => Fault::Timeout,
             SecioError::Randomness
             | SecioError::Signing(_)
             | SecioError::KeyLength
@@ -290,13 +282,15 @@ impl Secio {
     }
 }
 
+impl UpgradeInfo for Secio {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Secio {
     type Output = SecioStream<C>;
     type Error = SecioError;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn secure(
         &self,
@@ -307,15 +301,8 @@ impl<C: Socket> SecurityUpgrade<C> for Secio {
     ) -> impl Future<Output = Result<(PeerId, SecioStream<C>), SecioError>> + Send + 'static {
         let keypair = self.keypair.clone();
         let config = self.config.clone();
-        async move {
-            let limit = config.handshake_timeout;
-            match libp2p_core::with_timeout(limit, handshake::handshake(socket, keypair, config))
-                .await
-            {
-                Some(result) => result,
-                None => Err(SecioError::Timeout(limit)),
-            }
-        }
+        // The handshake's deadline is the upgrade pipeline's.
+        handshake::handshake(socket, keypair, config)
     }
 }
 
@@ -350,10 +337,6 @@ mod tests {
         ] {
             assert_eq!(e.fault(), Fault::Local, "{e}");
         }
-        assert_eq!(
-            SecioError::Timeout(Duration::from_secs(1)).fault(),
-            Fault::Timeout
-        );
         let cut = SecioError::from(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
         assert!(matches!(cut, SecioError::Io(_)));
         assert_eq!(cut.fault(), Fault::Network);

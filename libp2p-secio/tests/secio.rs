@@ -125,18 +125,6 @@ async fn talking_to_ourselves_is_detected() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_peer_times_out() {
-    let (ours, _theirs) = duplex();
-    let config = Config {
-        handshake_timeout: Duration::from_millis(300),
-        ..Config::default()
-    };
-    let secio = Secio::with_config(Keypair::generate_ed25519(), config);
-    let result = secio.secure(ours, Role::Listener, None, PROTOCOL).await;
-    assert!(matches!(result, Err(SecioError::Timeout(_))));
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_handshake_message_is_refused() {
     let (ours, mut theirs) = duplex();
     let attacker = async move {
@@ -188,16 +176,9 @@ async fn through_proxy(
     tamper: Tamper,
     chunks: &[Vec<u8>],
 ) -> (Result<(), SecioError>, ListenerOutcome) {
-    let config = Config {
-        handshake_timeout: Duration::from_secs(2),
-        ..Config::default()
-    };
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let id_b = kb.public().to_peer_id();
-    let (a, b) = (
-        Secio::with_config(ka, config.clone()),
-        Secio::with_config(kb, config),
-    );
+    let (a, b) = (Secio::new(ka), Secio::new(kb));
     tamper::through_proxy(a, b, id_b, PROTOCOL, 4, tamper, chunks).await
 }
 
@@ -311,6 +292,9 @@ async fn dropped_or_replayed_handshake_frames_fail() {
                     assert!(matches!(e, SecioError::NonceMismatch), "{e}");
                 }
             }
+            // A dropped handshake frame leaves the listener waiting until the deadline (the
+            // pipeline's, the kit's here).
+            ListenerOutcome::TimedOut if matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1)) => {}
             other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
         }
     }
@@ -344,6 +328,7 @@ async fn truncated_data_frame_fails() {
             }
             ListenerOutcome::Handshake(_) => assert!(n < 300, "cut at {n}"),
             ListenerOutcome::Data(d) => panic!("cut at {n}: got {} bytes without error", d.len()),
+            ListenerOutcome::TimedOut => panic!("cut at {n}: a closed connection timed out"),
         }
     }
     assert!(saw_read_error, "some cut must land inside a data frame");

@@ -280,12 +280,24 @@ where
     }
     match args.muxer.as_str() {
         "mplex" => {
-            let ws = ws.multiplex(Mplex::new(mplex.clone()));
-            build(secured.multiplex(Mplex::new(mplex)), ws, key, services).await
+            let ws = ws.multiplex(Mplex::with_config(mplex.clone()));
+            build(
+                secured.multiplex(Mplex::with_config(mplex)),
+                ws,
+                key,
+                services,
+            )
+            .await
         }
         "yamux" => {
-            let ws = ws.multiplex(Yamux::new(yamux.clone()));
-            build(secured.multiplex(Yamux::new(yamux)), ws, key, services).await
+            let ws = ws.multiplex(Yamux::with_config(yamux.clone()));
+            build(
+                secured.multiplex(Yamux::with_config(yamux)),
+                ws,
+                key,
+                services,
+            )
+            .await
         }
         other => Err(format!("unsupported: muxer {other}")),
     }
