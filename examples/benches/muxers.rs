@@ -74,7 +74,10 @@ where
     U: MuxerUpgrade<C>,
     C: Socket,
 {
-    let name = upgrade.protocol_names()[0];
+    let name = upgrade
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     let (x, y) = futures::join!(
         upgrade.upgrade(a, Role::Dialer, name),
         upgrade.upgrade(b, Role::Listener, name)

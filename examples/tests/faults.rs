@@ -16,8 +16,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_host::{
-    Classify, CloseCause, Event, Events, Fault, Host, HostConfig, Keypair, Multiaddr, PeerId,
-    Protocol, Stream,
+    Classify, CloseCause, Event, Events, Fault, Host, Keypair, Multiaddr, PeerId, Protocol, Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -148,8 +147,8 @@ async fn no_task_left(before: usize) {
     }
 }
 
-fn fast_config() -> HostConfig {
-    let mut config = HostConfig::default();
+fn fast_config() -> libp2p_host::Config {
+    let mut config = libp2p_host::Config::default();
     config.negotiation_timeout = Duration::from_secs(1);
     config.handshake_timeout = Duration::from_secs(2);
     config.ping_interval = Duration::from_millis(500);
@@ -157,7 +156,7 @@ fn fast_config() -> HostConfig {
     config
 }
 
-async fn host(config: HostConfig) -> Host {
+async fn host(config: libp2p_host::Config) -> Host {
     Host::builder(Keypair::generate_ed25519())
         .config(config)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())

@@ -26,7 +26,10 @@ async fn secured<S: SecurityUpgrade<TcpSocket>>(
         make(Keypair::generate_ed25519()),
         make(Keypair::generate_ed25519()),
     );
-    let name = sa.protocol_names()[0];
+    let name = sa
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     let (ra, rb) = tokio::join!(
         sa.secure(a, Role::Dialer, None, name),
         sb.secure(b, Role::Listener, None, name)

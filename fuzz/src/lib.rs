@@ -171,13 +171,13 @@ where
 
 /// The mplex core and driver: the input is what the remote sends on the connection.
 pub fn mplex(input: &[u8]) {
-    let config = libp2p_mplex::MplexConfig {
+    let config = libp2p_mplex::Config {
         max_streams: 64,
         max_buffer_len: 64 * 1024,
         ..Default::default()
     };
     run(async {
-        let (muxer, driver) = libp2p_mplex::Mplex::new(config).connect(Script::new(input));
+        let (muxer, driver) = libp2p_mplex::Mplex::with_config(config).connect(Script::new(input));
         run_muxer(muxer, driver).await;
     });
 }
@@ -187,7 +187,7 @@ pub fn yamux(input: &[u8]) {
     let config = libp2p_yamux::Config::default().with_max_streams(64);
     run(async {
         let (muxer, driver) =
-            libp2p_yamux::Yamux::new(config).muxer(Script::new(input), Role::Listener);
+            libp2p_yamux::Yamux::with_config(config).muxer(Script::new(input), Role::Listener);
         run_muxer(muxer, driver).await;
     });
 }
@@ -203,7 +203,9 @@ async fn secure<S: SecurityUpgrade<Script>>(security: S, input: &[u8]) {
     } else {
         Role::Dialer
     };
-    let protocol = security.protocol_names()[0];
+    let protocol = security.protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     if let Ok((_, mut secured)) = security
         .secure(Script::new(input), role, None, protocol)
         .await

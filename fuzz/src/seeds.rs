@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
 use futures::{AsyncRead, AsyncWrite};
-use libp2p_core::{Role, SecurityUpgrade};
+use libp2p_core::{Role, SecurityUpgrade, UpgradeInfo};
 use prost::Message as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _, DuplexStream};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
@@ -104,7 +104,9 @@ where
         written: written.clone(),
     };
     let (ours, theirs) = (make(crate::key(2)), make(crate::key(1)));
-    let name = SecurityUpgrade::<Recorder>::protocol_names(&ours)[0];
+    let name = UpgradeInfo::protocol_names(&ours)
+        .next()
+        .expect("an upgrade names its protocol");
     let other = match recorded {
         Role::Dialer => Role::Listener,
         // Role::Listener (`Role` is non-exhaustive).

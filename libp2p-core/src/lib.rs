@@ -45,7 +45,7 @@ pub use memory::{MemorySocket, MemoryTransport};
 pub use memory_muxed::{MemoryMuxer, MuxedMemoryTransport};
 pub use or::Or;
 pub use peerstore::Peerstore;
-pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt, UpgradeConfig};
+pub use pipeline::{Authenticated, Builder, Inbound, Multiplexed, TransportExt};
 pub use service::{
     AcceptError, CloseCause, ConnectionRefusedReason, DialAttempt, DialError, Event, Events,
     HostContext, IdentifyInfo, Incoming, NewStreamError, RefusedReason, ResourceKind,
@@ -55,10 +55,12 @@ pub use stream::{BoxedStream, FuturesStream, Stream};
 pub use transport::{split_peer_id, BoxError, ListenerEvent, Stage, Transport, TransportError};
 pub use upgrade::{
     EitherError, EitherMuxer, MuxerError, MuxerUpgrade, Role, SecurityUpgrade, Socket, StreamMuxer,
+    UpgradeInfo,
 };
 
-/// Runs `fut` for at most `limit`; `None` if the time ran out. Upgrades use it for their
-/// handshake timeouts, so that they need no timer of their own (the clock is tokio's).
+/// Runs `fut` for at most `limit`; `None` if the time ran out (the clock is tokio's). For
+/// callers that stand in for the pipeline's deadline, such as test kits: the upgrades keep no
+/// timer of their own.
 pub async fn with_timeout<F: std::future::Future>(
     limit: std::time::Duration,
     fut: F,

@@ -25,7 +25,7 @@ use crate::upgrade::{MuxerUpgrade, Role, SecurityUpgrade, Socket};
 /// Settings of the upgrade pipeline.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
-pub struct UpgradeConfig {
+pub struct Config {
     /// Bound on the whole upgrade of one connection: for a dial, from the start of the dial
     /// until the muxer is ready; for an inbound connection, from `accept` until then.
     /// Default 20 s: long enough for a slow RSA handshake across the world, short enough that
@@ -38,9 +38,9 @@ pub struct UpgradeConfig {
     pub version: multistream::Version,
 }
 
-impl Default for UpgradeConfig {
+impl Default for Config {
     fn default() -> Self {
-        UpgradeConfig {
+        Config {
             timeout: Duration::from_secs(20),
             multistream: multistream::Config::default(),
             version: multistream::Version::V1,
@@ -50,11 +50,11 @@ impl Default for UpgradeConfig {
 
 /// Extension methods that start the upgrade pipeline on any raw transport.
 pub trait TransportExt: Transport + Sized {
-    /// Starts the upgrade pipeline with the default [`UpgradeConfig`].
+    /// Starts the upgrade pipeline with the default [`Config`].
     fn upgrade(self) -> Builder<Self> {
         Builder {
             transport: self,
-            config: UpgradeConfig::default(),
+            config: Config::default(),
         }
     }
 
@@ -70,7 +70,7 @@ impl<T: Transport> TransportExt for T {}
 #[derive(Debug, Clone)]
 pub struct Builder<T> {
     transport: T,
-    config: UpgradeConfig,
+    config: Config,
 }
 
 impl<T: Transport> Builder<T>
@@ -78,7 +78,7 @@ where
     T::Output: Socket,
 {
     /// Replaces the pipeline's settings.
-    pub fn with_config(mut self, config: UpgradeConfig) -> Self {
+    pub fn with_config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
@@ -108,16 +108,16 @@ where
 pub struct Authenticated<T, S> {
     transport: T,
     security: S,
-    config: Arc<UpgradeConfig>,
+    config: Arc<Config>,
 }
 
 /// Negotiates a protocol in the given role.
 async fn negotiate<C: Socket>(
     socket: C,
     role: Role,
-    names: Vec<&'static str>,
+    names: impl Iterator<Item = &'static str> + Clone,
     stage: Stage,
-    config: &UpgradeConfig,
+    config: &Config,
 ) -> Result<(String, Negotiated<C>), TransportError> {
     let result = match role {
         Role::Dialer => {
@@ -126,10 +126,23 @@ async fn negotiate<C: Socket>(
                 .map(|(name, io)| (name.to_string(), io))
         }
         Role::Listener => {
-            multistream::listener_select(socket, names.as_slice(), &config.multistream).await
+            multistream::listener_select(socket, &Names(names), &config.multistream).await
         }
     };
     result.map_err(|source| TransportError::Negotiation { stage, source })
+}
+
+/// An upgrade's names as the listener's set: a proposal is matched by walking the borrowed
+/// names, nothing collected (only an `ls` answer builds its list).
+struct Names<I>(I);
+
+impl<I: Iterator<Item = &'static str> + Clone> multistream::ProtocolSet for Names<I> {
+    fn matches(&self, proposed: &str) -> bool {
+        self.0.clone().any(|name| name == proposed)
+    }
+    fn list(&self) -> Vec<String> {
+        self.0.clone().map(str::to_string).collect()
+    }
 }
 
 impl<T, S> Authenticated<T, S>

@@ -26,11 +26,22 @@ pub enum Role {
     Listener,
 }
 
+/// The protocol names of an upgrade, apart from the socket type it runs over.
+///
+/// A supertrait of [`SecurityUpgrade`] and [`MuxerUpgrade`] with no type parameter, so that
+/// asking an upgrade for its names needs no turbofish and the names are the same whatever the
+/// socket. The names are borrowed, not collected: negotiating and dispatching allocate nothing
+/// for them.
+pub trait UpgradeInfo {
+    /// The protocol names this upgrade speaks, in order of preference, each once.
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_;
+}
+
 /// A security protocol: authenticates the remote peer and encrypts the socket.
 ///
 /// One trait for both roles. `protocol` is the name multistream-select agreed on (one of
-/// [`SecurityUpgrade::protocol_names`]); single-protocol upgrades may ignore it.
-pub trait SecurityUpgrade<C: Socket>: Clone + Send + Sync + 'static {
+/// [`UpgradeInfo::protocol_names`]); single-protocol upgrades may ignore it.
+pub trait SecurityUpgrade<C: Socket>: UpgradeInfo + Clone + Send + Sync + 'static {
     /// The secured socket.
     type Output: Socket;
     /// What can go wrong in the handshake, with its class: the pipeline keeps it whole
@@ -39,9 +50,6 @@ pub trait SecurityUpgrade<C: Socket>: Clone + Send + Sync + 'static {
     ///
     /// [`TransportError::Security`]: crate::TransportError::Security
     type Error: std::error::Error + crate::fault::Classify + Send + Sync + 'static;
-
-    /// The protocol names this upgrade speaks, in order of preference.
-    fn protocol_names(&self) -> Vec<&'static str>;
 
     /// Runs the handshake and returns the peer id the remote proved it holds. `expected` is
     /// the peer we meant to reach, when known, for protocols that need it in the handshake
@@ -128,16 +136,14 @@ pub trait StreamMuxer: Clone + Send + Sync + 'static {
     fn is_closed(&self) -> bool;
 }
 
-/// A stream muxer protocol: turns a secured socket into a [`StreamMuxer`].
-pub trait MuxerUpgrade<C: Socket>: Clone + Send + Sync + 'static {
+/// A stream muxer protocol: turns a secured socket into a [`StreamMuxer`]. Its names are
+/// those of its [`UpgradeInfo`].
+pub trait MuxerUpgrade<C: Socket>: UpgradeInfo + Clone + Send + Sync + 'static {
     /// The muxed connection handle.
     type Muxer: StreamMuxer;
     /// The future that drives the connection (reads the socket, routes frames, writes).
     /// Spawn it; it ends when the connection closes.
     type Driver: Future<Output = Result<(), MuxerError>> + Send + 'static;
-
-    /// The protocol names this upgrade speaks, in order of preference.
-    fn protocol_names(&self) -> Vec<&'static str>;
 
     /// Sets up the muxer on `socket`.
     fn upgrade(
@@ -159,23 +165,27 @@ pub enum EitherError<A, B> {
     B(B),
 }
 
-fn names_of(a: Vec<&'static str>, b: Vec<&'static str>) -> Vec<&'static str> {
-    let mut names = a;
-    for name in b {
-        if !names.contains(&name) {
-            names.push(name);
-        }
+/// A pair offers the first's names, then those of the second that the first does not have.
+impl<A: UpgradeInfo, B: UpgradeInfo> UpgradeInfo for (A, B) {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        let first = self.0.protocol_names();
+        let seen = first.clone();
+        first.chain(
+            self.1
+                .protocol_names()
+                .filter(move |name| !seen.clone().any(|n| n == *name)),
+        )
     }
-    names
+}
+
+/// Whether `upgrade` speaks `protocol`: which side of a pair runs the agreed protocol.
+fn speaks(upgrade: &impl UpgradeInfo, protocol: &str) -> bool {
+    upgrade.protocol_names().any(|name| name == protocol)
 }
 
 impl<C: Socket, A: SecurityUpgrade<C>, B: SecurityUpgrade<C>> SecurityUpgrade<C> for (A, B) {
     type Output = Either<A::Output, B::Output>;
     type Error = EitherError<A::Error, B::Error>;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        names_of(self.0.protocol_names(), self.1.protocol_names())
-    }
 
     fn secure(
         &self,
@@ -184,7 +194,7 @@ impl<C: Socket, A: SecurityUpgrade<C>, B: SecurityUpgrade<C>> SecurityUpgrade<C>
         expected: Option<PeerId>,
         protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, Self::Output), Self::Error>> + Send + 'static {
-        if self.0.protocol_names().contains(&protocol) {
+        if speaks(&self.0, protocol) {
             self.0
                 .secure(socket, role, expected, protocol)
                 .map_ok(|(peer, io)| (peer, Either::Left(io)))
@@ -245,10 +255,6 @@ impl<C: Socket, A: MuxerUpgrade<C>, B: MuxerUpgrade<C>> MuxerUpgrade<C> for (A, 
     type Muxer = EitherMuxer<A::Muxer, B::Muxer>;
     type Driver = Either<A::Driver, B::Driver>;
 
-    fn protocol_names(&self) -> Vec<&'static str> {
-        names_of(self.0.protocol_names(), self.1.protocol_names())
-    }
-
     fn upgrade(
         &self,
         socket: C,
@@ -256,7 +262,7 @@ impl<C: Socket, A: MuxerUpgrade<C>, B: MuxerUpgrade<C>> MuxerUpgrade<C> for (A, 
         protocol: &str,
     ) -> impl Future<Output = Result<(Self::Muxer, Self::Driver), MuxerError>> + Send + 'static
     {
-        if self.0.protocol_names().contains(&protocol) {
+        if speaks(&self.0, protocol) {
             self.0
                 .upgrade(socket, role, protocol)
                 .map_ok(|(m, d)| (EitherMuxer::A(m), Either::Left(d)))

@@ -6,7 +6,7 @@ use futures::StreamExt;
 use libp2p_core::testkit::transport_kit;
 use libp2p_core::{
     ListenerEvent, MemoryTransport, Multiaddr, PeerId, Role, SecurityUpgrade, Socket, Stage,
-    Transport, TransportError, TransportExt,
+    Transport, TransportError, TransportExt, UpgradeInfo,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -51,12 +51,15 @@ impl libp2p_core::Classify for Never {
     }
 }
 
+impl UpgradeInfo for Unreached {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once("/unreached/1.0.0")
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Unreached {
     type Output = C;
     type Error = Never;
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec!["/unreached/1.0.0"]
-    }
     fn secure(
         &self,
         _: C,
@@ -109,12 +112,14 @@ async fn a_refused_protocol_is_a_negotiation_error_at_the_security_stage() {
     // The server speaks only /unreached/1.0.0; the client offers something else.
     #[derive(Clone)]
     struct Other;
+    impl UpgradeInfo for Other {
+        fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+            std::iter::once("/other/1.0.0")
+        }
+    }
     impl<C: Socket> SecurityUpgrade<C> for Other {
         type Output = C;
         type Error = Never;
-        fn protocol_names(&self) -> Vec<&'static str> {
-            vec!["/other/1.0.0"]
-        }
         fn secure(
             &self,
             _: C,

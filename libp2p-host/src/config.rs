@@ -11,12 +11,12 @@ use crate::connmgr::ConnectionManagerConfig;
 use crate::resource::ResourceLimits;
 
 /// Settings of a [`Host`](crate::Host). Every field has a default (see [`Default`]), so a
-/// config file need only name what it changes; in code, start from `HostConfig::default()`
+/// config file need only name what it changes; in code, start from `Config::default()`
 /// and set fields. Whichever builder method builds the host, all of it applies.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 #[non_exhaustive]
-pub struct HostConfig {
+pub struct Config {
     /// Addresses to listen on when the host starts. Default none (a dial-only host).
     pub listen_addrs: Vec<Multiaddr>,
     /// Most connections established at once, inbound and outbound together; an inbound
@@ -182,9 +182,9 @@ impl Default for DialConfig {
     }
 }
 
-impl Default for HostConfig {
+impl Default for Config {
     fn default() -> Self {
-        HostConfig {
+        Config {
             listen_addrs: Vec::new(),
             max_connections: 256,
             max_connections_per_peer: 8,
@@ -218,23 +218,23 @@ mod tests {
 
     #[test]
     fn round_trips_through_json_and_fills_defaults() {
-        let config = HostConfig {
+        let config = Config {
             listen_addrs: vec!["/ip4/0.0.0.0/tcp/4001".parse().unwrap()],
             max_connections: 10,
             negotiation_timeout: Duration::from_millis(1500),
-            ..HostConfig::default()
+            ..Config::default()
         };
         let json = serde_json::to_string(&config).unwrap();
-        let back: HostConfig = serde_json::from_str(&json).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
-        let partial: HostConfig =
+        let partial: Config =
             serde_json::from_str(r#"{"max_connections": 3, "handshake_timeout": 0.25}"#).unwrap();
         assert_eq!(partial.max_connections, 3);
         assert_eq!(partial.handshake_timeout, Duration::from_millis(250));
         assert_eq!(partial.negotiation_timeout, Duration::from_secs(10));
-        assert!(serde_json::from_str::<HostConfig>(r#"{"max_conections": 3}"#).is_err());
-        assert!(serde_json::from_str::<HostConfig>(r#"{"handshake_timeout": -1}"#).is_err());
-        let dial: HostConfig =
+        assert!(serde_json::from_str::<Config>(r#"{"max_conections": 3}"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"handshake_timeout": -1}"#).is_err());
+        let dial: Config =
             serde_json::from_str(r#"{"dial": {"public_delay": 0.1, "max_parallel": 2}}"#).unwrap();
         assert_eq!(dial.dial.public_delay, Duration::from_millis(100));
         assert_eq!(dial.dial.max_parallel, 2);
@@ -243,7 +243,7 @@ mod tests {
 
     #[test]
     fn limits_round_trip_through_json() {
-        let mut config = HostConfig::default();
+        let mut config = Config::default();
         config.connection_manager.low_watermark = 3;
         config.connection_manager.idle_timeout = Some(Duration::from_millis(500));
         config.resources.peer.streams_inbound = 7;
@@ -253,9 +253,9 @@ mod tests {
             .insert("/echo/1.0.0".into(), crate::ScopeLimits::new(1, 2, 3, 4096));
         config.muxer_write_timeout = Duration::from_secs(5);
         let json = serde_json::to_string(&config).unwrap();
-        let back: HostConfig = serde_json::from_str(&json).unwrap();
+        let back: Config = serde_json::from_str(&json).unwrap();
         assert_eq!(back, config);
-        let partial: HostConfig = serde_json::from_str(
+        let partial: Config = serde_json::from_str(
             r#"{"connection_manager": {"high_watermark": 9, "idle_timeout": 2.5},
                 "resources": {"memory_per_stream": 1024}}"#,
         )
@@ -269,12 +269,12 @@ mod tests {
         assert_eq!(partial.resources.memory_per_stream, 1024);
         assert_eq!(partial.resources.peer, ResourceLimits::default().peer);
         assert_eq!(
-            serde_json::from_str::<HostConfig>(r#"{"connection_manager": {"idle_timeout": null}}"#)
+            serde_json::from_str::<Config>(r#"{"connection_manager": {"idle_timeout": null}}"#)
                 .unwrap()
                 .connection_manager
                 .idle_timeout,
             None
         );
-        assert!(serde_json::from_str::<HostConfig>(r#"{"resources": {"peers": {}}}"#).is_err());
+        assert!(serde_json::from_str::<Config>(r#"{"resources": {"peers": {}}}"#).is_err());
     }
 }

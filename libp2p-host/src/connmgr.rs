@@ -24,7 +24,7 @@ use libp2p_core::duration::{opt_secs, secs};
 use libp2p_core::{ConnectionId, PeerId};
 use serde::{Deserialize, Serialize};
 
-/// Settings of the connection manager (`HostConfig::connection_manager`). The shape is
+/// Settings of the connection manager (`Config::connection_manager`). The shape is
 /// go-libp2p's basic connection manager: watermarks, a grace period for new connections and
 /// a silence period between trims; plus an idle timeout (off by default) and a bound on dials
 /// in progress.

@@ -24,7 +24,7 @@ use tracing::Instrument;
 
 use libp2p_core::Direction;
 
-use crate::config::HostConfig;
+use crate::config::Config;
 use crate::connmgr::{Activity, ActivityGuard, Candidate, ConnManager};
 use crate::erased::{Connected, DynListener, DynMuxer, DynTransport};
 use crate::error::{ListenError, PingError};
@@ -115,7 +115,7 @@ type PingSlot = Arc<tokio::sync::Mutex<Option<ping::Pinger<libp2p_core::FuturesS
 pub(crate) struct Inner {
     key: Keypair,
     peer_id: PeerId,
-    config: HostConfig,
+    config: Config,
     transports: Vec<Arc<dyn DynTransport>>,
     /// Resolves names in dialed addresses before a transport is picked.
     #[cfg(feature = "dns")]
@@ -203,7 +203,7 @@ impl std::fmt::Debug for Host {
 /// Builds a [`Host`]: its identity, configuration, transports and services.
 pub struct HostBuilder {
     key: Keypair,
-    config: HostConfig,
+    config: Config,
     transports: Vec<Arc<dyn DynTransport>>,
     services: Vec<Box<dyn Service>>,
     #[cfg(feature = "dns")]
@@ -242,7 +242,7 @@ impl HostBuilder {
     }
 
     /// Replaces the configuration (listen addresses included).
-    pub fn config(mut self, config: HostConfig) -> Self {
+    pub fn config(mut self, config: Config) -> Self {
         self.config = config;
         self
     }
@@ -407,7 +407,7 @@ impl HostBuilder {
     /// yamux as the default stacks use it: the config's write timeout.
     #[cfg(feature = "default-stack")]
     fn yamux(&self) -> libp2p_yamux::Yamux {
-        libp2p_yamux::Yamux::new(
+        libp2p_yamux::Yamux::with_config(
             libp2p_yamux::Config::default().with_write_timeout(self.config.muxer_write_timeout),
         )
     }
@@ -431,7 +431,7 @@ impl HostBuilder {
         let secio: Option<()> = None;
         #[cfg(feature = "mplex")]
         let mplex = self.mplex.then(|| {
-            libp2p_mplex::Mplex::new(libp2p_mplex::MplexConfig {
+            libp2p_mplex::Mplex::with_config(libp2p_mplex::Config {
                 write_timeout: self.config.muxer_write_timeout,
                 ..Default::default()
             })
@@ -524,7 +524,7 @@ impl Host {
     pub fn builder(key: Keypair) -> HostBuilder {
         HostBuilder {
             key,
-            config: HostConfig::default(),
+            config: Config::default(),
             transports: Vec::new(),
             services: Vec::new(),
             #[cfg(feature = "dns")]
@@ -599,7 +599,7 @@ impl Host {
     }
 
     /// The configuration the host runs with.
-    pub fn config(&self) -> &HostConfig {
+    pub fn config(&self) -> &Config {
         &self.inner.config
     }
 
@@ -953,7 +953,7 @@ impl Host {
 
     /// Closes every connection to `peer` (at once gone from the pool; each reports its close
     /// as ours). Returns once each has closed and its [`Event::ConnectionClosed`] is out (or,
-    /// for a connection whose close is stuck, after [`HostConfig::muxer_write_timeout`]), so
+    /// for a connection whose close is stuck, after [`Config::muxer_write_timeout`]), so
     /// that a dial made after it is seen by every service as a new connection, not as a
     /// second one beside the old.
     pub async fn disconnect(&self, peer: PeerId) {

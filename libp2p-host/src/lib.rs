@@ -52,7 +52,7 @@
 //! slower public ones), started a little apart and raced; the first connection wins, and an
 //! address that failed is left alone for a while. [`DialConfig`] holds the delays.
 //!
-//! Limits: every table and queue is bounded by a field of [`HostConfig`]. Beside the
+//! Limits: every table and queue is bounded by a field of [`Config`]. Beside the
 //! connection limits, a [connection manager](connmgr) keeps the established connections
 //! between two watermarks (trimming the least valuable, never a peer given to
 //! [`Host::protect`], never one in its grace period) and may close idle ones; a
@@ -88,7 +88,7 @@ pub mod resource;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
-pub use config::{DialConfig, HostConfig};
+pub use config::{Config, DialConfig};
 pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};

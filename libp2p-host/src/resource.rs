@@ -71,7 +71,7 @@ impl ScopeLimits {
 const KIB: usize = 1024;
 const MIB: usize = 1024 * KIB;
 
-/// The resource manager's budgets (`HostConfig::resources`). The scopes nest: a stream
+/// The resource manager's budgets (`Config::resources`). The scopes nest: a stream
 /// counts in its connection, its peer, its protocol (once agreed) and the host, and must fit
 /// in each. The figures follow go-libp2p's default scaling where it has one, resized to what
 /// we reserve per stream.

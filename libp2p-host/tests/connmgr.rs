@@ -6,22 +6,22 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p_host::{
-    CloseCause, DialError, Event, Events, Host, HostConfig, Keypair, Multiaddr, PeerId, Stream,
+    CloseCause, Config, DialError, Event, Events, Host, Keypair, Multiaddr, PeerId, Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(10);
 
 /// A config without identify and ping, so that no stream opens unless a test opens it.
-fn quiet(f: impl FnOnce(&mut HostConfig)) -> HostConfig {
-    let mut config = HostConfig::default();
+fn quiet(f: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
     config.identify = false;
     config.ping = false;
     f(&mut config);
     config
 }
 
-async fn listener(config: HostConfig) -> Host {
+async fn listener(config: Config) -> Host {
     Host::builder(Keypair::generate_ed25519())
         .config(config)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())

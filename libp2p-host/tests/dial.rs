@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::time::Duration;
 
 use libp2p_core::TransportExt;
-use libp2p_host::{DialError, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_host::{Config, DialError, Host, Keypair, Multiaddr, PeerId, Protocol};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -25,7 +25,7 @@ async fn listener() -> Host {
 /// gives up on one address only after a long time (so that a test can tell a race from a
 /// timeout).
 async fn dialer(tcp_after: Duration) -> Host {
-    let mut config = HostConfig::default();
+    let mut config = Config::default();
     config.dial.loopback_delay = tcp_after;
     config.dial.address_timeout = Duration::from_secs(120);
     Host::builder(Keypair::generate_ed25519())

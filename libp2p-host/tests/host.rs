@@ -7,9 +7,7 @@ use std::time::Duration;
 use futures::io::BufReader;
 use futures::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, FutureExt, StreamExt};
 use libp2p_core::{MemoryTransport, Multiaddr, TransportExt};
-use libp2p_host::{
-    CloseCause, DialError, Event, Host, HostConfig, Keypair, NewStreamError, PingError,
-};
+use libp2p_host::{CloseCause, Config, DialError, Event, Host, Keypair, NewStreamError, PingError};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -20,13 +18,13 @@ use libp2p_yamux::Yamux;
 const CHAT: &str = "/chat/1.0.0";
 
 /// The default config, changed by `f`.
-fn config(f: impl FnOnce(&mut HostConfig)) -> HostConfig {
-    let mut config = HostConfig::default();
+fn config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
     f(&mut config);
     config
 }
 
-async fn memory_host(config: HostConfig) -> Host {
+async fn memory_host(config: Config) -> Host {
     let key = Keypair::generate_ed25519();
     let transport = MemoryTransport::new()
         .upgrade()
@@ -85,8 +83,8 @@ async fn chat(a: &Host, b: &Host) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_both_ways_over_memory() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     serve_chat(&a);
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs())
@@ -168,8 +166,8 @@ async fn default_stack_chats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_tell_unsupported_from_unreachable() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     // Unknown peer, no address.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     match a.new_stream(stranger, &[CHAT]).await {
@@ -207,8 +205,8 @@ async fn errors_tell_unsupported_from_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_new_streams_share_one_dial() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     serve_chat(&b);
     let mut events = a.events();
     a.peerstore()
@@ -227,8 +225,8 @@ async fn concurrent_new_streams_share_one_dial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_harms_only_its_stream() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     b.set_stream_handler("/boom/1.0.0", |_stream| async move {
         panic!("handler bug");
     })
@@ -249,7 +247,7 @@ async fn a_panicking_handler_harms_only_its_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn identify_fills_the_peerstore_and_push_updates_it() {
-    let a = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
     let b = memory_host(config(|c| c.agent_version = "b-agent/1".into())).await;
     serve_chat(&b);
     let mut events = a.events();
@@ -302,8 +300,8 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predicate_handlers_match_versions() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     b.set_stream_handler_matching(
         "/kv/1.0.0",
         |p| p.starts_with("/kv/1."),
@@ -363,7 +361,7 @@ async fn limits_hold() {
     // A third inbound stream is over B's limit: it is reset, so negotiation fails.
     assert!(a.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.is_err());
     // B holds one connection already: a second peer is turned away.
-    let c = memory_host(HostConfig::default()).await;
+    let c = memory_host(Config::default()).await;
     let refused = async {
         c.connect(b.peer_id(), b.listen_addrs()).await?;
         c.new_stream(b.peer_id(), &["/hold/1.0.0"]).await.map(drop)
@@ -374,8 +372,8 @@ async fn limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_stops_listeners_and_connections() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     serve_chat(&b);
     let b_addrs = b.listen_addrs();
     let mut events = a.events();
@@ -412,8 +410,8 @@ async fn close_stops_listeners_and_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_then_reconnect() {
-    let a = memory_host(HostConfig::default()).await;
-    let b = memory_host(HostConfig::default()).await;
+    let a = memory_host(Config::default()).await;
+    let b = memory_host(Config::default()).await;
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     assert!(a.is_connected(&b.peer_id()));
@@ -428,7 +426,7 @@ async fn disconnect_then_reconnect() {
 async fn ring_of_twenty_hosts() {
     let mut hosts = Vec::new();
     for _ in 0..20 {
-        let host = memory_host(HostConfig::default()).await;
+        let host = memory_host(Config::default()).await;
         serve_chat(&host);
         hosts.push(Arc::new(host));
     }
@@ -517,7 +515,7 @@ async fn an_unanswered_ping_times_out() {
         c.negotiation_timeout = Duration::from_millis(300)
     }))
     .await;
-    let b = memory_host(HostConfig::default()).await;
+    let b = memory_host(Config::default()).await;
     b.set_stream_handler("/ipfs/ping/1.0.0", |stream| async move {
         let _held = stream;
         std::future::pending::<()>().await;

@@ -9,20 +9,20 @@ use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use libp2p_core::{MuxedMemoryTransport, TransportExt};
 use libp2p_host::{
-    Classify, CloseCause, DialError, Direction, Event, Events, Fault, Host, HostConfig, Keypair,
+    Classify, CloseCause, Config, DialError, Direction, Event, Events, Fault, Host, Keypair,
     Multiaddr, NewStreamError, Protocol, RefusedReason, Service, ServiceContext, Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ECHO: &str = "/echo/1.0.0";
 
-fn config(f: impl FnOnce(&mut HostConfig)) -> HostConfig {
-    let mut config = HostConfig::default();
+fn config(f: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
     f(&mut config);
     config
 }
 
-async fn tcp_host(config: HostConfig) -> Host {
+async fn tcp_host(config: Config) -> Host {
     Host::builder(Keypair::generate_ed25519())
         .config(config)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
@@ -32,7 +32,7 @@ async fn tcp_host(config: HostConfig) -> Host {
 }
 
 /// A host on the secured, muxed memory transport (the QUIC stand-in).
-async fn muxed_memory_host(config: HostConfig) -> Host {
+async fn muxed_memory_host(config: Config) -> Host {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
     Host::builder(key)
@@ -90,8 +90,8 @@ async fn eventually(what: &str, f: impl Fn() -> bool) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn accept_serves_100_concurrent_streams() {
-    let a = tcp_host(HostConfig::default()).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
+    let b = tcp_host(Config::default()).await;
     let mut incoming = b.accept(ECHO).unwrap();
     tokio::spawn(async move {
         while let Some(stream) = incoming.next().await {
@@ -107,8 +107,8 @@ async fn accept_serves_100_concurrent_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handlers_serve_100_concurrent_streams() {
-    let a = tcp_host(HostConfig::default()).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
+    let b = tcp_host(Config::default()).await;
     b.set_stream_handler(ECHO, |s| async move { Ok(echo_back(s).await?) })
         .unwrap();
     a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
@@ -120,7 +120,7 @@ async fn handlers_serve_100_concurrent_streams() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_accept_queue_resets_and_says_so() {
-    let a = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
     let b = tcp_host(config(|c| c.accept_queue = 2)).await;
     let mut b_events = b.events();
     let _unread = b.accept(ECHO).unwrap();
@@ -164,8 +164,8 @@ async fn a_full_accept_queue_resets_and_says_so() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_accept_unregisters_and_identify_push_tells_peers() {
-    let a = tcp_host(HostConfig::default()).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
+    let b = tcp_host(Config::default()).await;
     let incoming = b.accept("/temp/1.0.0").unwrap();
     assert!(b.protocols().contains(&"/temp/1.0.0".to_string()));
     let mut a_events = a.events();
@@ -196,8 +196,8 @@ async fn dropping_accept_unregisters_and_identify_push_tells_peers() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dial_with_and_without_a_peer_id() {
-    let a = tcp_host(HostConfig::default()).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
+    let b = tcp_host(Config::default()).await;
     let with_id = b.p2p_addrs()[0].clone();
     assert!(matches!(with_id.iter().last(), Some(Protocol::P2p(p)) if p == b.peer_id()));
     let bare: Multiaddr = b.listen_addrs()[0].clone();
@@ -225,8 +225,8 @@ async fn dial_with_and_without_a_peer_id() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_of_a_dial_a_failed_dial_and_a_disconnect() {
-    let a = tcp_host(HostConfig::default()).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
+    let b = tcp_host(Config::default()).await;
     let (mut a_events, mut b_events) = (a.events(), b.events());
     a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
     for (events, direction) in [
@@ -287,8 +287,8 @@ async fn tcp_and_memory_side_by_side() {
         .unwrap();
     let addrs = both.p2p_addrs();
     assert_eq!(addrs.len(), 2, "{addrs:?}");
-    let over_tcp = tcp_host(HostConfig::default()).await;
-    let over_memory = muxed_memory_host(HostConfig::default()).await;
+    let over_tcp = tcp_host(Config::default()).await;
+    let over_memory = muxed_memory_host(Config::default()).await;
     for (dialer, kind) in [(&over_tcp, "tcp"), (&over_memory, "memory")] {
         let addr = addrs
             .iter()
@@ -368,7 +368,7 @@ async fn services_run_beside_the_host_and_are_listed_from_the_first_identify() {
         .build()
         .await
         .unwrap();
-    let a = tcp_host(HostConfig::default()).await;
+    let a = tcp_host(Config::default()).await;
     let mut a_events = a.events();
     a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
     // Two things reach A, in either order: B's first identify, listing the service's
@@ -417,7 +417,7 @@ async fn services_run_beside_the_host_and_are_listed_from_the_first_identify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_stack_offers_no_downgrade_to_secio() {
-    let b = tcp_host(HostConfig::default()).await;
+    let b = tcp_host(Config::default()).await;
     let key = Keypair::generate_ed25519();
     let secio_only = libp2p_transport_tcp::TcpTransport::new()
         .upgrade()
@@ -466,8 +466,8 @@ async fn the_handshake_timeout_applies_to_the_default_stack() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_carry_their_fault() {
-    let a = muxed_memory_host(HostConfig::default()).await;
-    let b = muxed_memory_host(HostConfig::default()).await;
+    let a = muxed_memory_host(Config::default()).await;
+    let b = muxed_memory_host(Config::default()).await;
     a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
     let err = a
         .new_stream(b.peer_id(), &["/nope/1.0.0"])
@@ -519,7 +519,7 @@ struct Question {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn request_response_with_bytes_json_and_cbor_and_its_limits() {
     let a = tcp_host(config(|c| c.request_response.max_response_size = 64)).await;
-    let b = tcp_host(HostConfig::default()).await;
+    let b = tcp_host(Config::default()).await;
     let mut requests = b.serve_requests("/q/1.0.0").unwrap();
     tokio::spawn(async move {
         while let Some(request) = requests.next().await {
@@ -593,7 +593,7 @@ async fn a_request_without_answer_times_out() {
         c.request_response.request_timeout = Duration::from_millis(300)
     }))
     .await;
-    let b = tcp_host(HostConfig::default()).await;
+    let b = tcp_host(Config::default()).await;
     let mut requests = b.serve_requests("/q/1.0.0").unwrap();
     let held = tokio::spawn(async move {
         let mut kept = Vec::new();

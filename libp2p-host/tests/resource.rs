@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_host::{
-    ConnectionRefusedReason, Event, Events, Host, HostConfig, Incoming, Keypair, NewStreamError,
+    Config, ConnectionRefusedReason, Event, Events, Host, Incoming, Keypair, NewStreamError,
     RefusedReason, ResourceKind, ResourceLimitExceeded, ResourceScope, ResourceUsage, ScopeLimits,
     Stream,
 };
@@ -15,15 +15,15 @@ const BOUND: Duration = Duration::from_secs(10);
 const PROTOCOL: &str = "/budget/1.0.0";
 
 /// A config without identify and ping, so that no stream opens unless a test opens it.
-fn quiet(f: impl FnOnce(&mut HostConfig)) -> HostConfig {
-    let mut config = HostConfig::default();
+fn quiet(f: impl FnOnce(&mut Config)) -> Config {
+    let mut config = Config::default();
     config.identify = false;
     config.ping = false;
     f(&mut config);
     config
 }
 
-async fn host(config: HostConfig) -> Host {
+async fn host(config: Config) -> Host {
     Host::builder(Keypair::generate_ed25519())
         .config(config)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())

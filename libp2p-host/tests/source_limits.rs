@@ -6,10 +6,10 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures::StreamExt;
-use libp2p_host::{ConnectionRefusedReason, Event, Host, HostConfig, Keypair, Protocol};
+use libp2p_host::{Config, ConnectionRefusedReason, Event, Host, Keypair, Protocol};
 
-async fn host(f: impl FnOnce(&mut HostConfig)) -> (Host, u16) {
-    let mut config = HostConfig::default();
+async fn host(f: impl FnOnce(&mut Config)) -> (Host, u16) {
+    let mut config = Config::default();
     f(&mut config);
     let host = Host::builder(Keypair::generate_ed25519())
         .config(config)

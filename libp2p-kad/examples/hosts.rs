@@ -14,7 +14,7 @@
 //!
 //! The hosts are set up as a deployment would set them, not with the limits lifted:
 //! `max_connections` stays at the host's default (256), and each host's own connection
-//! manager (`HostConfig::connection_manager`) runs with kubo's marks: above `--high` (96)
+//! manager (`libp2p_host::Config::connection_manager`) runs with kubo's marks: above `--high` (96)
 //! connections it trims to `--low` (32), sparing connections younger than `--grace` (20 s)
 //! and peers the kad service protects, at most once per `--silence` (10 s). Without it a
 //! host of a large network ends up connected to most of the peers it ever asked, and the
@@ -24,7 +24,7 @@
 //! through its three, in the second every host bootstraps again, so that the early ones learn
 //! of the later ones, as a deployment's periodic refresh does). `--parallel` bounds the bootstraps and lookups run at once (8: more measure the
 //! scheduler of a small machine rather than the DHT). `--event-buffer K` sets the hosts'
-//! `HostConfig::event_buffer` (default 1,024), a ring each host allocates whole, to show how
+//! `libp2p_host::Config::event_buffer` (default 1,024), a ring each host allocates whole, to show how
 //! much of the idle host's memory it is.
 //!
 //! The output ends with `SIM OK` when every record was found (`SIM FAIL` otherwise, and a
@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_host::{Event, Host, HostConfig, Keypair};
+use libp2p_host::{Event, Host, Keypair};
 use libp2p_kad::{sha256_multihash, Config, KadHandle, KadService, ServiceConfig};
 
 /// The bound on every operation of the bench; a lookup here takes milliseconds, a bootstrap
@@ -161,7 +161,7 @@ async fn memory_host(args: &Args) -> (Host, KadHandle) {
     // The host's defaults, limits included (max_connections 256), with kubo's connection
     // manager marks (or those of the flags), which keep each host under them.
     // (`--event-buffer` changes one more: the host's event ring, which is allocated whole.)
-    let mut host_config = HostConfig::default();
+    let mut host_config = libp2p_host::Config::default();
     if let Some(k) = args.event_buffer {
         host_config.event_buffer = k;
     }
@@ -524,7 +524,7 @@ async fn run(args: Args) -> Result<bool, String> {
         "  connections: {:.1} per host after bootstrap (cap {}, trimmed to {}..{}; \
          {trimmed} closed by the connection managers)",
         conns as f64 / n as f64,
-        HostConfig::default().max_connections,
+        libp2p_host::Config::default().max_connections,
         args.low,
         args.high,
     );

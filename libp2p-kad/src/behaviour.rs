@@ -269,7 +269,7 @@ impl<S: RecordStore> Kad<S> {
     }
 
     /// Client or server mode. In server mode the host registers a handler for
-    /// [`PROTOCOL_NAME`](crate::PROTOCOL_NAME) and lists it in identify; in client mode it
+    /// [`PROTOCOL`](crate::PROTOCOL) and lists it in identify; in client mode it
     /// does neither.
     pub fn mode(&self) -> Mode {
         self.config.mode

@@ -13,7 +13,7 @@
 //! # What a host service does with it
 //!
 //! - **Start**: [`Kad::new`]; [`Kad::set_listen_addrs`] with our listen addresses (again
-//!   when they change); in [`Mode::Server`] register a stream handler for [`PROTOCOL_NAME`]
+//!   when they change); in [`Mode::Server`] register a stream handler for [`PROTOCOL`]
 //!   and list it in identify, in [`Mode::Client`] do neither. Bootstrap peers go in with
 //!   [`Kad::add_peer`] (the first one schedules a bootstrap at once).
 //! - **Connection events**: identify results go to [`Kad::on_identify`] (whether the peer
@@ -86,7 +86,7 @@ pub use error::{
 };
 pub use kbucket::{InsertOutcome, RoutingTable};
 pub use key::{sha256_multihash, Distance, Key};
-pub use proto::{PeerInfo, PROTOCOL_NAME};
+pub use proto::{PeerInfo, PROTOCOL};
 #[cfg(feature = "service")]
 pub use service::{
     FindPeerError, KadHandle, KadService, QueryError, RequestError, ServiceConfig,

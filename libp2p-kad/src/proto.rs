@@ -22,7 +22,7 @@ use prost::Message as _;
 use crate::error::DecodeError;
 
 /// The protocol name.
-pub const PROTOCOL_NAME: &str = "/ipfs/kad/1.0.0";
+pub const PROTOCOL: &str = "/ipfs/kad/1.0.0";
 
 /// The longest uvarint length prefix we read: 10 bytes hold any `u64`.
 const MAX_PREFIX_LEN: usize = 10;

@@ -80,7 +80,7 @@ use crate::error::{
     InboundError, PutValueError, StartError,
 };
 use crate::kbucket::InsertOutcome;
-use crate::proto::{self, PeerInfo, ProtoMessage, PROTOCOL_NAME};
+use crate::proto::{self, PeerInfo, ProtoMessage, PROTOCOL};
 
 /// The ping protocol used for liveness checks (the kad PING message is deprecated).
 const PING_PROTOCOL: &str = "/ipfs/ping/1.0.0";
@@ -336,7 +336,7 @@ impl Service for KadService {
 
     fn protocols(&self) -> Vec<String> {
         match self.config.mode {
-            Mode::Server => vec![PROTOCOL_NAME.to_string()],
+            Mode::Server => vec![PROTOCOL.to_string()],
             Mode::Client => Vec::new(),
         }
     }
@@ -744,7 +744,7 @@ impl Driver {
                 peer, remaining: 0, ..
             } => self.kad.on_connection(&peer, false),
             HostEvent::Identified { peer, info } => {
-                let server = info.protocols.iter().any(|p| p == PROTOCOL_NAME);
+                let server = info.protocols.iter().any(|p| p == PROTOCOL);
                 self.kad.on_identify(peer, &info.listen_addrs, server, now);
             }
             HostEvent::ListenAddrAdded { .. } | HostEvent::ListenAddrExpired { .. } => {
@@ -972,9 +972,7 @@ async fn send_request(
     expects_response: bool,
     max: usize,
 ) -> Result<Option<ProtoMessage>, RequestError> {
-    let mut stream = host
-        .new_stream(peer, vec![PROTOCOL_NAME.to_string()])
-        .await?;
+    let mut stream = host.new_stream(peer, vec![PROTOCOL.to_string()]).await?;
     write_message(&mut stream, &message).await?;
     let response = if expects_response {
         // Read the answer before closing: some servers reset the stream on our half-close.

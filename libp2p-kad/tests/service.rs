@@ -6,11 +6,10 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, NewStreamError, PeerId};
+use libp2p_host::{Host, Keypair, Multiaddr, NewStreamError, PeerId};
 use libp2p_kad::proto::{self, MessageType, ProtoMessage};
 use libp2p_kad::{
-    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig,
-    PROTOCOL_NAME,
+    sha256_multihash, Config, FindPeerError, KadHandle, KadService, Mode, ServiceConfig, PROTOCOL,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -43,7 +42,7 @@ async fn memory_host() -> (Host, KadHandle) {
     let (service, handle) = KadService::new(kad_config(), ServiceConfig::default());
     // The host closes no idle connection, and a node of a large network ends up connected
     // to most of the others it ever asked: room for all of them.
-    let mut config = HostConfig::default();
+    let mut config = libp2p_host::Config::default();
     config.max_connections = 100_000;
     let host = Host::builder(key)
         .config(config)
@@ -159,7 +158,7 @@ async fn junk_costs_only_the_stream() {
     ];
     for bytes in junk {
         let mut s = raw
-            .new_stream(server.peer_id(), &[PROTOCOL_NAME])
+            .new_stream(server.peer_id(), &[PROTOCOL])
             .await
             .expect("stream");
         s.write_all(bytes).await.unwrap();
@@ -172,7 +171,7 @@ async fn junk_costs_only_the_stream() {
 
     // A good request on a fresh stream is still served, twice on one stream.
     let mut s = raw
-        .new_stream(server.peer_id(), &[PROTOCOL_NAME])
+        .new_stream(server.peer_id(), &[PROTOCOL])
         .await
         .expect("stream");
     for _ in 0..2 {
@@ -211,11 +210,11 @@ async fn read_frame(s: &mut libp2p_host::Stream) -> ProtoMessage {
 async fn client_mode_refuses_inbound() {
     let (server, _ks) = tcp_host(kad_config()).await;
     let (client, kc) = tcp_host(kad_config().with_mode(Mode::Client)).await;
-    assert!(!client.protocols().iter().any(|p| p == PROTOCOL_NAME));
-    assert!(server.protocols().iter().any(|p| p == PROTOCOL_NAME));
+    assert!(!client.protocols().iter().any(|p| p == PROTOCOL));
+    assert!(server.protocols().iter().any(|p| p == PROTOCOL));
     assert_eq!(join(&kc, &server).await, 1);
     let refused = server
-        .new_stream(client.peer_id(), &[PROTOCOL_NAME])
+        .new_stream(client.peer_id(), &[PROTOCOL])
         .await
         .expect_err("a client serves no requests");
     assert!(
@@ -357,7 +356,7 @@ async fn one_peer_cannot_take_every_slot() {
     proto::encode_frame(&request, &mut frame);
     let mut held = Vec::new();
     for _ in 0..limit {
-        let mut s = within(hog.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+        let mut s = within(hog.new_stream(server.peer_id(), &[PROTOCOL]))
             .await
             .expect("stream");
         // Answered: the server has taken this stream in.
@@ -366,7 +365,7 @@ async fn one_peer_cannot_take_every_slot() {
         within(read_frame(&mut s)).await;
         held.push(s);
     }
-    let mut extra = within(hog.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+    let mut extra = within(hog.new_stream(server.peer_id(), &[PROTOCOL]))
         .await
         .expect("stream");
     let _ = extra.write_all(&frame).await;
@@ -384,7 +383,7 @@ async fn one_peer_cannot_take_every_slot() {
         .dial(server.p2p_addrs()[0].clone())
         .await
         .expect("dial");
-    let mut s = within(other.new_stream(server.peer_id(), &[PROTOCOL_NAME]))
+    let mut s = within(other.new_stream(server.peer_id(), &[PROTOCOL]))
         .await
         .expect("stream");
     s.write_all(&frame).await.unwrap();
@@ -403,7 +402,7 @@ async fn connection_manager_spares_kad_peers() {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
     let (service, kad) = KadService::new(kad_config(), ServiceConfig::default());
-    let mut config = HostConfig::default();
+    let mut config = libp2p_host::Config::default();
     config.connection_manager.low_watermark = 1;
     config.connection_manager.high_watermark = 2;
     config.connection_manager.grace_period = Duration::from_millis(100);

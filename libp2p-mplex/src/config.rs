@@ -32,7 +32,7 @@ pub(crate) const RECYCLE_MIN: usize = 64 * 1024;
 /// [`MAX_READ_CHUNK`] (384 KiB), more only while an unfinished frame needs it.
 pub(crate) const SPARE_BLOCKS: usize = 4;
 /// The driver stops reading while our own queued output (mostly resets answering the
-/// remote's frames) exceeds twice [`MplexConfig::write_buffer_len`], or this much if that is
+/// remote's frames) exceeds twice [`Config::write_buffer_len`], or this much if that is
 /// larger: a remote that opens streams we reset, without reading the resets, cannot grow our
 /// output without bound.
 pub(crate) const MIN_OUTPUT_PILE: usize = 64 * 1024;
@@ -49,11 +49,12 @@ pub enum BufferPolicy {
 
 /// Limits and sizes of an mplex connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MplexConfig {
-    /// Concurrent inbound streams accepted; more are reset. Also the limit on concurrent
-    /// outbound streams ([`MuxerError::TooManyStreams`]). Default 1,024.
+pub struct Config {
+    /// Streams open at once on the connection, both directions counted together (as in
+    /// yamux): past it an inbound stream is reset and opening one fails with
+    /// [`MuxerError::TooManyStreams`]. Default 1,024.
     pub max_streams: usize,
-    /// Bytes a stream buffers for its reader before [`MplexConfig::buffer_policy`] applies.
+    /// Bytes a stream buffers for its reader before [`Config::buffer_policy`] applies.
     /// Default 256 KiB.
     pub max_buffer_len: usize,
     /// What happens when a stream's buffer is full. Default [`BufferPolicy::Block`].
@@ -68,7 +69,7 @@ pub struct MplexConfig {
     /// How long a frame may take from its first byte to its last; past it the connection ends
     /// with [`MplexError::FrameTimeout`] (inside [`MuxerError::Io`], kind `TimedOut`). Without
     /// it a remote could start a frame and never finish it, holding the read buffer (up to
-    /// [`max_frame_len`](MplexConfig::max_frame_len)) for as long as the connection lives.
+    /// [`max_frame_len`](Config::max_frame_len)) for as long as the connection lives.
     /// The clock stops while a full stream keeps us from reading (that wait is ours).
     /// `Duration::MAX` turns it off. Needs a tokio runtime with the time driver.
     ///
@@ -89,9 +90,9 @@ pub struct MplexConfig {
     pub write_timeout: Duration,
 }
 
-impl Default for MplexConfig {
+impl Default for Config {
     fn default() -> Self {
-        MplexConfig {
+        Config {
             max_streams: 1024,
             max_buffer_len: 256 * 1024,
             buffer_policy: BufferPolicy::Block,

@@ -14,14 +14,14 @@ use libp2p_core::{Classify, Fault};
 #[non_exhaustive]
 pub enum MplexError {
     /// A frame had started arriving but was still incomplete after
-    /// [`MplexConfig::frame_timeout`](crate::MplexConfig::frame_timeout).
+    /// [`Config::frame_timeout`](crate::Config::frame_timeout).
     #[error("an mplex frame was still incomplete {timeout:?} after it started")]
     FrameTimeout {
         /// The configured bound.
         timeout: Duration,
     },
     /// The socket took none of our bytes for
-    /// [`MplexConfig::write_timeout`](crate::MplexConfig::write_timeout): the remote does not
+    /// [`Config::write_timeout`](crate::Config::write_timeout): the remote does not
     /// read.
     #[error("the remote took no bytes for {timeout:?} (write timeout): it does not read")]
     WriteTimeout {

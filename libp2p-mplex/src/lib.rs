@@ -18,8 +18,8 @@
 //! # Bounded memory
 //!
 //! mplex has no flow control, so a stream whose reader does not read would otherwise buffer
-//! without limit. Each stream buffers at most [`MplexConfig::max_buffer_len`] bytes (plus one
-//! frame); what happens when it is full is [`MplexConfig::buffer_policy`]:
+//! without limit. Each stream buffers at most [`Config::max_buffer_len`] bytes (plus one
+//! frame); what happens when it is full is [`Config::buffer_policy`]:
 //!
 //! - [`BufferPolicy::Block`] (the default) stops reading the connection until that stream's
 //!   reader drains below the limit. No data is lost and TCP's own flow control pushes back on
@@ -31,16 +31,17 @@
 //!   while the application is momentarily busy kills a healthy stream.
 //!
 //! The output side is bounded too: a write waits while the shared output buffer holds
-//! [`MplexConfig::write_buffer_len`] bytes, and the driver stops reading input while its own
-//! control answers (resets) pile up unsent. Frames longer than [`MplexConfig::max_frame_len`]
+//! [`Config::write_buffer_len`] bytes, and the driver stops reading input while its own
+//! control answers (resets) pile up unsent. Frames longer than [`Config::max_frame_len`]
 //! end the connection with an error before anything is allocated for them, and the read buffer
 //! grows only with the bytes that arrive. A frame that has started arriving must finish within
-//! [`MplexConfig::frame_timeout`], or the connection ends with [`MplexError::FrameTimeout`].
-//! Inbound streams beyond [`MplexConfig::max_streams`] are reset.
+//! [`Config::frame_timeout`], or the connection ends with [`MplexError::FrameTimeout`].
+//! At most [`Config::max_streams`] streams are open at once, both directions counted together
+//! (as in yamux): inbound streams beyond it are reset, outbound ones fail to open.
 //!
 //! # Layers
 //!
-//! - `config.rs`: [`MplexConfig`] and the crate's fixed constants;
+//! - `config.rs`: [`Config`] and the crate's fixed constants;
 //! - `frame.rs`: the wire format, encode and a bounded decode (no I/O);
 //! - `proto.rs`: the protocol core, a plain state machine (no I/O, no wakers, no clock): it
 //!   takes decoded frames and the streams' operations and gives frames and events out;
@@ -94,7 +95,7 @@ mod muxer;
 mod proto;
 mod stream;
 
-pub use config::{BufferPolicy, MplexConfig, MAX_FRAME_LEN};
+pub use config::{BufferPolicy, Config, MAX_FRAME_LEN};
 pub use driver::MplexDriver;
 pub use error::MplexError;
 pub use muxer::{Mplex, MplexMuxer};

@@ -4,23 +4,30 @@ use std::future::Future;
 use std::sync::Arc;
 use std::task::Poll;
 
-use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
+use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer, UpgradeInfo};
 
-use crate::config::{MplexConfig, MAX_FRAME_LEN};
+use crate::config::{Config, MAX_FRAME_LEN};
 use crate::driver::{MplexDriver, Shared};
 use crate::proto::Connection;
 use crate::stream::MplexStream;
 use crate::PROTOCOL;
 
-/// The mplex upgrade.
-#[derive(Debug, Clone, Default)]
+/// The mplex upgrade: [`Mplex::new`] (the default [`Config`], as [`Default`]) or
+/// [`Mplex::with_config`].
+#[derive(Debug, Clone)]
 pub struct Mplex {
-    config: MplexConfig,
+    config: Config,
 }
 
 impl Mplex {
-    /// An upgrade with the given configuration.
-    pub fn new(config: MplexConfig) -> Self {
+    /// An upgrade with the default [`Config`].
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
+    /// An upgrade with the given configuration (a `split_send_size` outside
+    /// `1..=MAX_FRAME_LEN` and a zero `write_buffer_len` are raised or lowered into range).
+    pub fn with_config(config: Config) -> Self {
         let mut config = config;
         config.split_send_size = config.split_send_size.clamp(1, MAX_FRAME_LEN);
         config.write_buffer_len = config.write_buffer_len.max(1);
@@ -39,13 +46,21 @@ impl Mplex {
     }
 }
 
+impl Default for Mplex {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl UpgradeInfo for Mplex {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> MuxerUpgrade<C> for Mplex {
     type Muxer = MplexMuxer;
     type Driver = MplexDriver<C>;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn upgrade(
         &self,

@@ -22,7 +22,7 @@ use std::time::Instant;
 use bytes::{Buf, Bytes, BytesMut};
 use libp2p_core::MuxerError;
 
-use crate::config::{BufferPolicy, MplexConfig, MIN_OUTPUT_PILE};
+use crate::config::{BufferPolicy, Config, MIN_OUTPUT_PILE};
 use crate::error::MplexError;
 use crate::frame::{self, Flag, Header, StreamKey};
 
@@ -77,7 +77,7 @@ struct Events {
 /// An mplex connection as a state machine. See the module docs.
 #[derive(Debug)]
 pub(crate) struct Connection {
-    config: MplexConfig,
+    config: Config,
     streams: HashMap<StreamKey, StreamState>,
     next_id: u64,
     inbound_count: usize,
@@ -134,7 +134,7 @@ fn reset_error() -> io::Error {
 
 impl Connection {
     /// A fresh connection (the role does not matter to mplex).
-    pub(crate) fn new(config: MplexConfig) -> Self {
+    pub(crate) fn new(config: Config) -> Self {
         let share = config.write_buffer_len;
         Connection {
             config,
@@ -159,7 +159,7 @@ impl Connection {
     }
 
     /// The configuration.
-    pub(crate) fn config(&self) -> &MplexConfig {
+    pub(crate) fn config(&self) -> &Config {
         &self.config
     }
 
@@ -251,7 +251,7 @@ impl Connection {
         if self.is_closed() {
             return Err(MuxerError::Closed);
         }
-        if self.outbound_count >= self.config.max_streams {
+        if self.inbound_count + self.outbound_count >= self.config.max_streams {
             return Err(MuxerError::TooManyStreams {
                 limit: self.config.max_streams,
             });
@@ -480,7 +480,9 @@ impl Connection {
                         "NewStream for stream {id}, which is already open"
                     )));
                 }
-                if self.inbound_count >= self.config.max_streams || self.close_requested {
+                if self.inbound_count + self.outbound_count >= self.config.max_streams
+                    || self.close_requested
+                {
                     tracing::debug!(id, "too many inbound streams: resetting");
                     self.push_frame(key, key.reset_flag(), &[]);
                     return Ok(());
@@ -698,13 +700,13 @@ mod tests {
         }
     }
 
-    fn pair(config: MplexConfig) -> (Connection, Connection) {
+    fn pair(config: Config) -> (Connection, Connection) {
         (Connection::new(config.clone()), Connection::new(config))
     }
 
     #[test]
     fn dispatch_opens_carries_and_closes_both_ways() {
-        let (mut a, mut b) = pair(MplexConfig::default());
+        let (mut a, mut b) = pair(Config::default());
         let mut wire_ab = BytesMut::new();
         let mut wire_ba = BytesMut::new();
         let s = a.open_stream().unwrap();
@@ -756,9 +758,9 @@ mod tests {
 
     #[test]
     fn stream_limits_hold_in_both_directions() {
-        let config = MplexConfig {
+        let config = Config {
             max_streams: 2,
-            ..MplexConfig::default()
+            ..Config::default()
         };
         let (mut a, mut b) = pair(config);
         let mut wire_ab = BytesMut::new();
@@ -774,7 +776,7 @@ mod tests {
         let _s2 = a.open_stream().unwrap();
         // b, with a limit of 2 too, takes two inbound streams and resets the third: bypass
         // a's own limit by raising it.
-        let mut c = Connection::new(MplexConfig::default());
+        let mut c = Connection::new(Config::default());
         for _ in 0..3 {
             c.open_stream().unwrap();
         }
@@ -791,8 +793,37 @@ mod tests {
     }
 
     #[test]
+    fn the_stream_limit_counts_both_directions_together() {
+        let config = Config {
+            max_streams: 2,
+            ..Config::default()
+        };
+        let (mut a, mut b) = pair(config);
+        let mut wire_ab = BytesMut::new();
+        let mut wire_ba = BytesMut::new();
+        // One stream each way: a holds two, its limit.
+        let _ours = a.open_stream().unwrap();
+        let _theirs = b.open_stream().unwrap();
+        transfer(&mut b, &mut a, &mut wire_ba);
+        assert_eq!(a.stream_count(), 2);
+        assert!(matches!(
+            a.open_stream(),
+            Err(MuxerError::TooManyStreams { limit: 2 })
+        ));
+        // b's next stream is reset by a, which is full.
+        let third = b.open_stream().unwrap();
+        transfer(&mut b, &mut a, &mut wire_ba);
+        assert_eq!(a.stream_count(), 2);
+        transfer(&mut a, &mut b, &mut wire_ab);
+        let mut buf = [0u8; 1];
+        assert!(
+            matches!(b.read(third, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
+        );
+    }
+
+    #[test]
     fn resets_reach_the_other_side_and_fail_both_ends() {
-        let (mut a, mut b) = pair(MplexConfig::default());
+        let (mut a, mut b) = pair(Config::default());
         let mut wire_ab = BytesMut::new();
         let mut wire_ba = BytesMut::new();
         let s = a.open_stream().unwrap();
@@ -834,10 +865,10 @@ mod tests {
 
     #[test]
     fn back_pressure_blocks_the_connection_until_the_reader_drains() {
-        let config = MplexConfig {
+        let config = Config {
             max_buffer_len: 1000,
             split_send_size: 400,
-            ..MplexConfig::default()
+            ..Config::default()
         };
         let (mut a, mut b) = pair(config);
         let mut wire = BytesMut::new();
@@ -881,11 +912,11 @@ mod tests {
 
     #[test]
     fn the_reset_policy_resets_the_full_stream_and_keeps_the_others() {
-        let config = MplexConfig {
+        let config = Config {
             max_buffer_len: 1000,
             split_send_size: 400,
             buffer_policy: BufferPolicy::ResetStream,
-            ..MplexConfig::default()
+            ..Config::default()
         };
         let (mut a, mut b) = pair(config);
         let mut wire_ab = BytesMut::new();
@@ -917,10 +948,10 @@ mod tests {
 
     #[test]
     fn a_flat_out_stream_leaves_room_for_another_in_the_same_buffer() {
-        let config = MplexConfig {
+        let config = Config {
             write_buffer_len: 64 * 1024,
             split_send_size: 16 * 1024,
-            ..MplexConfig::default()
+            ..Config::default()
         };
         let mut a = Connection::new(config);
         let bulk = a.open_stream().unwrap();
@@ -953,10 +984,10 @@ mod tests {
 
     #[test]
     fn unfinished_frames_and_stalled_writes_time_out_at_their_bound() {
-        let config = MplexConfig {
+        let config = Config {
             frame_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(60),
-            ..MplexConfig::default()
+            ..Config::default()
         };
         let mut a = Connection::new(config);
         let t0 = Instant::now();
@@ -989,7 +1020,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_fails_everyone_with_its_cause() {
-        let (mut a, _b) = pair(MplexConfig::default());
+        let (mut a, _b) = pair(Config::default());
         let s = a.open_stream().unwrap();
         let _ = events(&mut a);
         a.shut(

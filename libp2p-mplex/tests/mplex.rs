@@ -11,7 +11,7 @@ use libp2p_core::testkit::{
 use libp2p_core::{
     Keypair, MemorySocket, MuxerError, Protocol, StreamMuxer, Transport, TransportExt,
 };
-use libp2p_mplex::{BufferPolicy, Mplex, MplexConfig, MplexMuxer};
+use libp2p_mplex::{BufferPolicy, Config, Mplex, MplexMuxer};
 use libp2p_plaintext::Plaintext;
 use libp2p_transport_tcp::TcpTransport;
 
@@ -103,9 +103,9 @@ async fn pipeline_tcp_plaintext_mplex() {
     assert_eq!(seen, ka.public().to_peer_id());
 }
 
-fn connect(config: MplexConfig) -> (MplexMuxer, MplexMuxer) {
+fn connect(config: Config) -> (MplexMuxer, MplexMuxer) {
     let (a, b) = memory_pair();
-    let mplex = Mplex::new(config);
+    let mplex = Mplex::with_config(config);
     let (ma, da) = mplex.connect(a);
     let (mb, db) = mplex.connect(b);
     tokio::spawn(da);
@@ -115,12 +115,12 @@ fn connect(config: MplexConfig) -> (MplexMuxer, MplexMuxer) {
 
 const CAP: usize = 64 * 1024;
 
-fn small_buffers(policy: BufferPolicy) -> MplexConfig {
-    MplexConfig {
+fn small_buffers(policy: BufferPolicy) -> Config {
+    Config {
         max_buffer_len: CAP,
         buffer_policy: policy,
         split_send_size: 16 * 1024,
-        ..MplexConfig::default()
+        ..Config::default()
     }
 }
 
@@ -221,7 +221,7 @@ async fn slow_reader_block_policy_bounds_memory_and_resumes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flat_out_stream_does_not_starve_small_messages() {
-    let (dialer, listener) = connect(MplexConfig::default());
+    let (dialer, listener) = connect(Config::default());
     tokio::spawn({
         let listener = listener.clone();
         async move {
@@ -269,14 +269,14 @@ async fn a_flat_out_stream_does_not_starve_small_messages() {
 
 /// Our mplex on one end of a pipe, raw bytes on the other.
 fn raw_peer(
-    config: MplexConfig,
+    config: Config,
 ) -> (
     MplexMuxer,
     tokio::task::JoinHandle<Result<(), MuxerError>>,
     MemorySocket,
 ) {
     let (a, b) = memory_pair();
-    let (muxer, driver) = Mplex::new(config).connect(a);
+    let (muxer, driver) = Mplex::with_config(config).connect(a);
     (muxer, tokio::spawn(driver), b)
 }
 
@@ -289,7 +289,7 @@ async fn malformed_frames_end_the_connection() {
         ("NewStream for an id in use", &[0x08, 0x00, 0x08, 0x00]),
     ];
     for (what, bytes) in cases {
-        let (muxer, driver, mut raw) = raw_peer(MplexConfig::default());
+        let (muxer, driver, mut raw) = raw_peer(Config::default());
         raw.write_all(bytes).await.unwrap();
         let result = within(5, what, driver).await.unwrap();
         assert!(
@@ -303,7 +303,7 @@ async fn malformed_frames_end_the_connection() {
 
 #[tokio::test]
 async fn truncated_header_then_eof_ends_cleanly() {
-    let (muxer, driver, mut raw) = raw_peer(MplexConfig::default());
+    let (muxer, driver, mut raw) = raw_peer(Config::default());
     raw.write_all(&[0x80]).await.unwrap();
     drop(raw);
     let _ = within(5, "driver ends", driver).await.unwrap();
@@ -312,7 +312,7 @@ async fn truncated_header_then_eof_ends_cleanly() {
 
 #[tokio::test]
 async fn unknown_streams_are_ignored_and_the_connection_lives_on() {
-    let (muxer, driver, mut raw) = raw_peer(MplexConfig::default());
+    let (muxer, driver, mut raw) = raw_peer(Config::default());
     // Data, close and reset for stream 9, which nobody opened.
     raw.write_all(&[0x4a, 0x02, b'h', b'i', 0x4c, 0x00, 0x4e, 0x00])
         .await
@@ -336,9 +336,9 @@ async fn unknown_streams_are_ignored_and_the_connection_lives_on() {
 
 #[tokio::test]
 async fn excess_inbound_streams_are_reset() {
-    let config = MplexConfig {
+    let config = Config {
         max_streams: 2,
-        ..MplexConfig::default()
+        ..Config::default()
     };
     let (muxer, _driver, mut raw) = raw_peer(config);
     // NewStream 0, 1, 2.
@@ -356,7 +356,7 @@ async fn excess_inbound_streams_are_reset() {
 
 #[tokio::test]
 async fn dropping_the_muxer_closes_the_connection() {
-    let (dialer, listener) = connect(MplexConfig::default());
+    let (dialer, listener) = connect(Config::default());
     let s = dialer.open().await.unwrap();
     drop(dialer);
     let r = within(5, "remote sees the end", async {
@@ -370,13 +370,13 @@ async fn dropping_the_muxer_closes_the_connection() {
 }
 
 /// A frame that has started but does not finish ends the connection once
-/// `MplexConfig::frame_timeout` has passed, with a timeout error; nothing is held for the
+/// `Config::frame_timeout` has passed, with a timeout error; nothing is held for the
 /// megabyte it announced.
 #[tokio::test]
 async fn an_unfinished_frame_times_out() {
-    let config = MplexConfig {
+    let config = Config {
         frame_timeout: Duration::from_millis(300),
-        ..MplexConfig::default()
+        ..Config::default()
     };
     let (muxer, driver, mut raw) = raw_peer(config);
     // NewStream 1, then a message on it announcing 1 MiB (varint 0x80 0x80 0x40), 10 bytes of

@@ -28,10 +28,9 @@ mod stream;
 use std::future::Future;
 use std::io;
 use std::sync::Arc;
-use std::time::Duration;
 
 use libp2p_core::framing::FrameError;
-use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket, UpgradeInfo};
 
 pub use stream::NoiseStream;
 
@@ -68,22 +67,6 @@ pub const TAG_LEN: usize = 16;
 
 /// Largest plaintext carried by one transport message; longer writes are split.
 pub const MAX_FRAME_PLAINTEXT: usize = MAX_MESSAGE_LEN - TAG_LEN;
-
-/// Settings of the Noise upgrade.
-#[derive(Debug, Clone)]
-pub struct NoiseConfig {
-    /// Bound on the whole handshake; past it the upgrade fails with [`NoiseError::Timeout`].
-    /// Default 10 s.
-    pub handshake_timeout: Duration,
-}
-
-impl Default for NoiseConfig {
-    fn default() -> Self {
-        NoiseConfig {
-            handshake_timeout: Duration::from_secs(10),
-        }
-    }
-}
 
 /// What can go wrong in the Noise handshake or channel.
 ///
@@ -127,9 +110,6 @@ pub enum NoiseError {
     /// Our static key could not be made or signed when this [`Noise`] was built.
     #[error("cannot set up the local static key: {0}")]
     KeySetup(#[source] Arc<KeySetupError>),
-    /// The handshake did not finish within [`NoiseConfig::handshake_timeout`].
-    #[error("noise handshake timed out")]
-    Timeout,
 }
 
 /// Why the local static key could not be set up.
@@ -171,7 +151,6 @@ impl Classify for NoiseError {
             | NoiseError::NonceExhausted
             | NoiseError::Encrypt
             | NoiseError::KeySetup(_) => Fault::Local,
-            NoiseError::Timeout => Fault::Timeout,
         }
     }
 }
@@ -190,7 +169,6 @@ impl NoiseError {
             NoiseError::NonceExhausted => NoiseError::NonceExhausted,
             NoiseError::Encrypt => NoiseError::Encrypt,
             NoiseError::KeySetup(e) => NoiseError::KeySetup(e.clone()),
-            NoiseError::Timeout => NoiseError::Timeout,
             _ => return None,
         })
     }
@@ -229,7 +207,6 @@ impl LocalKeys {
 #[derive(Clone)]
 pub struct Noise {
     keypair: Keypair,
-    config: NoiseConfig,
     /// The static keys, or why they could not be made (reported by every handshake).
     local: Result<Arc<LocalKeys>, Arc<KeySetupError>>,
 }
@@ -238,31 +215,22 @@ impl std::fmt::Debug for Noise {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Noise")
             .field("peer", &self.keypair.public().to_peer_id())
-            .field("config", &self.config)
             .finish_non_exhaustive()
     }
 }
 
 impl Noise {
-    /// Noise with the identity `keypair` and the default [`NoiseConfig`]. Generates a fresh
-    /// X25519 static keypair and signs it with `keypair`.
+    /// Noise with the identity `keypair`. Generates a fresh X25519 static keypair and signs it
+    /// with `keypair`. Noise has no settings of its own: the handshake's deadline is the upgrade
+    /// pipeline's, and the message sizes are the protocol's.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, NoiseConfig::default())
-    }
-
-    /// Noise with the identity `keypair` and explicit settings.
-    pub fn with_config(keypair: Keypair, config: NoiseConfig) -> Self {
         let local = LocalKeys::generate(&keypair)
             .map(Arc::new)
             .map_err(Arc::new);
         if let Err(e) = &local {
             tracing::warn!("noise: cannot set up the static key: {e}");
         }
-        Noise {
-            keypair,
-            config,
-            local,
-        }
+        Noise { keypair, local }
     }
 
     /// The X25519 static public key this upgrade presents (32 bytes), if it could be made.
@@ -271,13 +239,15 @@ impl Noise {
     }
 }
 
+impl UpgradeInfo for Noise {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Noise {
     type Output = NoiseStream<C>;
     type Error = NoiseError;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn secure(
         &self,
@@ -287,14 +257,9 @@ impl<C: Socket> SecurityUpgrade<C> for Noise {
         _protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, NoiseStream<C>), NoiseError>> + Send + 'static {
         let local = self.local.clone();
-        let limit = self.config.handshake_timeout;
         async move {
             let local = local.map_err(NoiseError::KeySetup)?;
-            match libp2p_core::with_timeout(limit, handshake::handshake(socket, role, local)).await
-            {
-                Some(result) => result,
-                None => Err(NoiseError::Timeout),
-            }
+            handshake::handshake(socket, role, local).await
         }
     }
 }
@@ -325,7 +290,6 @@ mod tests {
         for e in local {
             assert_eq!(e.fault(), Fault::Local, "{e}");
         }
-        assert_eq!(NoiseError::Timeout.fault(), Fault::Timeout);
         let cut = NoiseError::from(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
         assert!(matches!(cut, NoiseError::Io(_)));
         assert_eq!(cut.fault(), Fault::Network);

@@ -15,13 +15,13 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+use libp2p_core::framing::{self, Codec, FrameError};
+use libp2p_core::{
+    Classify, Fault, Keypair, PeerId, PublicKey, Role, SecurityUpgrade, Socket, UpgradeInfo,
+};
+use prost::Message;
 use std::future::Future;
 use std::io;
-use std::time::Duration;
-
-use libp2p_core::framing::{self, Codec, FrameError};
-use libp2p_core::{Classify, Fault, Keypair, PeerId, PublicKey, Role, SecurityUpgrade, Socket};
-use prost::Message;
 
 /// The protocol name.
 pub const PROTOCOL: &str = "/plaintext/2.0.0";
@@ -33,15 +33,12 @@ pub struct Config {
     /// key with its peer id takes under 1 KiB, so this leaves room without letting a peer make
     /// us allocate much.
     pub max_exchange_len: usize,
-    /// Bound on the whole exchange. Default 10 s.
-    pub timeout: Duration,
 }
 
 impl Default for Config {
     fn default() -> Self {
         Config {
             max_exchange_len: 4096,
-            timeout: Duration::from_secs(10),
         }
     }
 }
@@ -75,9 +72,6 @@ pub enum PlaintextError {
         /// The peer id its key gives.
         derived: Box<PeerId>,
     },
-    /// The exchange did not finish in time.
-    #[error("plaintext exchange timed out after {0:?}")]
-    Timeout(Duration),
 }
 
 /// How the remote's `Exchange` message is malformed.
@@ -116,7 +110,6 @@ impl Classify for PlaintextError {
     fn fault(&self) -> Fault {
         match self {
             PlaintextError::Io(e) => e.fault(),
-            PlaintextError::Timeout(_) => Fault::Timeout,
             PlaintextError::MessageTooLarge { .. }
             | PlaintextError::InvalidLength
             | PlaintextError::Malformed(_)
@@ -211,13 +204,15 @@ async fn handshake<C: Socket>(
     Ok((peer, socket))
 }
 
+impl UpgradeInfo for Plaintext {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Plaintext {
     type Output = C;
     type Error = PlaintextError;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn secure(
         &self,
@@ -227,18 +222,9 @@ impl<C: Socket> SecurityUpgrade<C> for Plaintext {
         _protocol: &str,
     ) -> impl Future<Output = Result<(PeerId, C), PlaintextError>> + Send + 'static {
         let ours = encode_exchange(&self.public);
-        let config = self.config.clone();
-        async move {
-            match libp2p_core::with_timeout(
-                config.timeout,
-                handshake(socket, ours, config.max_exchange_len),
-            )
-            .await
-            {
-                Some(result) => result,
-                None => Err(PlaintextError::Timeout(config.timeout)),
-            }
-        }
+        let max_exchange_len = self.config.max_exchange_len;
+        // The exchange's deadline is the upgrade pipeline's.
+        handshake(socket, ours, max_exchange_len)
     }
 }
 
@@ -320,10 +306,6 @@ mod tests {
     fn every_error_has_its_class() {
         let eof = PlaintextError::Io(io::ErrorKind::UnexpectedEof.into());
         assert_eq!(eof.fault(), Fault::Network);
-        assert_eq!(
-            PlaintextError::Timeout(Duration::from_secs(1)).fault(),
-            Fault::Timeout
-        );
         let too_large = PlaintextError::from(FrameError::TooLong { len: 9, max: 1 });
         assert!(matches!(
             too_large,

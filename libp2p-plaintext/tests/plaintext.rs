@@ -2,7 +2,7 @@ use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::testkit::{pattern, security_kit};
 use libp2p_core::{
     Keypair, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport, TransportError,
-    TransportExt,
+    TransportExt, UpgradeInfo,
 };
 use libp2p_plaintext::{Plaintext, PlaintextError};
 use libp2p_transport_tcp::TcpTransport;
@@ -53,12 +53,15 @@ impl libp2p_core::Classify for Never {
     }
 }
 
+impl UpgradeInfo for Unspoken {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once("/unspoken/1.0.0")
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Unspoken {
     type Output = C;
     type Error = Never;
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec!["/unspoken/1.0.0"]
-    }
     fn secure(
         &self,
         _socket: C,

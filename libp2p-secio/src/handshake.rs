@@ -8,7 +8,7 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::algo::{self, NONCE_LEN};
 use crate::stream::SecioStream;
-use crate::{SecioConfig, SecioError};
+use crate::{Config, SecioError};
 
 /// Largest handshake message accepted. An RSA-8192 public key or signature takes about 1 KiB;
 /// this leaves room without letting a peer make us allocate much.
@@ -57,7 +57,7 @@ fn from_io(e: std::io::Error) -> SecioError {
 pub(crate) async fn handshake<C: Socket>(
     mut socket: C,
     keypair: Keypair,
-    config: SecioConfig,
+    config: Config,
 ) -> Result<(PeerId, SecioStream<C>), SecioError> {
     let rng = SystemRandom::new();
     let max_message = MAX_HANDSHAKE_MESSAGE.min(config.max_frame_len);

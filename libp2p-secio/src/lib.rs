@@ -9,21 +9,21 @@
 //! AES-CTR ciphertext ‖ HMAC(ciphertext)`.
 //!
 //! By default we offer `P-256,P-384,P-521`, `AES-256,AES-128` and `SHA256,SHA512` (the lists of
-//! go-libp2p), in that order of preference. [`SecioConfig::exchanges`], [`SecioConfig::ciphers`]
-//! and [`SecioConfig::hashes`] restrict or reorder them:
+//! go-libp2p), in that order of preference. [`Config::exchanges`], [`Config::ciphers`]
+//! and [`Config::hashes`] restrict or reorder them:
 //!
 //! ```
-//! use libp2p_secio::{Cipher, Digest, KeyExchange, SecioConfig};
-//! let only_p256 = SecioConfig {
+//! use libp2p_secio::{Cipher, Digest, KeyExchange, Config};
+//! let only_p256 = Config {
 //!     exchanges: vec![KeyExchange::P256],
-//!     ..SecioConfig::default()
+//!     ..Config::default()
 //! };
 //! // The same from comma-separated wire names; an unknown name or an empty list is an error.
-//! let from_names = SecioConfig::default()
+//! let from_names = Config::default()
 //!     .with_algorithms("P-256", "AES-256,AES-128", "SHA256,SHA512")
 //!     .unwrap();
 //! assert_eq!(only_p256.exchanges, from_names.exchanges);
-//! assert!(SecioConfig::default().with_algorithms("P-256", "Blowfish", "SHA256").is_err());
+//! assert!(Config::default().with_algorithms("P-256", "Blowfish", "SHA256").is_err());
 //! ```
 //!
 //! SECIO is deprecated in favour of Noise and TLS; it is here to talk to peers that speak
@@ -48,10 +48,9 @@ mod stream;
 
 use std::future::Future;
 use std::io;
-use std::time::Duration;
 
 use libp2p_core::framing::FrameError;
-use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::{Classify, Fault, Keypair, PeerId, Role, SecurityUpgrade, Socket, UpgradeInfo};
 
 pub use algo::{Cipher, Digest, KeyExchange};
 pub use stream::SecioStream;
@@ -61,14 +60,12 @@ pub const PROTOCOL: &str = "/secio/1.0.0";
 
 /// Limits of the SECIO handshake and channel.
 #[derive(Debug, Clone)]
-pub struct SecioConfig {
+pub struct Config {
     /// Largest frame (ciphertext and MAC) accepted from the remote; a larger announced length
     /// fails with [`SecioError::FrameTooLarge`] before anything is allocated, and the read
     /// buffer grows only as a frame's bytes arrive (by at most 128 KiB past them), so an
     /// announced length costs nothing until it is sent. Default 8 MiB.
     pub max_frame_len: usize,
-    /// Bound on the whole handshake. Default 10 s.
-    pub handshake_timeout: Duration,
     /// Largest plaintext sent in one frame; longer writes are split. Default 64 KiB.
     pub max_write_frame: usize,
     /// The key exchanges we offer, most preferred first. Default `P-256,P-384,P-521`.
@@ -86,7 +83,7 @@ pub struct SecioConfig {
     pub hashes: Vec<Digest>,
 }
 
-impl SecioConfig {
+impl Config {
     /// Sets the offered algorithms from comma-separated wire names, e.g.
     /// `("P-256,P-384", "AES-128", "SHA256")`, keeping their order. An unknown name or an empty
     /// list is a [`SecioError::InvalidConfig`].
@@ -103,11 +100,10 @@ impl SecioConfig {
     }
 }
 
-impl Default for SecioConfig {
+impl Default for Config {
     fn default() -> Self {
-        SecioConfig {
+        Config {
             max_frame_len: 8 * 1024 * 1024,
-            handshake_timeout: Duration::from_secs(10),
             max_write_frame: 64 * 1024,
             exchanges: KeyExchange::ALL.to_vec(),
             ciphers: Cipher::ALL.to_vec(),
@@ -168,9 +164,6 @@ pub enum SecioError {
     /// Both sides have the same key and nonce: we are talking to ourselves.
     #[error("connected to self")]
     ConnectedToSelf,
-    /// The handshake did not finish in time.
-    #[error("secio handshake timed out after {0:?}")]
-    Timeout(Duration),
     /// A handshake message is not a valid protobuf.
     #[error("malformed handshake message: {0}")]
     Decode(#[from] prost::DecodeError),
@@ -184,7 +177,7 @@ pub enum SecioError {
     #[error("stretched key does not fit the cipher")]
     KeyLength,
     /// An algorithm name we do not support, or an empty algorithm list, given to
-    /// [`SecioConfig::with_algorithms`] or one of the `parse_list`/`from_str` functions.
+    /// [`Config::with_algorithms`] or one of the `parse_list`/`from_str` functions.
     #[error("invalid secio configuration: {0}")]
     InvalidConfig(#[source] ConfigError),
 }
@@ -232,7 +225,6 @@ impl Classify for SecioError {
             SecioError::Frame(e) => e.fault(),
             // Our own key and nonce came back: a dial to ourselves.
             SecioError::ConnectedToSelf => Fault::Local,
-            SecioError::Timeout(_) => Fault::Timeout,
             SecioError::Randomness
             | SecioError::Signing(_)
             | SecioError::KeyLength
@@ -266,7 +258,7 @@ impl SecioError {
 #[derive(Clone)]
 pub struct Secio {
     keypair: Keypair,
-    config: SecioConfig,
+    config: Config,
 }
 
 impl std::fmt::Debug for Secio {
@@ -281,22 +273,24 @@ impl std::fmt::Debug for Secio {
 impl Secio {
     /// SECIO with the identity `keypair` and default limits.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, SecioConfig::default())
+        Self::with_config(keypair, Config::default())
     }
 
     /// SECIO with explicit limits.
-    pub fn with_config(keypair: Keypair, config: SecioConfig) -> Self {
+    pub fn with_config(keypair: Keypair, config: Config) -> Self {
         Secio { keypair, config }
+    }
+}
+
+impl UpgradeInfo for Secio {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
     }
 }
 
 impl<C: Socket> SecurityUpgrade<C> for Secio {
     type Output = SecioStream<C>;
     type Error = SecioError;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn secure(
         &self,
@@ -307,15 +301,8 @@ impl<C: Socket> SecurityUpgrade<C> for Secio {
     ) -> impl Future<Output = Result<(PeerId, SecioStream<C>), SecioError>> + Send + 'static {
         let keypair = self.keypair.clone();
         let config = self.config.clone();
-        async move {
-            let limit = config.handshake_timeout;
-            match libp2p_core::with_timeout(limit, handshake::handshake(socket, keypair, config))
-                .await
-            {
-                Some(result) => result,
-                None => Err(SecioError::Timeout(limit)),
-            }
-        }
+        // The handshake's deadline is the upgrade pipeline's.
+        handshake::handshake(socket, keypair, config)
     }
 }
 
@@ -350,10 +337,6 @@ mod tests {
         ] {
             assert_eq!(e.fault(), Fault::Local, "{e}");
         }
-        assert_eq!(
-            SecioError::Timeout(Duration::from_secs(1)).fault(),
-            Fault::Timeout
-        );
         let cut = SecioError::from(FrameError::Io(io::ErrorKind::UnexpectedEof.into()));
         assert!(matches!(cut, SecioError::Io(_)));
         assert_eq!(cut.fault(), Fault::Network);

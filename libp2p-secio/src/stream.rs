@@ -100,7 +100,7 @@ enum ReadState {
 /// A SECIO-encrypted socket: what [`Secio`](crate::Secio) hands out after the handshake.
 ///
 /// Reads return decrypted bytes once each frame's MAC has been checked; writes are encrypted
-/// and sent as frames of at most [`SecioConfig::max_write_frame`](crate::SecioConfig) bytes of
+/// and sent as frames of at most [`Config::max_write_frame`](crate::Config) bytes of
 /// plaintext. Closing closes the inner socket's write side (SECIO has no close message); the
 /// read side stays open until the remote closes its own.
 pub struct SecioStream<C> {

@@ -8,9 +8,7 @@ use libp2p_core::{
     Keypair, ListenerEvent, MemoryTransport, PeerId, Protocol, Role, SecurityUpgrade, Socket,
     Transport, TransportError, TransportExt,
 };
-use libp2p_secio::{
-    Cipher, Digest, KeyExchange, Secio, SecioConfig, SecioError, SecioStream, PROTOCOL,
-};
+use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, SecioStream, PROTOCOL};
 use libp2p_transport_tcp::TcpTransport;
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
@@ -90,9 +88,9 @@ async fn handshake_with_every_key_type() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_write_frames_and_large_transfer() {
-    let config = SecioConfig {
+    let config = Config {
         max_write_frame: 1000,
-        ..SecioConfig::default()
+        ..Config::default()
     };
     let a = Secio::with_config(Keypair::generate_ed25519(), config.clone());
     let b = Secio::with_config(Keypair::generate_ed25519(), config);
@@ -124,18 +122,6 @@ async fn talking_to_ourselves_is_detected() {
         result.map(|_| ())
     );
     echo.abort();
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn silent_peer_times_out() {
-    let (ours, _theirs) = duplex();
-    let config = SecioConfig {
-        handshake_timeout: Duration::from_millis(300),
-        ..SecioConfig::default()
-    };
-    let secio = Secio::with_config(Keypair::generate_ed25519(), config);
-    let result = secio.secure(ours, Role::Listener, None, PROTOCOL).await;
-    assert!(matches!(result, Err(SecioError::Timeout(_))));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -190,16 +176,9 @@ async fn through_proxy(
     tamper: Tamper,
     chunks: &[Vec<u8>],
 ) -> (Result<(), SecioError>, ListenerOutcome) {
-    let config = SecioConfig {
-        handshake_timeout: Duration::from_secs(2),
-        ..SecioConfig::default()
-    };
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
     let id_b = kb.public().to_peer_id();
-    let (a, b) = (
-        Secio::with_config(ka, config.clone()),
-        Secio::with_config(kb, config),
-    );
+    let (a, b) = (Secio::new(ka), Secio::new(kb));
     tamper::through_proxy(a, b, id_b, PROTOCOL, 4, tamper, chunks).await
 }
 
@@ -313,6 +292,9 @@ async fn dropped_or_replayed_handshake_frames_fail() {
                     assert!(matches!(e, SecioError::NonceMismatch), "{e}");
                 }
             }
+            // A dropped handshake frame leaves the listener waiting until the deadline (the
+            // pipeline's, the kit's here).
+            ListenerOutcome::TimedOut if matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1)) => {}
             other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
         }
     }
@@ -346,6 +328,7 @@ async fn truncated_data_frame_fails() {
             }
             ListenerOutcome::Handshake(_) => assert!(n < 300, "cut at {n}"),
             ListenerOutcome::Data(d) => panic!("cut at {n}: got {} bytes without error", d.len()),
+            ListenerOutcome::TimedOut => panic!("cut at {n}: a closed connection timed out"),
         }
     }
     assert!(saw_read_error, "some cut must land inside a data frame");
@@ -423,18 +406,18 @@ fn every_key_type() -> Vec<(&'static str, Keypair)> {
     keys
 }
 
-fn only(exchange: KeyExchange, cipher: Cipher, hash: Digest) -> SecioConfig {
-    SecioConfig {
+fn only(exchange: KeyExchange, cipher: Cipher, hash: Digest) -> Config {
+    Config {
         exchanges: vec![exchange],
         ciphers: vec![cipher],
         hashes: vec![hash],
-        ..SecioConfig::default()
+        ..Config::default()
     }
 }
 
 #[test]
 fn default_lists_are_go_libp2p_s() {
-    let config = SecioConfig::default();
+    let config = Config::default();
     let names = |v: Vec<String>| v.join(",");
     assert_eq!(
         names(config.exchanges.iter().map(|a| a.to_string()).collect()),
@@ -501,7 +484,7 @@ async fn default_peer_meets_a_p521_only_peer() {
     }
 }
 
-async fn expect_no_common(a: SecioConfig, b: SecioConfig, kind: &str) {
+async fn expect_no_common(a: Config, b: Config, kind: &str) {
     let a = Secio::with_config(Keypair::generate_ed25519(), a);
     let b = Secio::with_config(Keypair::generate_secp256k1(), b);
     let (ca, cb) = duplex();
@@ -520,7 +503,7 @@ async fn disjoint_lists_have_no_common_algorithm_on_both_sides() {
     let base = only(KeyExchange::P256, Cipher::Aes128, Digest::Sha256);
     expect_no_common(
         base.clone(),
-        SecioConfig {
+        Config {
             exchanges: vec![KeyExchange::P384, KeyExchange::P521],
             ..base.clone()
         },
@@ -529,7 +512,7 @@ async fn disjoint_lists_have_no_common_algorithm_on_both_sides() {
     .await;
     expect_no_common(
         base.clone(),
-        SecioConfig {
+        Config {
             ciphers: vec![Cipher::Aes256],
             ..base.clone()
         },
@@ -538,7 +521,7 @@ async fn disjoint_lists_have_no_common_algorithm_on_both_sides() {
     .await;
     expect_no_common(
         base.clone(),
-        SecioConfig {
+        Config {
             hashes: vec![Digest::Sha512],
             ..base.clone()
         },
@@ -549,9 +532,9 @@ async fn disjoint_lists_have_no_common_algorithm_on_both_sides() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn empty_lists_fail_cleanly_on_both_sides() {
-    let full = SecioConfig::default();
+    let full = Config::default();
     expect_no_common(
-        SecioConfig {
+        Config {
             exchanges: vec![],
             ..full.clone()
         },
@@ -561,7 +544,7 @@ async fn empty_lists_fail_cleanly_on_both_sides() {
     .await;
     expect_no_common(
         full.clone(),
-        SecioConfig {
+        Config {
             ciphers: vec![],
             ..full.clone()
         },
@@ -569,11 +552,11 @@ async fn empty_lists_fail_cleanly_on_both_sides() {
     )
     .await;
     expect_no_common(
-        SecioConfig {
+        Config {
             hashes: vec![],
             ..full.clone()
         },
-        SecioConfig {
+        Config {
             hashes: vec![],
             ..full.clone()
         },
@@ -584,7 +567,7 @@ async fn empty_lists_fail_cleanly_on_both_sides() {
 
 #[test]
 fn unknown_or_empty_names_are_config_errors() {
-    let config = SecioConfig::default()
+    let config = Config::default()
         .with_algorithms("P-521, P-256", "AES-128", "SHA512,SHA256")
         .unwrap();
     assert_eq!(config.exchanges, [KeyExchange::P521, KeyExchange::P256]);
@@ -601,7 +584,7 @@ fn unknown_or_empty_names_are_config_errors() {
         ("P-256", "AES-128,", "SHA256", "cipher"),
         ("P-256", "AES-128", "", "hash"),
     ] {
-        match SecioConfig::default().with_algorithms(exchanges, ciphers, hashes) {
+        match Config::default().with_algorithms(exchanges, ciphers, hashes) {
             Err(e @ SecioError::InvalidConfig(_)) => {
                 assert!(e.to_string().contains(needle), "{e}")
             }

@@ -47,7 +47,10 @@ fn handshakes<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, n: usize) -> f64 {
         .enable_all()
         .build()
         .expect("runtime");
-    let name = a.protocol_names()[0];
+    let name = a
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     rt.block_on(async {
         let start = Instant::now();
         for _ in 0..n {
@@ -68,7 +71,10 @@ fn throughput<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, mib: usize) -> f64 {
         .enable_all()
         .build()
         .expect("runtime");
-    let name = a.protocol_names()[0];
+    let name = a
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     let (ca, cb) = pipe();
     let (x, y) = rt.block_on(async {
         futures::join!(

@@ -123,9 +123,6 @@ pub enum TlsError {
     /// Reading or writing the socket failed (including the remote closing it early).
     #[error("i/o error: {0}")]
     Io(#[source] io::Error),
-    /// The handshake did not finish within [`crate::TlsConfig::handshake_timeout`].
-    #[error("tls handshake timed out")]
-    Timeout,
     /// Our own certificate could not be made when the [`crate::Tls`] was built.
     #[error("no local certificate: {0}")]
     Setup(#[source] Arc<GenerateError>),
@@ -161,7 +158,6 @@ impl Classify for TlsError {
     fn fault(&self) -> Fault {
         match self {
             TlsError::Io(e) => e.fault(),
-            TlsError::Timeout => Fault::Timeout,
             TlsError::Setup(_) => Fault::Local,
             TlsError::Certificate(e) => e.fault(),
             TlsError::NoCertificate | TlsError::PeerIdMismatch { .. } => Fault::Remote,
@@ -274,7 +270,6 @@ mod tests {
             Fault::Incompatible
         );
         assert_eq!(TlsError::NotTls13.fault(), Fault::Incompatible);
-        assert_eq!(TlsError::Timeout.fault(), Fault::Timeout);
         let eof = io::Error::from(io::ErrorKind::UnexpectedEof);
         assert_eq!(TlsError::Io(eof).fault(), Fault::Network);
         let misbehaved =

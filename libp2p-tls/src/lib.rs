@@ -54,7 +54,6 @@
 #![deny(missing_docs)]
 
 mod certificate;
-mod config;
 mod error;
 mod stream;
 mod verifier;
@@ -62,7 +61,7 @@ mod verifier;
 use std::future::Future;
 use std::sync::Arc;
 
-use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket};
+use libp2p_core::{Keypair, PeerId, Role, SecurityUpgrade, Socket, UpgradeInfo};
 use rustls::sign::CertifiedKey;
 
 pub use certificate::{
@@ -70,7 +69,6 @@ pub use certificate::{
     verify_handshake_signature, Certificate, PeerCertificate, EXTENSION_OID, SIGNATURE_PREFIX,
     SIGNATURE_SCHEMES,
 };
-pub use config::TlsConfig;
 pub use error::{CertificateError, GenerateError, TlsError};
 pub use stream::TlsStream;
 pub use verifier::{MetInstead, ALPN};
@@ -80,7 +78,6 @@ pub const PROTOCOL: &str = "/tls/1.0.0";
 
 /// What one [`Tls`] value brings to every handshake.
 struct Local {
-    config: TlsConfig,
     provider: Arc<rustls::crypto::CryptoProvider>,
     certificate: Arc<CertifiedKey>,
     server: Arc<rustls::ServerConfig>,
@@ -90,6 +87,12 @@ struct Local {
 }
 
 /// The `/tls/1.0.0` security upgrade. Clones share one certificate and its configurations.
+///
+/// It has no settings of its own. The handshake's deadline is the upgrade pipeline's. The
+/// sizes that bound what a remote can make us hold are rustls' own, which are already tight:
+/// a handshake message is refused past 64 KiB (a libp2p certificate is well under 1 KiB, an
+/// RSA one under 2 KiB), a TLS record past 16 KiB of plaintext, and at most 64 KiB of our own
+/// unsent plaintext is buffered before writes wait.
 #[derive(Clone)]
 pub struct Tls {
     peer: PeerId,
@@ -102,24 +105,18 @@ impl std::fmt::Debug for Tls {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Tls")
             .field("peer", &self.peer)
-            .field("config", &self.local.as_ref().map(|l| &l.config))
             .finish_non_exhaustive()
     }
 }
 
 impl Tls {
-    /// TLS for the identity `keypair`, with a fresh certificate and the default
-    /// [`TlsConfig`]. Should the certificate fail to be made, every handshake reports why
-    /// ([`TlsError::Setup`]); [`Tls::try_new`] reports it at once.
+    /// TLS for the identity `keypair`, with a fresh certificate. Should the certificate fail
+    /// to be made, every handshake reports why ([`TlsError::Setup`]); [`Tls::try_new`]
+    /// reports it at once.
     pub fn new(keypair: Keypair) -> Self {
-        Self::with_config(keypair, TlsConfig::default())
-    }
-
-    /// TLS for the identity `keypair`, with a fresh certificate and explicit settings.
-    pub fn with_config(keypair: Keypair, config: TlsConfig) -> Self {
         let peer = keypair.public().to_peer_id();
         let local = Certificate::generate(&keypair)
-            .and_then(|cert| Local::new(cert, config))
+            .and_then(Local::new)
             .map(Arc::new)
             .map_err(|e| {
                 tracing::warn!("tls: cannot make the local certificate: {e}");
@@ -129,9 +126,9 @@ impl Tls {
     }
 
     /// TLS for the identity `keypair`, failing if its certificate cannot be made.
-    pub fn try_new(keypair: Keypair, config: TlsConfig) -> Result<Self, GenerateError> {
+    pub fn try_new(keypair: Keypair) -> Result<Self, GenerateError> {
         let peer = keypair.public().to_peer_id();
-        let local = Local::new(Certificate::generate(&keypair)?, config)?;
+        let local = Local::new(Certificate::generate(&keypair)?)?;
         Ok(Tls {
             peer,
             local: Ok(Arc::new(local)),
@@ -140,14 +137,10 @@ impl Tls {
 
     /// TLS presenting `certificate` as it is, for the identity `peer` (the one it should
     /// carry; nothing checks that it does).
-    pub fn with_certificate(
-        peer: PeerId,
-        certificate: Certificate,
-        config: TlsConfig,
-    ) -> Result<Self, GenerateError> {
+    pub fn with_certificate(peer: PeerId, certificate: Certificate) -> Result<Self, GenerateError> {
         Ok(Tls {
             peer,
-            local: Ok(Arc::new(Local::new(certificate, config)?)),
+            local: Ok(Arc::new(Local::new(certificate)?)),
         })
     }
 
@@ -200,7 +193,7 @@ impl Tls {
 }
 
 impl Local {
-    fn new(certificate: Certificate, config: TlsConfig) -> Result<Self, GenerateError> {
+    fn new(certificate: Certificate) -> Result<Self, GenerateError> {
         let provider = verifier::provider();
         let key = provider
             .key_provider
@@ -214,7 +207,6 @@ impl Local {
             None,
         )?);
         Ok(Local {
-            config,
             provider,
             certificate,
             server,
@@ -234,13 +226,15 @@ impl Local {
     }
 }
 
+impl UpgradeInfo for Tls {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> SecurityUpgrade<C> for Tls {
     type Output = TlsStream<C>;
     type Error = TlsError;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL]
-    }
 
     fn secure(
         &self,
@@ -252,11 +246,7 @@ impl<C: Socket> SecurityUpgrade<C> for Tls {
         let local = self.local().cloned();
         async move {
             let local = local?;
-            let limit = local.config.handshake_timeout;
-            match libp2p_core::with_timeout(limit, handshake(local, socket, role, expected)).await {
-                Some(result) => result,
-                None => Err(TlsError::Timeout),
-            }
+            handshake(local, socket, role, expected).await
         }
     }
 }

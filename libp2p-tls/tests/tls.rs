@@ -11,8 +11,8 @@ use libp2p_core::{
     SecurityUpgrade, Socket, StreamMuxer, Transport, TransportExt,
 };
 use libp2p_tls::{
-    encode_signed_key, signed_key_extension, Certificate, CertificateError, Tls, TlsConfig,
-    TlsError, TlsStream, EXTENSION_OID, PROTOCOL, SIGNATURE_PREFIX,
+    encode_signed_key, signed_key_extension, Certificate, CertificateError, Tls, TlsError,
+    TlsStream, EXTENSION_OID, PROTOCOL, SIGNATURE_PREFIX,
 };
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
@@ -389,7 +389,7 @@ fn extension_with(content: Vec<u8>) -> rcgen::CustomExtension {
 
 /// A `Tls` that presents `cert` for `identity`.
 fn presenting(identity: &Keypair, cert: Certificate) -> Tls {
-    Tls::with_certificate(identity.public().to_peer_id(), cert, TlsConfig::default()).unwrap()
+    Tls::with_certificate(identity.public().to_peer_id(), cert).unwrap()
 }
 
 /// Checks that both roles refuse the peer presenting `cert` with `expected`.
@@ -889,19 +889,4 @@ async fn alpn_other_than_libp2p_is_refused_none_is_tolerated() {
     let (peer, io) = accepted.expect("accept without ALPN");
     assert_eq!(peer, identity.public().to_peer_id());
     assert_eq!(io.alpn_protocol(), None);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn handshake_times_out_against_a_silent_peer() {
-    let tls = Tls::with_config(
-        Keypair::generate_ed25519(),
-        TlsConfig::default().with_handshake_timeout(Duration::from_millis(200)),
-    );
-    for role in [Role::Dialer, Role::Listener] {
-        let (ca, _cb) = duplex();
-        match tls.secure(ca, role, None, PROTOCOL).await {
-            Err(e @ TlsError::Timeout) => assert_eq!(e.fault(), Fault::Timeout),
-            other => panic!("{role:?}: expected a timeout, got {:?}", other.map(|r| r.0)),
-        }
-    }
 }

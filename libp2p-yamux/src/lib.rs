@@ -82,7 +82,7 @@ pub use muxer::{Yamux, YamuxMuxer};
 pub use stream::YamuxStream;
 
 /// The protocol name of yamux.
-pub const PROTOCOL_NAME: &str = "/yamux/1.0.0";
+pub const PROTOCOL: &str = "/yamux/1.0.0";
 
 #[cfg(doc)]
 use libp2p_core::{MuxerError, MuxerUpgrade, StreamMuxer};

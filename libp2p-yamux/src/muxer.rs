@@ -7,14 +7,14 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use futures::task::AtomicWaker;
-use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
+use libp2p_core::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer, UpgradeInfo};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::config::Config;
 use crate::driver::{error_copy, Phase, YamuxDriver};
 use crate::socket::{Coalesce, FlushControl};
 use crate::stream::YamuxStream;
-use crate::PROTOCOL_NAME;
+use crate::PROTOCOL;
 
 /// The yamux muxer upgrade (`/yamux/1.0.0`).
 #[derive(Debug, Clone, Default)]
@@ -23,8 +23,13 @@ pub struct Yamux {
 }
 
 impl Yamux {
+    /// A yamux upgrade with the default [`Config`] (as [`Default`]).
+    pub fn new() -> Self {
+        Self::with_config(Config::default())
+    }
+
     /// A yamux upgrade with the given configuration.
-    pub fn new(config: Config) -> Self {
+    pub fn with_config(config: Config) -> Self {
         Yamux { config }
     }
 
@@ -82,13 +87,15 @@ impl Yamux {
     }
 }
 
+impl UpgradeInfo for Yamux {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(PROTOCOL)
+    }
+}
+
 impl<C: Socket> MuxerUpgrade<C> for Yamux {
     type Muxer = YamuxMuxer;
     type Driver = YamuxDriver<C>;
-
-    fn protocol_names(&self) -> Vec<&'static str> {
-        vec![PROTOCOL_NAME]
-    }
 
     fn upgrade(
         &self,
@@ -255,9 +262,7 @@ mod tests {
     use super::*;
     #[test]
     fn protocol_name() {
-        let names = <Yamux as MuxerUpgrade<futures::io::Cursor<Vec<u8>>>>::protocol_names(
-            &Yamux::default(),
-        );
+        let names = UpgradeInfo::protocol_names(&Yamux::default()).collect::<Vec<_>>();
         assert_eq!(names, vec!["/yamux/1.0.0"]);
     }
 }

@@ -7,7 +7,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::{echo_roundtrip, muxer_kit, pattern, serve_echo, MuxerKitConfig};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerError, MuxerUpgrade, Protocol, Role, SecurityUpgrade, StreamMuxer,
-    Transport, TransportExt,
+    Transport, TransportExt, UpgradeInfo,
 };
 use libp2p_plaintext::Plaintext;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
@@ -39,7 +39,9 @@ async fn plaintext_pair() -> (
         Plaintext::new(Keypair::generate_ed25519()),
         Plaintext::new(Keypair::generate_ed25519()),
     );
-    let name = SecurityUpgrade::<TcpSocket>::protocol_names(&sa)[0];
+    let name = UpgradeInfo::protocol_names(&sa)
+        .next()
+        .expect("an upgrade names its protocol");
     let (ra, rb) = tokio::join!(
         sa.secure(a, Role::Dialer, None, name),
         sb.secure(b, Role::Listener, None, name)
@@ -68,7 +70,9 @@ async fn conformance_over_tcp_plaintext() {
 /// Two muxers over an in-memory pipe, drivers spawned.
 async fn pair(dialer: Yamux, listener: Yamux) -> (YamuxMuxer, YamuxMuxer) {
     let (a, b) = pipe_pair().await;
-    let name = MuxerUpgrade::<Pipe>::protocol_names(&dialer)[0];
+    let name = UpgradeInfo::protocol_names(&dialer)
+        .next()
+        .expect("an upgrade names its protocol");
     let (d, l) = tokio::join!(
         dialer.upgrade(a, Role::Dialer, name),
         listener.upgrade(b, Role::Listener, name)
@@ -156,7 +160,7 @@ async fn inbound_streams_beyond_the_limit_are_reset() {
     let limit = 4;
     let (dialer, listener) = pair(
         Yamux::default(),
-        Yamux::new(Config::default().with_max_streams(limit)),
+        Yamux::with_config(Config::default().with_max_streams(limit)),
     )
     .await;
     let mut streams = Vec::new();
@@ -214,9 +218,31 @@ async fn inbound_streams_beyond_the_limit_are_reset() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_stream_limit_counts_both_directions_together() {
+    // The dialer's limit is 2: one stream the listener opened and one of its own fill it.
+    let (dialer, listener) = pair(
+        Yamux::with_config(Config::default().with_max_streams(2)),
+        Yamux::default(),
+    )
+    .await;
+    let mut theirs = listener.open().await.expect("the listener opens a stream");
+    theirs.write_all(b"x").await.expect("write");
+    theirs.flush().await.expect("flush");
+    let _inbound = within(10, dialer.accept())
+        .await
+        .expect("the dialer accepts");
+    let _ours = dialer.open().await.expect("one of the dialer's own");
+    match dialer.open().await {
+        Err(MuxerError::TooManyStreams { limit }) => assert_eq!(limit, 2),
+        other => panic!("expected TooManyStreams, got {other:?}"),
+    }
+    assert!(!dialer.is_closed());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn opening_beyond_the_limit_fails() {
     let (dialer, _listener) = pair(
-        Yamux::new(Config::default().with_max_streams(2)),
+        Yamux::with_config(Config::default().with_max_streams(2)),
         Yamux::default(),
     )
     .await;
@@ -311,7 +337,7 @@ async fn garbage_from_the_remote_is_a_protocol_error() {
 async fn a_flood_of_inbound_streams_does_not_kill_the_connection() {
     let (dialer, listener) = pair(
         Yamux::default(),
-        Yamux::new(Config::default().with_max_streams(8)),
+        Yamux::with_config(Config::default().with_max_streams(8)),
     )
     .await;
     let tasks: Vec<_> = (0..1000)

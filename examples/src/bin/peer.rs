@@ -34,12 +34,12 @@
 //!
 //! | variable | sets | default here |
 //! |---|---|---|
-//! | `PEER_HANDSHAKE_TIMEOUT` | `HostConfig::handshake_timeout` (seconds, `0.5` allowed) | 20 s |
-//! | `PEER_NEGOTIATION_TIMEOUT` | `HostConfig::negotiation_timeout` | 10 s |
+//! | `PEER_HANDSHAKE_TIMEOUT` | `libp2p_host::Config::handshake_timeout` (seconds, `0.5` allowed) | 20 s |
+//! | `PEER_NEGOTIATION_TIMEOUT` | `libp2p_host::Config::negotiation_timeout` | 10 s |
 //! | `PEER_WRITE_TIMEOUT` | the muxer's `write_timeout` (mplex and yamux) | 60 s |
-//! | `PEER_FRAME_TIMEOUT` | `MplexConfig::frame_timeout` | 30 s |
-//! | `PEER_MAX_PENDING_PER_IP` | `HostConfig::max_pending_incoming_per_ip` | 1,024 |
-//! | `PEER_MAX_INCOMING_PER_IP_PER_SECOND` | `HostConfig::max_incoming_per_ip_per_second` | 1,000,000 |
+//! | `PEER_FRAME_TIMEOUT` | `libp2p_mplex::Config::frame_timeout` | 30 s |
+//! | `PEER_MAX_PENDING_PER_IP` | `libp2p_host::Config::max_pending_incoming_per_ip` | 1,024 |
+//! | `PEER_MAX_INCOMING_PER_IP_PER_SECOND` | `libp2p_host::Config::max_incoming_per_ip_per_second` | 1,000,000 |
 //!
 //! (The per-source limits are high here because the benchmarks dial thousands of
 //! connections from one address.)
@@ -57,9 +57,9 @@ use examples::node;
 use examples::{make_key, KeyType};
 use futures::StreamExt;
 use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
-use libp2p_host::{split_peer_id, Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_host::{split_peer_id, Host, Keypair, Multiaddr, PeerId, Protocol};
 use libp2p_kad::KadHandle;
-use libp2p_mplex::{Mplex, MplexConfig};
+use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
@@ -269,7 +269,7 @@ where
     let ws = WsTransport::new(TcpTransport::new())
         .upgrade()
         .authenticate(security);
-    let mut mplex = MplexConfig::default();
+    let mut mplex = libp2p_mplex::Config::default();
     let mut yamux = YamuxConfig::default();
     if let Some(t) = env_secs("PEER_WRITE_TIMEOUT")? {
         mplex.write_timeout = t;
@@ -280,12 +280,24 @@ where
     }
     match args.muxer.as_str() {
         "mplex" => {
-            let ws = ws.multiplex(Mplex::new(mplex.clone()));
-            build(secured.multiplex(Mplex::new(mplex)), ws, key, services).await
+            let ws = ws.multiplex(Mplex::with_config(mplex.clone()));
+            build(
+                secured.multiplex(Mplex::with_config(mplex)),
+                ws,
+                key,
+                services,
+            )
+            .await
         }
         "yamux" => {
-            let ws = ws.multiplex(Yamux::new(yamux.clone()));
-            build(secured.multiplex(Yamux::new(yamux)), ws, key, services).await
+            let ws = ws.multiplex(Yamux::with_config(yamux.clone()));
+            build(
+                secured.multiplex(Yamux::with_config(yamux)),
+                ws,
+                key,
+                services,
+            )
+            .await
         }
         other => Err(format!("unsupported: muxer {other}")),
     }
@@ -305,7 +317,7 @@ where
     W: Transport,
     W::Output: IntoConnection,
 {
-    let mut config = HostConfig::default();
+    let mut config = libp2p_host::Config::default();
     config.max_connections = 20_000;
     config.max_connections_per_peer = 20_000;
     config.max_pending_incoming = 1_024;
@@ -503,7 +515,7 @@ fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
 
 /// QUIC beside the TCP stack asked for: the address picks the transport (`/udp/P/quic-v1`
 /// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
-fn quic_transport(key: &Keypair, config: &HostConfig) -> libp2p_quic::QuicTransport {
+fn quic_transport(key: &Keypair, config: &libp2p_host::Config) -> libp2p_quic::QuicTransport {
     // QUIC's default stream limit (256) stays: quinn keeps state for every stream the remote
     // may open, so 1024 would cost about 100 KiB per idle connection (see `--hold`).
     let quic = libp2p_quic::Config::default()

@@ -14,8 +14,10 @@ use std::time::{Duration, Instant};
 use examples::node;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p_core::multistream::{self, dialer_select, Version};
-use libp2p_core::{IntoConnection, Negotiated, Role, SecurityUpgrade, Transport, TransportExt};
-use libp2p_host::{Host, HostConfig, Keypair, Multiaddr, PeerId, Protocol};
+use libp2p_core::{
+    IntoConnection, Negotiated, Role, SecurityUpgrade, Transport, TransportExt, UpgradeInfo,
+};
+use libp2p_host::{Host, Keypair, Multiaddr, PeerId, Protocol};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -67,16 +69,18 @@ impl Sec {
     pub fn protocol(self) -> &'static str {
         let key = Keypair::generate_ed25519();
         match self {
-            Sec::Plaintext => {
-                SecurityUpgrade::<Negotiated<TcpSocket>>::protocol_names(&Plaintext::new(key))[0]
-            }
-            Sec::Secio => {
-                SecurityUpgrade::<Negotiated<TcpSocket>>::protocol_names(&Secio::new(key))[0]
-            }
-            Sec::Noise => {
-                SecurityUpgrade::<Negotiated<TcpSocket>>::protocol_names(&Noise::new(key))[0]
-            }
-            Sec::Tls => SecurityUpgrade::<Negotiated<TcpSocket>>::protocol_names(&Tls::new(key))[0],
+            Sec::Plaintext => UpgradeInfo::protocol_names(&Plaintext::new(key))
+                .next()
+                .expect("an upgrade names its protocol"),
+            Sec::Secio => UpgradeInfo::protocol_names(&Secio::new(key))
+                .next()
+                .expect("an upgrade names its protocol"),
+            Sec::Noise => UpgradeInfo::protocol_names(&Noise::new(key))
+                .next()
+                .expect("an upgrade names its protocol"),
+            Sec::Tls => UpgradeInfo::protocol_names(&Tls::new(key))
+                .next()
+                .expect("an upgrade names its protocol"),
         }
     }
 }
@@ -103,7 +107,7 @@ impl Mux {
     pub fn protocol(self) -> &'static str {
         match self {
             Mux::Mplex => libp2p_mplex::PROTOCOL,
-            Mux::Yamux => libp2p_yamux::PROTOCOL_NAME,
+            Mux::Yamux => libp2p_yamux::PROTOCOL,
         }
     }
 }
@@ -447,7 +451,7 @@ where
     T: Transport,
     T::Output: IntoConnection,
 {
-    let mut config = HostConfig::default();
+    let mut config = libp2p_host::Config::default();
     config.handshake_timeout = Duration::from_secs(10);
     Host::builder(key)
         .config(config)

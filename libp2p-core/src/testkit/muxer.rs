@@ -44,7 +44,10 @@ where
     Fut: Future<Output = (C, C)>,
 {
     let (a, b) = within(20, "connect a socket pair", connect()).await;
-    let name = upgrade.protocol_names()[0];
+    let name = upgrade
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     let (dialer, listener) = within(
         20,
         "muxer upgrade",
@@ -84,7 +87,7 @@ where
     Fut: Future<Output = (C, C)>,
 {
     assert!(
-        upgrade.protocol_names().iter().all(|n| n.starts_with('/')),
+        upgrade.protocol_names().all(|n| n.starts_with('/')),
         "protocol names start with '/'"
     );
     run(&|| setup(&upgrade, &connect), &config).await;

@@ -7,7 +7,7 @@ use multiaddr::{Multiaddr, Protocol};
 use super::{echo_roundtrip, pattern, serve_echo, within};
 use crate::{
     ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
-    TransportExt,
+    TransportExt, UpgradeInfo,
 };
 
 fn pipe() -> (MemorySocket, MemorySocket) {
@@ -25,7 +25,10 @@ async fn handshake<S: SecurityUpgrade<MemorySocket>>(
     Result<(PeerId, S::Output), S::Error>,
 ) {
     let (a, b) = pipe();
-    let name = dialer.protocol_names()[0];
+    let name = dialer
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
     within(
         20,
         "security handshake",
@@ -51,9 +54,7 @@ where
     let (id_a, id_b) = (key_a.public().to_peer_id(), key_b.public().to_peer_id());
     let (a, b) = (make(key_a.clone()), make(key_b.clone()));
     assert!(
-        SecurityUpgrade::<MemorySocket>::protocol_names(&a)
-            .iter()
-            .all(|n| n.starts_with('/')),
+        UpgradeInfo::protocol_names(&a).all(|n| n.starts_with('/')),
         "protocol names start with '/'"
     );
 
@@ -117,7 +118,9 @@ where
     for garbage in [vec![0xffu8; 64], vec![0u8; 3], pattern(3, 4096), Vec::new()] {
         for role in [Role::Dialer, Role::Listener] {
             let (ours, mut theirs) = pipe();
-            let name = SecurityUpgrade::<MemorySocket>::protocol_names(&a)[0];
+            let name = UpgradeInfo::protocol_names(&a)
+                .next()
+                .expect("an upgrade names its protocol");
             let handshake = a.secure(ours, role, None, name);
             let garbage = garbage.clone();
             let attacker = async move {

@@ -21,6 +21,11 @@ use crate::{Role, SecurityUpgrade};
 /// Frames longer than this end the forwarding (only a 4-byte prefix can announce one).
 const MAX_FRAME: usize = 1 << 24;
 
+/// The listener's handshake deadline, standing in for the upgrade pipeline's (the upgrades
+/// keep no timer of their own): a tampered handshake that stalls ends in
+/// [`Outcome::TimedOut`] after this long.
+pub const HANDSHAKE_DEADLINE: Duration = Duration::from_secs(2);
+
 /// What the proxy does to the dialer's traffic.
 #[derive(Debug, Clone, Copy)]
 pub enum Tamper {
@@ -43,6 +48,8 @@ pub enum Tamper {
 pub enum Outcome<E> {
     /// The listener's handshake failed.
     Handshake(E),
+    /// The listener's handshake did not finish within [`HANDSHAKE_DEADLINE`].
+    TimedOut,
     /// The handshake succeeded, then reading the secured stream failed.
     Read(io::Error),
     /// The handshake succeeded and the stream ended cleanly with these bytes.
@@ -109,8 +116,9 @@ async fn forward_frames(
 /// (so each is one frame if it fits one), closes, and keeps the connection until the
 /// listener is done; the listener reads to the end.
 ///
-/// Returns the dialer's handshake result and how the listener ended. Handshake timeouts are
-/// the upgrades' own; the whole exchange panics if it takes longer than 15 seconds.
+/// Returns the dialer's handshake result and how the listener ended. The listener's handshake
+/// is bounded by [`HANDSHAKE_DEADLINE`] (the pipeline's part here); the dialer's ends when the
+/// listener gives up and closes. The whole exchange panics if it takes longer than 15 seconds.
 pub async fn through_proxy<S>(
     dialer: S,
     listener: S,
@@ -153,12 +161,11 @@ where
 
     let listen = async move {
         let (socket, _) = server.accept().await.unwrap();
-        match listener
-            .secure(socket.compat(), Role::Listener, None, protocol)
-            .await
-        {
-            Err(e) => Outcome::Handshake(e),
-            Ok((_, mut io)) => {
+        let handshake = listener.secure(socket.compat(), Role::Listener, None, protocol);
+        match crate::with_timeout(HANDSHAKE_DEADLINE, handshake).await {
+            None => Outcome::TimedOut,
+            Some(Err(e)) => Outcome::Handshake(e),
+            Some(Ok((_, mut io))) => {
                 let mut got = Vec::new();
                 match io.read_to_end(&mut got).await {
                     Ok(_) => Outcome::Data(got),
