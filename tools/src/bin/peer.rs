@@ -507,7 +507,7 @@ fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
 /// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
 fn quic_transport(key: &Keypair, config: &HostConfig) -> libp2p_quic::QuicTransport {
     // QUIC's default stream limit (256) stays: quinn keeps state for every stream the remote
-    // may open, so 1024 would cost about 100 KiB per idle connection (see `--hold`).
+    // may open, so a higher limit costs memory on every idle connection (see `--hold`).
     let quic = libp2p_quic::Config::default()
         .with_handshake_timeout(config.handshake_timeout)
         .with_max_pending_handshakes(u32::try_from(config.max_pending_incoming).unwrap_or(128));
