@@ -1,4 +1,4 @@
-//! What the example programs share: their log filter.
+//! What the example programs share: their logging.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
@@ -8,4 +8,12 @@
 pub fn log_filter() -> tracing_subscriber::EnvFilter {
     tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,yamux=off"))
+}
+
+/// Logs to stderr (stdout is the programs' output) through [`log_filter`].
+pub fn init_logging() {
+    tracing_subscriber::fmt()
+        .with_env_filter(log_filter())
+        .with_writer(std::io::stderr)
+        .init();
 }
