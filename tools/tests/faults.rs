@@ -17,8 +17,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p_host::testkit::tcp_host;
 use libp2p_host::{
-    Classify, CloseCause, Event, Events, Fault, Host, HostConfig, Keypair, Multiaddr, PeerId,
-    Protocol, Stream,
+    Classify, CloseCause, Event, Events, Fault, Host, HostConfig, Multiaddr, PeerId, Protocol,
+    Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
