@@ -68,7 +68,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 [ "$(id -u)" = 0 ] || { echo "lab: needs root (network namespaces)"; exit 2; }
-[ -x "$PEER" ] || { echo "lab: no $PEER; build it: cargo build --release -p examples --bin peer"; exit 2; }
+[ -x "$PEER" ] || { echo "lab: no $PEER; build it: cargo build --release -p libp2p-tools --bin peer"; exit 2; }
 command -v iptables >/dev/null || { echo "lab: needs iptables (apt-get install iptables)"; exit 2; }
 
 # (Background programs are started with `ip netns exec` itself, not this function, so that

@@ -5,9 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 echo "== building our peer"
-# Built as `cargo test --workspace --release` builds it (the examples' tests spawn it), so the
+# Built as `cargo test --workspace --release` builds it (the tools' tests spawn it), so the
 # features are unified the same way and nothing is compiled twice: after the test build this
-# is a no-op. `cargo build -p examples` would resolve features without the dev-dependencies and
+# is a no-op. `cargo build -p libp2p-tools` would resolve features without the dev-dependencies and
 # rebuild the host and everything under it.
 cargo test --workspace --release --no-run
 test -x target/release/peer

@@ -221,7 +221,7 @@ def main():
         reqresp_tests = []
 
     if not os.path.exists(OURS[0]):
-        print(f"missing our peer at {OURS[0]}: run cargo build --release -p examples", file=sys.stderr)
+        print(f"missing our peer at {OURS[0]}: run cargo build --release -p libp2p-tools", file=sys.stderr)
         return 1
     cells = []
     seed = 100

@@ -161,7 +161,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
 # Keys --------------------------------------------------------------------------------------------
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-RSA_KEY_PATH = os.path.join(HERE, "..", "..", "examples", "keys", "rsa-2048.pk8")
+RSA_KEY_PATH = os.path.join(HERE, "..", "..", "libp2p-core", "testdata", "rsa-2048.pk8")
 
 
 def seed_bytes(n: int) -> bytes:

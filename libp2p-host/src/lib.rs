@@ -88,6 +88,8 @@ pub mod resource;
 
 #[cfg(feature = "metrics")]
 pub mod metrics;
+#[cfg(feature = "testkit")]
+pub mod testkit;
 pub use config::{Config, DialConfig};
 pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};

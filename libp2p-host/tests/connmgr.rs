@@ -5,30 +5,13 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libp2p_host::testkit::{quiet, tcp_host};
 use libp2p_host::{
     CloseCause, Config, DialError, Event, Events, Host, Keypair, Multiaddr, PeerId, Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(10);
-
-/// A config without identify and ping, so that no stream opens unless a test opens it.
-fn quiet(f: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config::default();
-    config.identify = false;
-    config.ping = false;
-    f(&mut config);
-    config
-}
-
-async fn listener(config: Config) -> Host {
-    Host::builder(Keypair::generate_ed25519())
-        .config(config)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .build()
-        .await
-        .expect("host")
-}
 
 async fn dialer() -> Host {
     Host::builder(Keypair::generate_ed25519())
@@ -76,7 +59,7 @@ async fn hold(from: &Host, to: &Host, accepted: &mut libp2p_host::Incoming) -> (
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trims_to_low_watermark_keeping_protected_and_busy_peers() {
-    let a = listener(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.connection_manager.low_watermark = 2;
         c.connection_manager.high_watermark = 3;
         c.connection_manager.grace_period = Duration::ZERO;
@@ -133,7 +116,7 @@ async fn trims_to_low_watermark_keeping_protected_and_busy_peers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connections_in_their_grace_period_are_not_trimmed() {
     let grace = Duration::from_millis(1_500);
-    let a = listener(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.connection_manager.low_watermark = 1;
         c.connection_manager.high_watermark = 1;
         c.connection_manager.grace_period = grace;
@@ -160,7 +143,7 @@ async fn connections_in_their_grace_period_are_not_trimmed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_timeout_closes_idle_connections_and_keeps_active_ones() {
-    let a = listener(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.connection_manager.idle_timeout = Some(Duration::from_millis(300));
         c.connection_manager.silence_period = Duration::from_millis(50);
     }))
@@ -195,7 +178,7 @@ async fn idle_timeout_closes_idle_connections_and_keeps_active_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protected_peers_outlive_the_idle_timeout() {
-    let a = listener(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.connection_manager.idle_timeout = Some(Duration::from_millis(200));
         c.connection_manager.silence_period = Duration::from_millis(50);
     }))
@@ -248,7 +231,7 @@ async fn dials_in_progress_are_capped() {
     // The first one ends with the handshake timeout and frees its place.
     let first = tokio::time::timeout(BOUND, first).await.unwrap().unwrap();
     assert!(first.is_err());
-    let a = listener(quiet(|_| {})).await;
+    let a = tcp_host(quiet(|_| {})).await;
     connect(&b, &a).await;
 }
 

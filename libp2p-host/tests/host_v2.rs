@@ -8,6 +8,7 @@ use std::time::Duration;
 use futures::future::BoxFuture;
 use futures::{FutureExt, StreamExt};
 use libp2p_core::{MuxedMemoryTransport, TransportExt};
+use libp2p_host::testkit::{config, tcp_host};
 use libp2p_host::{
     Classify, CloseCause, Config, DialError, Direction, Event, Events, Fault, Host, Keypair,
     Multiaddr, NewStreamError, Protocol, RefusedReason, Service, ServiceContext, Stream,
@@ -15,21 +16,6 @@ use libp2p_host::{
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const ECHO: &str = "/echo/1.0.0";
-
-fn config(f: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config::default();
-    f(&mut config);
-    config
-}
-
-async fn tcp_host(config: Config) -> Host {
-    Host::builder(Keypair::generate_ed25519())
-        .config(config)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .build()
-        .await
-        .expect("host")
-}
 
 /// A host on the secured, muxed memory transport (the QUIC stand-in).
 async fn muxed_memory_host(config: Config) -> Host {

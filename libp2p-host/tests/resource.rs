@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p_host::testkit::{quiet, tcp_host};
 use libp2p_host::{
     Config, ConnectionRefusedReason, Event, Events, Host, Incoming, Keypair, NewStreamError,
     RefusedReason, ResourceKind, ResourceLimitExceeded, ResourceScope, ResourceUsage, ScopeLimits,
@@ -13,24 +14,6 @@ use libp2p_host::{
 
 const BOUND: Duration = Duration::from_secs(10);
 const PROTOCOL: &str = "/budget/1.0.0";
-
-/// A config without identify and ping, so that no stream opens unless a test opens it.
-fn quiet(f: impl FnOnce(&mut Config)) -> Config {
-    let mut config = Config::default();
-    config.identify = false;
-    config.ping = false;
-    f(&mut config);
-    config
-}
-
-async fn host(config: Config) -> Host {
-    Host::builder(Keypair::generate_ed25519())
-        .config(config)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .build()
-        .await
-        .expect("host")
-}
 
 async fn connect(from: &Host, to: &Host) {
     tokio::time::timeout(BOUND, from.dial(to.p2p_addrs()[0].clone()))
@@ -92,13 +75,13 @@ fn limit(scope: ResourceScope, resource: ResourceKind, limit: usize) -> Resource
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn protocol_budget_refuses_the_extra_stream_until_one_is_released() {
-    let a = host(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.resources
             .protocols
             .insert(PROTOCOL.into(), ScopeLimits::new(1, 8, 8, usize::MAX));
     }))
     .await;
-    let b = host(quiet(|_| {})).await;
+    let b = tcp_host(quiet(|_| {})).await;
     let mut incoming = a.accept(PROTOCOL).unwrap();
     let mut events = a.events();
     connect(&b, &a).await;
@@ -133,8 +116,8 @@ async fn protocol_budget_refuses_the_extra_stream_until_one_is_released() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_budget_refuses_the_extra_inbound_stream() {
-    let a = host(quiet(|c| c.resources.peer.streams_inbound = 1)).await;
-    let b = host(quiet(|_| {})).await;
+    let a = tcp_host(quiet(|c| c.resources.peer.streams_inbound = 1)).await;
+    let b = tcp_host(quiet(|_| {})).await;
     let mut incoming = a.accept(PROTOCOL).unwrap();
     let mut events = a.events();
     connect(&b, &a).await;
@@ -162,8 +145,8 @@ async fn peer_budget_refuses_the_extra_inbound_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peer_budget_refuses_the_extra_outbound_stream() {
-    let a = host(quiet(|_| {})).await;
-    let b = host(quiet(|c| c.resources.peer.streams_outbound = 2)).await;
+    let a = tcp_host(quiet(|_| {})).await;
+    let b = tcp_host(quiet(|c| c.resources.peer.streams_outbound = 2)).await;
     let mut incoming = a.accept(PROTOCOL).unwrap();
     connect(&b, &a).await;
     let first = open(&b, &a).await.unwrap();
@@ -190,14 +173,14 @@ async fn peer_budget_refuses_the_extra_outbound_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn memory_budget_refuses_streams_and_connections_and_releases_exactly() {
-    let a = host(quiet(|c| {
+    let a = tcp_host(quiet(|c| {
         c.resources.memory_per_connection = 1_000;
         c.resources.memory_per_stream = 1_000;
         c.resources.host.memory = 2_500;
     }))
     .await;
-    let b = host(quiet(|_| {})).await;
-    let c = host(quiet(|_| {})).await;
+    let b = tcp_host(quiet(|_| {})).await;
+    let c = tcp_host(quiet(|_| {})).await;
     let mut incoming = a.accept(PROTOCOL).unwrap();
     let mut events = a.events();
     connect(&b, &a).await;

@@ -3,7 +3,9 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
-use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo, transport_pair};
+use libp2p_core::testkit::{
+    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo, transport_pair,
+};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
     Socket, StreamMuxer, Transport, TransportError, TransportExt, UpgradeInfo,
@@ -12,31 +14,10 @@ use libp2p_mplex::Mplex;
 use libp2p_noise::{Noise, NoiseError, NoiseStream, PROTOCOL};
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
     security_kit(Noise::new).await;
-}
-
-fn duplex() -> (
-    Compat<tokio::io::DuplexStream>,
-    Compat<tokio::io::DuplexStream>,
-) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    (a.compat(), b.compat())
-}
-
-fn rsa_key() -> Keypair {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keys/rsa-2048.pk8");
-    let bytes = std::fs::read(path).expect("examples/keys/rsa-2048.pk8");
-    if let Ok(key) = Keypair::rsa_from_pkcs8(&mut bytes.clone()) {
-        return key;
-    }
-    // Accept a PKCS#1 `RSAPrivateKey` as well, whatever the file name says.
-    libp2p_core::identity::rsa::Keypair::try_decode_pkcs1(&mut bytes.clone())
-        .expect("valid RSA PKCS#8 or PKCS#1 key")
-        .into()
 }
 
 type Handshake<C> = Result<(PeerId, NoiseStream<C>), NoiseError>;
@@ -73,7 +54,7 @@ async fn protocol_name_and_static_keys() {
     assert_ne!(other.static_public_key(), noise.static_public_key());
 
     // Each side sees the other's static key.
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (ra, rb) = handshake_pair(&noise, &other, ca, cb, None).await;
     let (io_a, io_b) = (ra.unwrap().1, rb.unwrap().1);
     assert_eq!(io_a.remote_static_key(), other.static_public_key());
@@ -86,12 +67,12 @@ async fn handshake_with_every_key_type() {
         ("ed25519", Keypair::generate_ed25519()),
         ("secp256k1", Keypair::generate_secp256k1()),
         ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_key()),
+        ("rsa", rsa_keypair()),
     ];
     for (name_a, ka) in &keys {
         for (name_b, kb) in &keys {
             let (a, b) = (Noise::new(ka.clone()), Noise::new(kb.clone()));
-            let (ca, cb) = duplex();
+            let (ca, cb) = memory_pair();
             let id_b = kb.public().to_peer_id();
             let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
             let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
@@ -129,7 +110,7 @@ async fn expecting_another_peer_is_a_mismatch() {
         Noise::new(Keypair::generate_ecdsa()),
     );
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be, never the expected peer: comparing
     // the two is the pipeline's job alone (the dial through the pipeline below fails with
@@ -411,7 +392,7 @@ async fn a_peer_that_stops_mid_handshake_leaves_the_handshake_waiting() {
     // The remote sends part of a first message and then nothing, keeping the socket open:
     // noise neither fails nor makes up the rest; it waits, and the deadline that ends it is
     // the pipeline's (examples/tests/handshake_deadline.rs shows it cut off).
-    let (ours, theirs) = duplex();
+    let (ours, theirs) = memory_pair();
     let noise = Noise::new(Keypair::generate_ed25519());
     let attacker = async move {
         let mut theirs = theirs;

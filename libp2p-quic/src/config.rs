@@ -30,8 +30,7 @@ pub struct Config {
     /// bidirectional stream limit; more wait on the remote's side until one ends). Default
     /// 256, the host's default per-connection inbound stream limit and rust-libp2p's. quinn
     /// keeps state for every stream the remote may open, so this also sets much of an idle
-    /// connection's memory: about 50 KiB per connection at 256, over 100 KiB at 1024
-    /// (measured with the `peer` program's `--hold`).
+    /// connection's memory, growing with the limit (the `peer` program's `--hold` shows it).
     pub max_concurrent_streams: u32,
     /// Bound on opening a stream: how long `open` waits for the remote to allow one more
     /// (QUIC grants streams as credit; at its limit, opens wait for its streams to end).

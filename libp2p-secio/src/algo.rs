@@ -240,13 +240,12 @@ pub(crate) fn order(
 }
 
 /// Picks the first entry of the winning side's comma-separated list that the other side also
-/// offers.
+/// offers: ours when `order` is `Greater`, else theirs (`order` never returns `Equal`).
 pub(crate) fn select_best<'a>(order: Ordering, ours: &'a str, theirs: &'a str) -> Option<&'a str> {
-    let (first, second) = match order {
-        Ordering::Greater => (ours, theirs),
-        Ordering::Less => (theirs, ours),
-        // Identical preferences: both sides pick the first (unreachable after `order`).
-        Ordering::Equal => return ours.split(',').next().filter(|s| !s.is_empty()),
+    let (first, second) = if order == Ordering::Greater {
+        (ours, theirs)
+    } else {
+        (theirs, ours)
     };
     first
         .split(',')

@@ -3,38 +3,19 @@ use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
-use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
+use libp2p_core::testkit::{
+    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
+};
 use libp2p_core::{
     Keypair, ListenerEvent, MemoryTransport, PeerId, Protocol, Role, SecurityUpgrade, Socket,
     Transport, TransportError, TransportExt,
 };
 use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, SecioStream, PROTOCOL};
 use libp2p_transport_tcp::TcpTransport;
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
     security_kit(Secio::new).await;
-}
-
-fn duplex() -> (
-    Compat<tokio::io::DuplexStream>,
-    Compat<tokio::io::DuplexStream>,
-) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    (a.compat(), b.compat())
-}
-
-fn rsa_key() -> Option<Keypair> {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keys/rsa-2048.pk8");
-    let bytes = std::fs::read(path).ok()?;
-    // The file is named .pk8 but holds a PKCS#1 `RSAPrivateKey`; accept either.
-    if let Ok(key) = Keypair::rsa_from_pkcs8(&mut bytes.clone()) {
-        return Some(key);
-    }
-    let key = libp2p_core::identity::rsa::Keypair::try_decode_pkcs1(&mut bytes.clone())
-        .expect("valid RSA PKCS#8 or PKCS#1 key");
-    Some(key.into())
 }
 
 async fn handshake_pair<C: Socket>(
@@ -65,14 +46,11 @@ async fn handshake_with_every_key_type() {
         ("secp256k1", Keypair::generate_secp256k1()),
         ("ecdsa", Keypair::generate_ecdsa()),
     ];
-    match rsa_key() {
-        Some(k) => keys.push(("rsa", k)),
-        None => eprintln!("examples/keys/rsa-2048.pk8 missing: RSA skipped"),
-    }
+    keys.push(("rsa", rsa_keypair()));
     for (name_a, ka) in &keys {
         for (name_b, kb) in &keys {
             let (a, b) = (Secio::new(ka.clone()), Secio::new(kb.clone()));
-            let (ca, cb) = duplex();
+            let (ca, cb) = memory_pair();
             let id_b = kb.public().to_peer_id();
             let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
             let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
@@ -94,7 +72,7 @@ async fn small_write_frames_and_large_transfer() {
     };
     let a = Secio::with_config(Keypair::generate_ed25519(), config.clone());
     let b = Secio::with_config(Keypair::generate_ed25519(), config);
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
     let server = tokio::spawn(serve_echo(rb.unwrap().1));
     echo_roundtrip(ra.unwrap().1, &pattern(11, 1 << 20)).await;
@@ -104,7 +82,7 @@ async fn small_write_frames_and_large_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn talking_to_ourselves_is_detected() {
     // The remote end echoes everything: we read back our own proposal.
-    let (ours, theirs) = duplex();
+    let (ours, theirs) = memory_pair();
     let echo = tokio::spawn(async move {
         let (mut r, mut w) = theirs.split();
         let _ = futures::io::copy(&mut r, &mut w).await;
@@ -126,7 +104,7 @@ async fn talking_to_ourselves_is_detected() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_handshake_message_is_refused() {
-    let (ours, mut theirs) = duplex();
+    let (ours, mut theirs) = memory_pair();
     let attacker = async move {
         theirs.write_all(&[0x40, 0, 0, 0]).await.unwrap();
         let mut sink = vec![0u8; 4096];
@@ -358,7 +336,7 @@ async fn expecting_another_peer_is_a_mismatch() {
         Secio::new(Keypair::generate_ecdsa()),
     );
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (ra, _rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be; the pipeline alone compares it with
     // the expected peer and fails with its one `PeerIdMismatch`.
@@ -399,10 +377,7 @@ fn every_key_type() -> Vec<(&'static str, Keypair)> {
         ("secp256k1", Keypair::generate_secp256k1()),
         ("ecdsa", Keypair::generate_ecdsa()),
     ];
-    match rsa_key() {
-        Some(k) => keys.push(("rsa", k)),
-        None => eprintln!("examples/keys/rsa-2048.pk8 missing: RSA skipped"),
-    }
+    keys.push(("rsa", rsa_keypair()));
     keys
 }
 
@@ -448,7 +423,7 @@ async fn every_algorithm_combination_with_every_key_type() {
                     let config = only(exchange, cipher, hash);
                     let a = Secio::with_config(ka.clone(), config.clone());
                     let b = Secio::with_config(kb.clone(), config);
-                    let (ca, cb) = duplex();
+                    let (ca, cb) = memory_pair();
                     let id_b = kb.public().to_peer_id();
                     let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
                     let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{what}: {e}"));
@@ -476,7 +451,7 @@ async fn default_peer_meets_a_p521_only_peer() {
             Keypair::generate_ecdsa(),
             only(KeyExchange::P521, Cipher::Aes128, Digest::Sha512),
         );
-        let (ca, cb) = duplex();
+        let (ca, cb) = memory_pair();
         let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
         let server = tokio::spawn(serve_echo(rb.expect("listener").1));
         echo_roundtrip(ra.expect("dialer").1, &pattern(3, 10_000)).await;
@@ -487,7 +462,7 @@ async fn default_peer_meets_a_p521_only_peer() {
 async fn expect_no_common(a: Config, b: Config, kind: &str) {
     let a = Secio::with_config(Keypair::generate_ed25519(), a);
     let b = Secio::with_config(Keypair::generate_secp256k1(), b);
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
     for (side, result) in [("dialer", ra), ("listener", rb)] {
         match result {

@@ -339,16 +339,7 @@ mod tests {
     }
 
     fn keys() -> Vec<(&'static str, Keypair)> {
-        let rsa = {
-            let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keys/rsa-2048.pk8");
-            let bytes = std::fs::read(path).expect("examples/keys/rsa-2048.pk8");
-            Keypair::rsa_from_pkcs8(&mut bytes.clone())
-                .or_else(|_| {
-                    libp2p_core::identity::rsa::Keypair::try_decode_pkcs1(&mut bytes.clone())
-                        .map(Keypair::from)
-                })
-                .expect("an RSA key")
-        };
+        let rsa = libp2p_core::testkit::rsa_keypair();
         vec![
             ("ed25519", Keypair::generate_ed25519()),
             ("secp256k1", Keypair::generate_secp256k1()),

@@ -5,7 +5,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::testkit::{echo_roundtrip, pattern, security_kit, serve_echo};
+use libp2p_core::testkit::{
+    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
+};
 use libp2p_core::{
     Classify, Fault, Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role,
     SecurityUpgrade, Socket, StreamMuxer, Transport, TransportExt,
@@ -17,25 +19,6 @@ use libp2p_tls::{
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
-
-type Pipe = Compat<tokio::io::DuplexStream>;
-
-fn duplex() -> (Pipe, Pipe) {
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    (a.compat(), b.compat())
-}
-
-fn rsa_key() -> Keypair {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/keys/rsa-2048.pk8");
-    let bytes = std::fs::read(path).expect("examples/keys/rsa-2048.pk8");
-    if let Ok(key) = Keypair::rsa_from_pkcs8(&mut bytes.clone()) {
-        return key;
-    }
-    libp2p_core::identity::rsa::Keypair::try_decode_pkcs1(&mut bytes.clone())
-        .expect("valid RSA PKCS#8 or PKCS#1 key")
-        .into()
-}
 
 type Handshake<C> = Result<(PeerId, TlsStream<C>), TlsError>;
 
@@ -61,7 +44,7 @@ async fn handshake_pair<C: Socket>(
 /// client finishes before the server has checked its certificate, so it learns of a refusal
 /// only when it reads.
 async fn listener_refuses(dialer: &Tls, listener: &Tls) -> TlsError {
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) = handshake_pair(dialer, listener, ca, cb, None).await;
     if let Ok((_, mut io)) = dialed {
         let mut buf = [0u8; 1];
@@ -77,7 +60,7 @@ async fn listener_refuses(dialer: &Tls, listener: &Tls) -> TlsError {
 }
 
 async fn dialer_refuses(dialer: &Tls, listener: &Tls) -> TlsError {
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) = handshake_pair(dialer, listener, ca, cb, None).await;
     assert!(accepted.is_err(), "the listener sees the dialer abort");
     match dialed {
@@ -100,12 +83,12 @@ async fn handshake_with_every_key_type() {
         ("ed25519", Keypair::generate_ed25519()),
         ("secp256k1", Keypair::generate_secp256k1()),
         ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_key()),
+        ("rsa", rsa_keypair()),
     ];
     for (name_a, ka) in &keys {
         for (name_b, kb) in &keys {
             let (a, b) = (Tls::new(ka.clone()), Tls::new(kb.clone()));
-            let (ca, cb) = duplex();
+            let (ca, cb) = memory_pair();
             let id_b = kb.public().to_peer_id();
             let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
             let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
@@ -190,7 +173,7 @@ async fn one_client_config_dials_many_servers() {
     ];
     for round in 0..3 {
         for server in &servers {
-            let (ca, cb) = duplex();
+            let (ca, cb) = memory_pair();
             let id = server.local_peer_id();
             let (dialed, accepted) = handshake_pair(&client, server, ca, cb, Some(id)).await;
             let (seen, mut io_a) = dialed.unwrap_or_else(|e| panic!("round {round}: {e}"));
@@ -256,7 +239,7 @@ async fn servers_issue_no_session_tickets() {
     let store = Arc::new(RecordingStore::default());
     let mut config = (*client.client_config(None).unwrap()).clone();
     config.resumption = rustls::client::Resumption::store(store.clone());
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (dialed, accepted) = futures::future::join(
         futures_rustls::TlsConnector::from(Arc::new(config)).connect(name, ca),
@@ -297,7 +280,7 @@ async fn resuming_across_peers_is_what_we_avoid() {
     let second = Tls::new(Keypair::generate_ed25519());
     let mut seen = Vec::new();
     for server in [&first, &second] {
-        let (ca, cb) = duplex();
+        let (ca, cb) = memory_pair();
         let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
         let (dialed, accepted) = futures::future::join(
             futures_rustls::TlsConnector::from(client_config.clone()).connect(name, ca),
@@ -328,7 +311,7 @@ async fn no_sni_sent_and_sni_received_ignored() {
     let client = Tls::new(Keypair::generate_ed25519());
     let server = Tls::new(Keypair::generate_ed25519());
     // Our dialer against a rustls server that reports the server name it received.
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) = futures::future::join(
         client.secure(ca, Role::Dialer, Some(server.local_peer_id()), PROTOCOL),
         futures_rustls::TlsAcceptor::from(server.server_config().unwrap()).accept(cb),
@@ -341,7 +324,7 @@ async fn no_sni_sent_and_sni_received_ignored() {
     // A client that sends SNI: our listener ignores it.
     let mut config = (*client.client_config(None).unwrap()).clone();
     config.enable_sni = true;
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let name = ServerName::try_from("example.com").unwrap();
     let (dialed, accepted) = futures::future::join(
         futures_rustls::TlsConnector::from(Arc::new(config)).connect(name, ca),
@@ -576,7 +559,7 @@ async fn unknown_extensions_critical_refused_others_ignored() {
         presenting(&identity, cert),
         Tls::new(Keypair::generate_ed25519()),
     );
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) =
         handshake_pair(&b, &a, ca, cb, Some(identity.public().to_peer_id())).await;
     dialed.expect("a non-critical unknown extension is ignored");
@@ -590,7 +573,7 @@ async fn refuses_the_wrong_peer() {
         Tls::new(Keypair::generate_ed25519()),
     );
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     match dialed {
         Err(e @ TlsError::PeerIdMismatch { .. }) => {
@@ -619,7 +602,7 @@ async fn a_listener_expecting_someone_else_refuses() {
         Tls::new(Keypair::generate_ed25519()),
     );
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, accepted) = futures::future::join(
         a.secure(ca, Role::Dialer, None, PROTOCOL),
         b.secure(cb, Role::Listener, Some(stranger), PROTOCOL),
@@ -749,7 +732,7 @@ fn foreign_client(
 /// Our listener against a foreign client; returns our listener's error.
 async fn our_listener_against(client: futures_rustls::TlsConnector) -> TlsError {
     let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (dialed, accepted) = tokio::time::timeout(
         Duration::from_secs(20),
@@ -792,7 +775,7 @@ async fn refuses_more_than_one_certificate() {
         .with_cert_resolver(Fixed::new(vec![cert, extra], key));
     config.alpn_protocols = vec![b"libp2p".to_vec()];
     let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, _) = futures::future::join(
         ours.secure(ca, Role::Dialer, None, PROTOCOL),
         futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
@@ -836,7 +819,7 @@ async fn refuses_tls_1_2() {
         .with_cert_resolver(Fixed::new(vec![cert], key));
     config.alpn_protocols = vec![b"libp2p".to_vec()];
     let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let (dialed, _) = futures::future::join(
         ours.secure(ca, Role::Dialer, None, PROTOCOL),
         futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
@@ -878,7 +861,7 @@ async fn alpn_other_than_libp2p_is_refused_none_is_tolerated() {
         .with_client_cert_resolver(Fixed::new(vec![cert], key));
     config.alpn_protocols.clear();
     let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = duplex();
+    let (ca, cb) = memory_pair();
     let name = ServerName::IpAddress(std::net::Ipv4Addr::UNSPECIFIED.into());
     let (dialed, accepted) = futures::future::join(
         futures_rustls::TlsConnector::from(Arc::new(config)).connect(name, ca),

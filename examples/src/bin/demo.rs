@@ -27,10 +27,7 @@ const TIMEOUT: Duration = Duration::from_secs(30);
 #[tokio::main]
 async fn main() {
     // RUST_LOG=debug shows the stack's own log on stderr.
-    tracing_subscriber::fmt()
-        .with_env_filter(examples::log_filter())
-        .with_writer(std::io::stderr)
-        .init();
+    examples::init_logging();
     match tokio::time::timeout(TIMEOUT, run()).await {
         Ok(Ok(())) => println!("\ndone: both stacks worked"),
         Ok(Err(e)) => {

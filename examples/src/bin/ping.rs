@@ -22,10 +22,7 @@ async fn main() {
 }
 
 async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    tracing_subscriber::fmt()
-        .with_env_filter(examples::log_filter())
-        .with_writer(std::io::stderr)
-        .init();
+    examples::init_logging();
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--listen", addr] => listen(addr.parse()?).await,

@@ -404,7 +404,7 @@ fn seed_bytes(n: u64) -> [u8; 32] {
 fn rsa_key_path() -> std::path::PathBuf {
     match std::env::var_os("PEER_RSA_KEY") {
         Some(p) if !p.is_empty() => p.into(),
-        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/keys/rsa-2048.pk8"),
+        _ => std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../libp2p-core/testdata/rsa-2048.pk8"),
     }
 }
 

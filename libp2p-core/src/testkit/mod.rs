@@ -19,6 +19,16 @@ use std::time::Duration;
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+/// The workspace's RSA-2048 test key (PKCS#8 DER, `testdata/rsa-2048.pk8`): libp2p-identity
+/// cannot generate RSA keys, so every RSA test uses this one.
+pub const RSA_TEST_KEY_PKCS8: &[u8] = include_bytes!("../../testdata/rsa-2048.pk8");
+
+/// [`RSA_TEST_KEY_PKCS8`] as a keypair.
+pub fn rsa_keypair() -> crate::Keypair {
+    crate::Keypair::rsa_from_pkcs8(&mut RSA_TEST_KEY_PKCS8.to_vec())
+        .expect("testdata/rsa-2048.pk8 is a PKCS#8 RSA key")
+}
+
 /// Bytes of a deterministic pseudo-random pattern, so that a reordered, dropped or
 /// duplicated chunk shows up as a mismatch.
 pub fn pattern(seed: u64, len: usize) -> Vec<u8> {

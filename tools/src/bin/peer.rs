@@ -21,9 +21,9 @@
 //!
 //! Version 2 (`../shared/PEER-CLI-v2.md`) adds discovery: `--kad`, `--bootstrap ADDR`
 //! (repeatable), `--provide KEY`, `--find-providers KEY`, `--find-peer ID` (see
-//! `examples::kad`) and `--mdns` (see `examples::mdns`); with them neither `--listen` nor
+//! `libp2p_tools::kad`) and `--mdns` (see `libp2p_tools::mdns`); with them neither `--listen` nor
 //! `--dial` is needed for a dial-mode node; and gossipsub: `--gossip TOPIC`, `--publish MSG`,
-//! `--count N`, `--publish-wait SECS` (see `examples::gossip`; without a Kademlia option,
+//! `--count N`, `--publish-wait SECS` (see `libp2p_tools::gossip`; without a Kademlia option,
 //! `--bootstrap` only connects).
 //!
 //! `--connections N` and `--hold N` are benchmark additions (see `bench/run`): set-up rate of N
@@ -53,8 +53,6 @@ use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use examples::node;
-use examples::{make_key, KeyType};
 use futures::StreamExt;
 use libp2p_core::{IntoConnection, Negotiated, SecurityUpgrade, Transport, TransportExt};
 use libp2p_host::{split_peer_id, Host, Keypair, Multiaddr, PeerId, Protocol};
@@ -64,6 +62,8 @@ use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_tls::Tls;
+use libp2p_tools::node;
+use libp2p_tools::{make_key, KeyType};
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_websocket::{WsSocket, WsTransport};
 use libp2p_yamux::{Config as YamuxConfig, Yamux};
@@ -94,9 +94,9 @@ struct Args {
     serve_requests: bool,
     request: Option<String>,
     bootstrap: Vec<Multiaddr>,
-    kad: examples::kad::KadOptions,
+    kad: libp2p_tools::kad::KadOptions,
     mdns: bool,
-    gossip: examples::gossip::GossipArgs,
+    gossip: libp2p_tools::gossip::GossipArgs,
 }
 
 /// Set once `--hold` has printed `HOLD OK`: the timeout then ends the process quietly.
@@ -112,8 +112,8 @@ fn parse_args() -> Result<Args, String> {
     let (mut connections, mut hold) = (None, None);
     let (mut serve_requests, mut request) = (false, None);
     let (mut bootstrap, mut kad, mut mdns) =
-        (Vec::new(), examples::kad::KadOptions::default(), false);
-    let mut gossip = examples::gossip::GossipArgs::default();
+        (Vec::new(), libp2p_tools::kad::KadOptions::default(), false);
+    let mut gossip = libp2p_tools::gossip::GossipArgs::default();
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
         let number = |v: String| v.parse::<u64>().map_err(|e| format!("{flag}: {e}"));
@@ -206,7 +206,7 @@ fn main() {
                             1
                         }
                     }
-                    Err(_) if HELD.load(Ordering::SeqCst) || examples::gossip::serving() => 0,
+                    Err(_) if HELD.load(Ordering::SeqCst) || libp2p_tools::gossip::serving() => 0,
                     Err(_) => {
                         println!("FAIL timeout");
                         1
@@ -226,15 +226,15 @@ fn main() {
 
 async fn run(mut args: Args) -> Result<String, String> {
     tracing_subscriber::fmt()
-        .with_env_filter(examples::log_filter())
+        .with_env_filter(libp2p_tools::log_filter())
         .with_writer(std::io::stderr)
         .init();
     let key = make_key(args.key, args.seed)?;
     // `--bootstrap` is connected by the discovery step (kad or not), before gossip runs.
     args.gossip.prepare(&key)?;
     let (kad_service, kad) = args.kad.service().unzip();
-    let (mdns_service, mdns) = args.mdns.then(examples::mdns::service).unzip();
-    let s = examples::Services {
+    let (mdns_service, mdns) = args.mdns.then(libp2p_tools::mdns::service).unzip();
+    let s = libp2p_tools::Services {
         kad: kad_service,
         mdns: mdns_service,
     };
@@ -246,7 +246,7 @@ async fn run(mut args: Args) -> Result<String, String> {
         other => return Err(format!("unsupported: security {other}")),
     };
     if let Some(discoveries) = mdns {
-        examples::mdns::spawn_reporter(&host, discoveries);
+        libp2p_tools::mdns::spawn_reporter(&host, discoveries);
     }
     node::serve(&host)?;
     if args.serve_requests {
@@ -259,7 +259,7 @@ async fn with_security<S>(
     security: S,
     key: Keypair,
     args: &Args,
-    services: examples::Services,
+    services: libp2p_tools::Services,
 ) -> Result<Host, String>
 where
     S: SecurityUpgrade<Negotiated<TcpSocket>> + SecurityUpgrade<Negotiated<WsSocket<TcpSocket>>>,
@@ -309,7 +309,7 @@ async fn build<T, W>(
     transport: T,
     ws: W,
     key: Keypair,
-    services: examples::Services,
+    services: libp2p_tools::Services,
 ) -> Result<Host, String>
 where
     T: Transport,
@@ -341,7 +341,7 @@ where
     }
     let quic = quic_transport(&key, &config);
     let builder = services.add_to(Host::builder(key).config(config));
-    examples::gossip::install(builder)
+    libp2p_tools::gossip::install(builder)
         .transport(transport)
         .transport(ws)
         .transport(quic)
@@ -381,11 +381,12 @@ async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<Stri
         Mode::Listen(addrs) => {
             listen_all(&host, addrs).await?;
             if v2 {
-                examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, true).await?;
+                libp2p_tools::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, true)
+                    .await?;
                 HELD.store(true, Ordering::SeqCst);
             }
             if gossip {
-                return examples::gossip::run(&host, &args.gossip, None).await;
+                return libp2p_tools::gossip::run(&host, &args.gossip, None).await;
             }
             std::future::pending::<()>().await;
             Err("listener ended".into())
@@ -443,14 +444,15 @@ async fn run_host(host: Host, args: Args, kad: Option<KadHandle>) -> Result<Stri
                     .await
                     .map_err(|e| format!("dial: {e}"))?;
             }
-            let line = examples::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, false);
+            let line =
+                libp2p_tools::kad::run(&host, kad.as_ref(), &args.kad, &args.bootstrap, false);
             let line = line.await?;
             if gossip {
                 if let Some(line) = line {
                     println!("{line}");
                     let _ = std::io::stdout().flush();
                 }
-                return examples::gossip::run(&host, &args.gossip, None).await;
+                return libp2p_tools::gossip::run(&host, &args.gossip, None).await;
             }
             match line {
                 Some(line) if !args.mdns => Ok(line),
@@ -517,7 +519,7 @@ fn add_listen(mode: &mut Option<Mode>, addr: Multiaddr) {
 /// is QUIC, whose TLS and streams are its own, so `--security` and `--muxer` do not apply).
 fn quic_transport(key: &Keypair, config: &libp2p_host::Config) -> libp2p_quic::QuicTransport {
     // QUIC's default stream limit (256) stays: quinn keeps state for every stream the remote
-    // may open, so 1024 would cost about 100 KiB per idle connection (see `--hold`).
+    // may open, so a higher limit costs memory on every idle connection (see `--hold`).
     let quic = libp2p_quic::Config::default()
         .with_handshake_timeout(config.handshake_timeout)
         .with_max_pending_handshakes(u32::try_from(config.max_pending_incoming).unwrap_or(128));

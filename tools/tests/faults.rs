@@ -15,8 +15,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
+use libp2p_host::testkit::tcp_host;
 use libp2p_host::{
-    Classify, CloseCause, Event, Events, Fault, Host, Keypair, Multiaddr, PeerId, Protocol, Stream,
+    Classify, CloseCause, Event, Events, Fault, Host, Multiaddr, PeerId, Protocol, Stream,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -154,15 +155,6 @@ fn fast_config() -> libp2p_host::Config {
     config.ping_interval = Duration::from_millis(500);
     config.ping_timeout = Duration::from_secs(1);
     config
-}
-
-async fn host(config: libp2p_host::Config) -> Host {
-    Host::builder(Keypair::generate_ed25519())
-        .config(config)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .build()
-        .await
-        .expect("host")
 }
 
 fn tcp_socket_addr(addr: &Multiaddr) -> SocketAddr {
@@ -303,7 +295,7 @@ async fn a_peer_killed_mid_transfer() {
         .parse()
         .expect("listen address");
 
-    let a = host(fast_config()).await;
+    let a = tcp_host(fast_config()).await;
     let mut events = a.events();
     let peer = a.dial(addr).await.expect("dial the peer");
     let stream = a.new_stream(peer, &[ECHO]).await.expect("echo stream");
@@ -336,8 +328,8 @@ async fn a_peer_killed_mid_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_reset_mid_transfer() {
     let before = alive_tasks();
-    let a = host(fast_config()).await;
-    let b = host(fast_config()).await;
+    let a = tcp_host(fast_config()).await;
+    let b = tcp_host(fast_config()).await;
     let ended = Arc::new(AtomicU64::new(0));
     serve_echo(&b, ended.clone());
     let relay = Relay::start(tcp_socket_addr(&b.listen_addrs()[0])).await;
@@ -392,8 +384,8 @@ async fn a_connection_reset_mid_transfer() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_listener_that_vanishes() {
     let before = alive_tasks();
-    let a = host(fast_config()).await;
-    let b = host(fast_config()).await;
+    let a = tcp_host(fast_config()).await;
+    let b = tcp_host(fast_config()).await;
     serve_echo(&b, Arc::default());
     let b_addr = b.p2p_addrs()[0].clone();
     let b_peer = b.peer_id();
@@ -436,8 +428,8 @@ async fn a_listener_that_vanishes() {
 async fn a_peer_that_stops_answering_mid_stream() {
     let before = alive_tasks();
     let config = fast_config();
-    let a = host(config.clone()).await;
-    let b = host(config.clone()).await;
+    let a = tcp_host(config.clone()).await;
+    let b = tcp_host(config.clone()).await;
     serve_echo(&b, Arc::default());
     let relay = Relay::start(tcp_socket_addr(&b.listen_addrs()[0])).await;
     let mut events = a.events();

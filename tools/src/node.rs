@@ -112,26 +112,13 @@ pub fn serve(host: &Host) -> Result<(), String> {
     .map_err(|e| e.to_string())
 }
 
-/// Bytes of a deterministic pattern.
-fn pattern(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 24) as u8
-        })
-        .collect()
-}
-
 /// Sends `len` bytes on a new echo stream while reading the echo; checks every byte.
 pub async fn echo(host: &Host, peer: PeerId, len: usize, seed: u64) -> Result<(), String> {
     let stream = host
         .new_stream(peer, &[ECHO])
         .await
         .map_err(|e| format!("open echo stream: {e}"))?;
-    let data = pattern(seed, len);
+    let data = libp2p_core::testkit::pattern(seed, len);
     let (mut reader, mut writer) = stream.into_futures().split();
     let write = async {
         for chunk in data.chunks(64 * 1024) {

@@ -11,7 +11,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use examples::node;
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use libp2p_core::multistream::{self, dialer_select, Version};
 use libp2p_core::{
@@ -23,6 +22,7 @@ use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
 use libp2p_secio::Secio;
 use libp2p_tls::Tls;
+use libp2p_tools::node;
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use tokio::net::TcpStream;

@@ -6,7 +6,7 @@
 //! well-behaved echo works.
 //!
 //! All cases run at once (each against its own target process, so that each one's peak RSS is
-//! its own), so the suite takes a few seconds; `cargo test --release -p examples --test
+//! its own), so the suite takes a few seconds; `cargo test --release -p libp2p-tools --test
 //! hostile_peers -- --nocapture` prints a table of what each case saw.
 
 mod hostile;
@@ -319,7 +319,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
             // Then a real echo stream on the same connection.
             mplex::frame(1, mplex::NEW_STREAM, b"1", &mut out);
             let mut body = ms_message(HEADER);
-            body.extend(ms_message(examples::node::ECHO));
+            body.extend(ms_message(libp2p_tools::node::ECHO));
             body.extend_from_slice(b"still here");
             mplex::frame(1, mplex::MESSAGE_INITIATOR, &body, &mut out);
             io.write_all(&out).await.map_err(err)?;
@@ -379,7 +379,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
             let mut out = Vec::new();
             mplex::frame(1, mplex::NEW_STREAM, b"1", &mut out);
             let mut body = ms_message(HEADER);
-            body.extend(ms_message(examples::node::ECHO));
+            body.extend(ms_message(libp2p_tools::node::ECHO));
             mplex::frame(1, mplex::MESSAGE_INITIATOR, &body, &mut out);
             io.write_all(&out).await.map_err(err)?;
             let mut flood = Vec::new();
