@@ -6,9 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use libp2p_host::testkit::{quiet, tcp_host};
-use libp2p_host::{
-    CloseCause, Config, DialError, Event, Events, Host, Keypair, Multiaddr, PeerId, Stream,
-};
+use libp2p_host::{CloseCause, DialError, Event, Events, Host, Keypair, Multiaddr, PeerId, Stream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const BOUND: Duration = Duration::from_secs(10);

@@ -7,9 +7,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use libp2p_host::testkit::{quiet, tcp_host};
 use libp2p_host::{
-    Config, ConnectionRefusedReason, Event, Events, Host, Incoming, Keypair, NewStreamError,
-    RefusedReason, ResourceKind, ResourceLimitExceeded, ResourceScope, ResourceUsage, ScopeLimits,
-    Stream,
+    ConnectionRefusedReason, Event, Events, Host, Incoming, NewStreamError, RefusedReason,
+    ResourceKind, ResourceLimitExceeded, ResourceScope, ResourceUsage, ScopeLimits, Stream,
 };
 
 const BOUND: Duration = Duration::from_secs(10);
