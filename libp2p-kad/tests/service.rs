@@ -37,13 +37,18 @@ async fn tcp_host(config: Config) -> (Host, KadHandle) {
 }
 
 async fn memory_host() -> (Host, KadHandle) {
-    let key = Keypair::generate_ed25519();
-    let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
-    let (service, handle) = KadService::new(kad_config(), ServiceConfig::default());
     // The host closes no idle connection, and a node of a large network ends up connected
     // to most of the others it ever asked: room for all of them.
     let mut config = libp2p_host::Config::default();
     config.max_connections = 100_000;
+    memory_host_with(config).await
+}
+
+/// A kad host over the muxed memory transport with the host configuration `config`.
+async fn memory_host_with(config: libp2p_host::Config) -> (Host, KadHandle) {
+    let key = Keypair::generate_ed25519();
+    let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
+    let (service, handle) = KadService::new(kad_config(), ServiceConfig::default());
     let host = Host::builder(key)
         .config(config)
         .listen_on("/memory/0".parse().unwrap())
@@ -399,21 +404,12 @@ async fn one_peer_cannot_take_every_slot() {
 /// peers that do not run kad are trimmed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn connection_manager_spares_kad_peers() {
-    let key = Keypair::generate_ed25519();
-    let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
-    let (service, kad) = KadService::new(kad_config(), ServiceConfig::default());
     let mut config = libp2p_host::Config::default();
     config.connection_manager.low_watermark = 1;
     config.connection_manager.high_watermark = 2;
     config.connection_manager.grace_period = Duration::from_millis(100);
     config.connection_manager.silence_period = Duration::from_millis(50);
-    let host = Host::builder(key)
-        .config(config)
-        .listen_on("/memory/0".parse().unwrap())
-        .service(service)
-        .build_with_transport(transport)
-        .await
-        .expect("host");
+    let (host, kad) = memory_host_with(config).await;
 
     // Two kad servers in its table, and three plain hosts connected to it.
     let mut kad_peers = Vec::new();
