@@ -12,6 +12,11 @@ use crate::{Multiaddr, PeerId, PublicKey};
 pub const MAX_ADDRS_PER_PEER: usize = 64;
 /// Most protocols kept per peer, for the same reason.
 pub const MAX_PROTOCOLS_PER_PEER: usize = 256;
+/// Most peers a [`Peerstore::default`] keeps a record of. 4,096: several times the peers a
+/// node talks to in an hour (a DHT server of a large network hears from a few thousand), at
+/// about a KiB a record; without a bound, every peer a DHT response names would stay for
+/// good, and a remote naming made-up peers could grow the store without end.
+pub const DEFAULT_MAX_PEERS: usize = 4096;
 
 #[derive(Debug, Default, Clone)]
 struct Record {
@@ -19,18 +24,76 @@ struct Record {
     public_key: Option<PublicKey>,
     protocols: Vec<String>,
     agent_version: Option<String>,
+    /// When the record was last written, on the store's own clock of writes.
+    touched: u64,
 }
 
-/// The peerstore. Cheap to share: all methods take `&self`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
+struct Records {
+    map: HashMap<PeerId, Record>,
+    max: usize,
+    /// Counts writes; a record's `touched` is this at its last write.
+    clock: u64,
+}
+
+impl Records {
+    /// Makes room for one more record: the least recently written eighth of the records
+    /// (at least one) goes, so that a store at its bound sorts itself once per `max / 8` new
+    /// peers rather than at each.
+    fn evict(&mut self) {
+        let n = (self.max / 8).clamp(1, self.map.len());
+        let mut ticks: Vec<u64> = self.map.values().map(|r| r.touched).collect();
+        let (_, cut, _) = ticks.select_nth_unstable(n - 1);
+        let cut = *cut;
+        self.map.retain(|_, r| r.touched > cut);
+    }
+}
+
+/// The peerstore, holding at most a bounded number of peers' records (the least recently
+/// written go first). Cheap to share: all methods take `&self`.
+#[derive(Debug)]
 pub struct Peerstore {
-    records: Mutex<HashMap<PeerId, Record>>,
+    records: Mutex<Records>,
+}
+
+impl Default for Peerstore {
+    fn default() -> Self {
+        Peerstore::with_max_peers(DEFAULT_MAX_PEERS)
+    }
 }
 
 impl Peerstore {
+    /// A store that keeps the records of at most `max` peers (at least one).
+    pub fn with_max_peers(max: usize) -> Self {
+        Peerstore {
+            records: Mutex::new(Records {
+                map: HashMap::new(),
+                max: max.max(1),
+                clock: 0,
+            }),
+        }
+    }
+
+    /// The number of peers the store has a record of.
+    pub fn len(&self) -> usize {
+        self.records.lock().expect("peerstore poisoned").map.len()
+    }
+
+    /// Whether the store has no record at all.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
     fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Record) -> R) -> R {
         let mut records = self.records.lock().expect("peerstore poisoned");
-        f(records.entry(*peer).or_default())
+        if records.map.len() >= records.max && !records.map.contains_key(peer) {
+            records.evict();
+        }
+        records.clock += 1;
+        let tick = records.clock;
+        let record = records.map.entry(*peer).or_default();
+        record.touched = tick;
+        f(record)
     }
 
     /// Adds addresses of `peer`, valid for `ttl` (an address already known gets the later
@@ -67,6 +130,7 @@ impl Peerstore {
         let now = Instant::now();
         let records = self.records.lock().expect("peerstore poisoned");
         let mut addrs: Vec<Multiaddr> = records
+            .map
             .get(peer)
             .map(|r| {
                 r.addrs
@@ -92,7 +156,7 @@ impl Peerstore {
     /// The public key of `peer`, if known.
     pub fn public_key(&self, peer: &PeerId) -> Option<PublicKey> {
         let records = self.records.lock().expect("peerstore poisoned");
-        records.get(peer).and_then(|r| r.public_key.clone())
+        records.map.get(peer).and_then(|r| r.public_key.clone())
     }
 
     /// Replaces the protocols `peer` speaks (as identify told us).
@@ -105,6 +169,7 @@ impl Peerstore {
     pub fn protocols(&self, peer: &PeerId) -> Vec<String> {
         let records = self.records.lock().expect("peerstore poisoned");
         records
+            .map
             .get(peer)
             .map(|r| r.protocols.clone())
             .unwrap_or_default()
@@ -118,7 +183,7 @@ impl Peerstore {
     /// The agent string of `peer`, if known.
     pub fn agent_version(&self, peer: &PeerId) -> Option<String> {
         let records = self.records.lock().expect("peerstore poisoned");
-        records.get(peer).and_then(|r| r.agent_version.clone())
+        records.map.get(peer).and_then(|r| r.agent_version.clone())
     }
 
     /// Every peer the store has a record of.
@@ -126,6 +191,7 @@ impl Peerstore {
         self.records
             .lock()
             .expect("peerstore poisoned")
+            .map
             .keys()
             .copied()
             .collect()
@@ -163,5 +229,37 @@ mod tests {
         assert!(store.public_key(&other).is_none());
         assert!(store.set_public_key(&key.to_peer_id(), key.clone()));
         assert_eq!(store.public_key(&key.to_peer_id()), Some(key));
+    }
+
+    #[test]
+    fn the_number_of_peers_is_bounded_and_the_least_recently_written_go() {
+        let store = Peerstore::with_max_peers(16);
+        let a: Multiaddr = "/ip4/1.2.3.4/tcp/1".parse().unwrap();
+        let ttl = Duration::from_secs(60);
+        let peers: Vec<PeerId> = (0..16).map(|_| PeerId::random()).collect();
+        for p in &peers {
+            store.add_addrs(p, [a.clone()], ttl);
+        }
+        assert_eq!(store.len(), 16);
+        // Written again, the first two are now the most recent.
+        store.set_agent_version(&peers[0], "a".into());
+        store.set_protocols(&peers[1], vec!["/x".into()]);
+        // A new peer at the bound: the least recently written eighth (two) go.
+        let new = PeerId::random();
+        store.add_addrs(&new, [a.clone()], ttl);
+        assert_eq!(store.len(), 15);
+        assert!(store.addrs(&peers[2]).is_empty() && store.addrs(&peers[3]).is_empty());
+        for p in [&peers[0], &peers[1], &peers[4], &new] {
+            assert_eq!(store.addrs(p), vec![a.clone()]);
+        }
+        assert_eq!(store.agent_version(&peers[0]).as_deref(), Some("a"));
+        // A known peer is never a reason to evict.
+        store.add_addrs(&new, [a.clone()], ttl);
+        store.add_addrs(&PeerId::random(), [a.clone()], ttl);
+        assert_eq!(store.len(), 16);
+        for _ in 0..1000 {
+            store.add_addrs(&PeerId::random(), [a.clone()], ttl);
+            assert!(store.len() <= 16);
+        }
     }
 }

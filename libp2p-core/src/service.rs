@@ -453,12 +453,15 @@ pub struct Events {
 }
 
 impl Events {
-    /// Events from a broadcast channel (hosts build them).
-    pub fn from_broadcast(receiver: tokio::sync::broadcast::Receiver<Event>) -> Self {
+    /// Events from a broadcast channel (hosts build them). The channel carries `Arc`s: its
+    /// ring of `event_buffer` slots is allocated whole when the host starts, and a pointer
+    /// per slot costs a thirtieth of an [`Event`]'s size; each subscriber takes its own copy
+    /// as it reads, as a channel of `Event`s would clone one for it.
+    pub fn from_broadcast(receiver: tokio::sync::broadcast::Receiver<Arc<Event>>) -> Self {
         use tokio::sync::broadcast::error::RecvError;
         let inner = futures::stream::unfold(receiver, |mut receiver| async move {
             match receiver.recv().await {
-                Ok(event) => Some((event, receiver)),
+                Ok(event) => Some((Arc::unwrap_or_clone(event), receiver)),
                 Err(RecvError::Lagged(count)) => Some((Event::Missed { count }, receiver)),
                 Err(RecvError::Closed) => None,
             }

@@ -1,5 +1,6 @@
-//! The host's settings: listening addresses, limits and timeouts. Derives serde so that it
-//! can come from a TOML or JSON file (durations as seconds, `20` or `0.5`).
+//! The host's settings: listening addresses, limits and timeouts, and the crate's fixed
+//! constants in one place. [`Config`] derives serde so that it can come from a TOML or JSON
+//! file (durations as seconds, `20` or `0.5`).
 
 use std::time::Duration;
 
@@ -9,6 +10,35 @@ use serde::{Deserialize, Serialize};
 
 use crate::connmgr::ConnectionManagerConfig;
 use crate::resource::ResourceLimits;
+
+// ---- The fixed constants --------------------------------------------------------------------
+// What a deployment tunes is a field of `Config`; these are bounds of the protocols' own code
+// that no deployment has a reason to move, each with the reason for its value. (Wire facts,
+// the protocol names and ping's 32-byte payload, stay with their protocol's module.)
+
+/// Largest single identify message accepted. 64 KiB: a signed peer record with many
+/// addresses fits well within it (go-libp2p sends at most a few KiB).
+pub const MAX_IDENTIFY_MESSAGE_LEN: usize = 64 * KIB;
+/// Most messages merged into one identify answer (go-libp2p may split a large record).
+pub const MAX_IDENTIFY_MESSAGES: usize = 10;
+/// Inbound ping streams served at once per peer; more are reset. One is the rule (pings reuse
+/// a stream); a few allow for a peer's reconnects.
+pub const MAX_INBOUND_PINGS_PER_PEER: usize = 4;
+/// Most sources the per-second inbound rate table follows at once. It holds only sources that
+/// opened a connection in the last [`RATE_WINDOW`], so it stays far below this unless
+/// connections come from tens of thousands of addresses per second; past it, new sources go
+/// uncounted by the rate limit (the host-wide `max_pending_incoming` still bounds them) rather
+/// than refused, so a flood from many addresses cannot lock everyone out through this table.
+pub(crate) const MAX_RATE_SOURCES: usize = 65_536;
+/// The window of the per-source rate limit ([`Config::max_incoming_per_ip_per_second`]).
+pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(1);
+/// The buffer `/perf/1.0.0` sends and receives through: one 64 KiB chunk per write, the size
+/// at which a write's fixed costs stop showing.
+pub(crate) const PERF_CHUNK: usize = 64 * KIB;
+/// Units of the byte budgets.
+pub(crate) const KIB: usize = 1024;
+/// Units of the byte budgets.
+pub(crate) const MIB: usize = 1024 * KIB;
 
 /// Settings of a [`Host`](crate::Host). Every field has a default (see [`Default`]), so a
 /// config file need only name what it changes; in code, start from `Config::default()`
@@ -68,6 +98,10 @@ pub struct Config {
     /// peerstore. Default 1 h.
     #[serde(with = "secs")]
     pub address_ttl: Duration,
+    /// Most peers the peerstore keeps a record of (addresses, key, protocols, agent); past it
+    /// the least recently written records go, an eighth at a time. Default
+    /// [`DEFAULT_MAX_PEERS`](libp2p_core::peerstore::DEFAULT_MAX_PEERS) (4,096).
+    pub max_peerstore_peers: usize,
     /// Events buffered for each subscriber before the slowest one misses some (it is told
     /// how many). Default 1,024.
     pub event_buffer: usize,
@@ -196,6 +230,7 @@ impl Default for Config {
             handshake_timeout: Duration::from_secs(20),
             negotiation_timeout: Duration::from_secs(10),
             address_ttl: Duration::from_secs(3_600),
+            max_peerstore_peers: libp2p_core::peerstore::DEFAULT_MAX_PEERS,
             event_buffer: 1024,
             identify: true,
             ping: true,

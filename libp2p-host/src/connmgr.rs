@@ -203,8 +203,22 @@ impl ConnManager {
     }
 
     /// Whether the pool is over the high watermark.
-    pub(crate) fn over(&self, established: usize) -> bool {
+    fn over(&self, established: usize) -> bool {
         established > self.config.high_watermark
+    }
+
+    /// Whether a trim at `now` would run: the pool is over the high watermark and the last
+    /// trim was at least the silence period ago. The host asks this, which costs two
+    /// comparisons, on every new connection, and lists the pool for [`trim`](Self::trim)
+    /// only when it holds: above the high watermark, within the silence period, every new
+    /// connection would otherwise list the whole pool for nothing.
+    pub(crate) fn due(&self, established: usize, now: Instant) -> bool {
+        self.over(established)
+            && self
+                .last_trim
+                .lock()
+                .expect("lock")
+                .is_none_or(|at| now.saturating_duration_since(at) >= self.config.silence_period)
     }
 
     /// The connections a trim at `now` closes, least valuable first (see the module
@@ -288,6 +302,7 @@ mod tests {
             candidate(5, now, 0, now),                         // in its grace period
         ];
         manager.protect(list[3].peer, "kad");
+        assert!(manager.due(list.len(), now));
         let ids = manager.trim(&list, now);
         assert_eq!(
             ids,
@@ -298,9 +313,12 @@ mod tests {
             ]
         );
         // The silence period holds off the next trim.
+        assert!(!manager.due(list.len(), now + Duration::from_secs(1)));
         assert!(manager.trim(&list, now + Duration::from_secs(1)).is_empty());
+        assert!(manager.due(list.len(), now + Duration::from_secs(5)));
         assert_eq!(manager.trim(&list, now + Duration::from_secs(5)).len(), 3);
         // Within the high watermark: nothing.
+        assert!(!manager.due(3, now + Duration::from_secs(60)));
         assert!(manager
             .trim(&list[..3], now + Duration::from_secs(60))
             .is_empty());

@@ -131,7 +131,7 @@ pub(crate) struct Inner {
     listen_addrs: RwLock<Vec<Multiaddr>>,
     /// Listener and service tasks, ended with the host.
     tasks: Mutex<Vec<JoinHandle<()>>>,
-    events: broadcast::Sender<Event>,
+    events: broadcast::Sender<Arc<Event>>,
     pings: Mutex<HashMap<PeerId, PingSlot>>,
     pending_incoming: AtomicUsize,
     /// Per-source-IP limits on inbound connections.
@@ -171,7 +171,7 @@ impl Inner {
             m.on_event(&event);
         }
         // No subscriber is fine; a slow one misses events rather than slowing us.
-        let _ = self.events.send(event);
+        let _ = self.events.send(Arc::new(event));
     }
 
     fn next_id(&self) -> u64 {
@@ -469,7 +469,7 @@ impl HostBuilder {
             conns: Mutex::default(),
             dials: Mutex::default(),
             backoff: Mutex::new(crate::dial::Backoff::new(&self.config.dial)),
-            peerstore: Arc::default(),
+            peerstore: Arc::new(Peerstore::with_max_peers(self.config.max_peerstore_peers)),
             listen_addrs: RwLock::default(),
             tasks: Mutex::default(),
             events,
@@ -1501,7 +1501,7 @@ fn add_connection(inner: &Arc<Inner>, connected: Connected) -> Result<Arc<Conn>,
     });
     let task = tokio::spawn(run_connection(Arc::downgrade(inner), conn.clone()));
     *conn.task.lock().expect("lock") = Some(task);
-    if inner.connmgr.over(connection_count(inner)) {
+    if inner.connmgr.due(connection_count(inner), now) {
         trim(inner, now);
     }
     Ok(conn)

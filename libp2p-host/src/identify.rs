@@ -12,16 +12,12 @@ use libp2p_core::framing::{self, Codec, FrameError};
 use libp2p_core::{Multiaddr, PublicKey};
 use prost::Message;
 
+use crate::config::{MAX_IDENTIFY_MESSAGES, MAX_IDENTIFY_MESSAGE_LEN};
+
 /// The protocol name.
 pub const PROTOCOL: &str = "/ipfs/id/1.0.0";
 /// The push variant: the sender pushes its current info unasked.
 pub const PUSH_PROTOCOL: &str = "/ipfs/id/push/1.0.0";
-
-/// Largest single identify message accepted. 64 KiB: a signed peer record with many
-/// addresses fits well within it (go-libp2p sends at most a few KiB).
-pub const MAX_MESSAGE_LEN: usize = 64 * 1024;
-/// Most messages merged into one identify answer.
-pub const MAX_MESSAGES: usize = 10;
 
 /// The wire message (field numbers of the libp2p identify spec).
 #[derive(Clone, PartialEq, prost::Message)]
@@ -59,7 +55,7 @@ pub enum IdentifyError {
     /// The stream failed.
     #[error("i/o error: {0}")]
     Io(#[from] io::Error),
-    /// A message exceeded [`MAX_MESSAGE_LEN`] or there were more than [`MAX_MESSAGES`].
+    /// A message exceeded [`MAX_IDENTIFY_MESSAGE_LEN`] or there were more than [`MAX_IDENTIFY_MESSAGES`].
     #[error("identify message too large ({len} bytes, limit {max})")]
     TooLarge {
         /// Announced length.
@@ -148,12 +144,12 @@ impl From<FrameError> for IdentifyError {
 pub async fn receive<S: AsyncRead + Unpin>(mut stream: S) -> Result<Info, IdentifyError> {
     let mut merged = IdentifyMessage::default();
     let mut count = 0;
-    while let Some(body) = framing::try_read_frame(&mut stream, MAX_MESSAGE_LEN).await? {
+    while let Some(body) = framing::try_read_frame(&mut stream, MAX_IDENTIFY_MESSAGE_LEN).await? {
         count += 1;
-        if count > MAX_MESSAGES {
+        if count > MAX_IDENTIFY_MESSAGES {
             return Err(IdentifyError::TooLarge {
                 len: count,
-                max: MAX_MESSAGES,
+                max: MAX_IDENTIFY_MESSAGES,
             });
         }
         merged

@@ -90,7 +90,9 @@ pub mod resource;
 pub mod metrics;
 #[cfg(feature = "testkit")]
 pub mod testkit;
-pub use config::{Config, DialConfig};
+pub use config::{
+    Config, DialConfig, MAX_IDENTIFY_MESSAGES, MAX_IDENTIFY_MESSAGE_LEN, MAX_INBOUND_PINGS_PER_PEER,
+};
 pub use connmgr::ConnectionManagerConfig;
 pub use error::{ListenError, PingError};
 pub use host::{HandlerResult, Host, HostBuilder};

@@ -4,19 +4,11 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use libp2p_core::{ConnectionRefusedReason, Multiaddr, Protocol};
 
-/// Most sources the per-second table follows at once. It holds only sources that opened a
-/// connection in the last second, so it stays far below this unless connections come from
-/// tens of thousands of addresses per second; past it, new sources go uncounted by the rate
-/// limit (the host-wide `max_pending_incoming` still bounds them) rather than refused, so a
-/// flood from many addresses cannot lock everyone out through this table.
-const MAX_RATE_SOURCES: usize = 65_536;
-
-/// The window of the per-second limit.
-const WINDOW: Duration = Duration::from_secs(1);
+use crate::config::{MAX_RATE_SOURCES, RATE_WINDOW};
 
 /// The source IP of a remote address, when it has one (memory transports do not).
 pub(crate) fn source_ip(addr: &Multiaddr) -> Option<IpAddr> {
@@ -88,11 +80,11 @@ impl SourceLimits {
         let mut table = self.table.lock().expect("lock");
         if table
             .swept
-            .is_none_or(|at| now.saturating_duration_since(at) >= WINDOW)
+            .is_none_or(|at| now.saturating_duration_since(at) >= RATE_WINDOW)
         {
             table
                 .rate
-                .retain(|_, (start, _)| now.saturating_duration_since(*start) < WINDOW);
+                .retain(|_, (start, _)| now.saturating_duration_since(*start) < RATE_WINDOW);
             table.swept = Some(now);
         }
         if table.pending.get(&ip).copied().unwrap_or(0) >= self.max_pending {
@@ -102,7 +94,7 @@ impl SourceLimits {
         }
         let full = table.rate.len() >= MAX_RATE_SOURCES;
         match table.rate.get_mut(&ip) {
-            Some((start, count)) if now.saturating_duration_since(*start) < WINDOW => {
+            Some((start, count)) if now.saturating_duration_since(*start) < RATE_WINDOW => {
                 if *count >= self.max_per_second {
                     return Err(ConnectionRefusedReason::RatePerIp {
                         limit: self.max_per_second,
@@ -129,6 +121,8 @@ impl SourceLimits {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn ip(last: u8) -> IpAddr {

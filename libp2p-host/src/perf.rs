@@ -7,11 +7,10 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::config::PERF_CHUNK;
+
 /// The protocol name.
 pub const PROTOCOL: &str = "/perf/1.0.0";
-
-/// Size of the buffer used for sending and receiving (no allocation per chunk).
-const CHUNK: usize = 64 * 1024;
 
 /// What a perf run measured.
 #[derive(Debug, Clone, Copy)]
@@ -43,9 +42,9 @@ fn mib_per_s(bytes: u64, time: Duration) -> f64 {
 }
 
 async fn send_zeros<S: AsyncWrite + Unpin>(stream: &mut S, mut count: u64) -> io::Result<()> {
-    let buf = vec![0u8; CHUNK];
+    let buf = vec![0u8; PERF_CHUNK];
     while count > 0 {
-        let n = count.min(CHUNK as u64) as usize;
+        let n = count.min(PERF_CHUNK as u64) as usize;
         stream.write_all(&buf[..n]).await?;
         count -= n as u64;
     }
@@ -53,7 +52,7 @@ async fn send_zeros<S: AsyncWrite + Unpin>(stream: &mut S, mut count: u64) -> io
 }
 
 async fn drain<S: AsyncRead + Unpin>(stream: &mut S) -> io::Result<u64> {
-    let mut buf = vec![0u8; CHUNK];
+    let mut buf = vec![0u8; PERF_CHUNK];
     let mut total = 0u64;
     loop {
         let n = stream.read(&mut buf).await?;

@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 
 use futures::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
+use crate::config::MAX_INBOUND_PINGS_PER_PEER;
+
 /// The protocol name.
 pub const PROTOCOL: &str = "/ipfs/ping/1.0.0";
 /// Bytes in one ping.
@@ -85,7 +87,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Pinger<S> {
     }
 }
 
-/// The ping service: answers inbound pings (at most [`MAX_INBOUND_PER_PEER`] streams per peer
+/// The ping service: answers inbound pings (at most [`MAX_INBOUND_PINGS_PER_PEER`] streams per peer
 /// at once, as py-libp2p allows two) on a task per stream, and, when `interval` is not zero,
 /// checks that every connected peer is alive: each `interval` it pings each peer (one stream
 /// per peer, kept for the next round), and a peer whose ping fails or takes longer than
@@ -98,10 +100,6 @@ pub(crate) struct PingService {
     /// Bound on one liveness ping, opening its stream included.
     pub(crate) timeout: Duration,
 }
-
-/// Inbound ping streams served at once per peer; more are reset. One is the rule (pings reuse
-/// a stream); a few allow for a peer's reconnects.
-pub const MAX_INBOUND_PER_PEER: usize = 4;
 
 /// Where a connected peer's liveness check stands.
 enum Slot {
@@ -170,7 +168,7 @@ fn serve_inbound(
     {
         let mut active = active.lock().expect("ping table");
         let count = active.entry(peer).or_default();
-        if *count >= MAX_INBOUND_PER_PEER {
+        if *count >= MAX_INBOUND_PINGS_PER_PEER {
             tracing::debug!(%peer, "too many inbound ping streams; reset");
             return;
         }

@@ -30,6 +30,8 @@ use libp2p_core::{
 };
 use serde::{Deserialize, Serialize};
 
+use crate::config::{KIB, MIB};
+
 /// The budgets of one scope. A stream beyond a count, or a reservation beyond `memory`, is
 /// refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -67,9 +69,6 @@ impl ScopeLimits {
         ScopeLimits::new(usize::MAX, usize::MAX, usize::MAX, usize::MAX)
     }
 }
-
-const KIB: usize = 1024;
-const MIB: usize = 1024 * KIB;
 
 /// The resource manager's budgets (`Config::resources`). The scopes nest: a stream
 /// counts in its connection, its peer, its protocol (once agreed) and the host, and must fit

@@ -227,11 +227,7 @@ impl Kad<MemoryStore> {
 impl<S: RecordStore> Kad<S> {
     /// A node for `local` over `store`.
     pub fn with_store(local: PeerId, config: Config, store: S, now: Instant) -> Self {
-        let table = RoutingTable::new(
-            Key::from_peer(&local),
-            config.k(),
-            config.max_addrs_per_peer,
-        );
+        let table = RoutingTable::new(Key::from_peer(&local), &config);
         Kad {
             local,
             table,
@@ -309,9 +305,7 @@ impl<S: RecordStore> Kad<S> {
     /// entry. The first peer ever added schedules a bootstrap right away.
     pub fn add_peer(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> InsertOutcome {
         let was_empty = self.table.is_empty();
-        let outcome = self
-            .table
-            .insert(peer, addrs, now + self.config.liveness_timeout);
+        let outcome = self.table.insert(peer, addrs, now);
         match &outcome {
             InsertOutcome::Inserted => {
                 self.push_event(Event::RoutingUpdated {
@@ -361,8 +355,8 @@ impl<S: RecordStore> Kad<S> {
     }
 
     /// The answer to an [`Action::CheckLiveness`].
-    pub fn on_liveness(&mut self, peer: &PeerId, alive: bool, _now: Instant) {
-        if let Some(outcome) = self.table.liveness_result(peer, alive) {
+    pub fn on_liveness(&mut self, peer: &PeerId, alive: bool, now: Instant) {
+        if let Some(outcome) = self.table.liveness_result(peer, alive, now) {
             if let Some(inserted) = outcome.inserted {
                 self.push_event(Event::RoutingUpdated {
                     peer: inserted,

@@ -69,6 +69,15 @@ pub struct Config {
     /// before it counts as failed (the peer is evicted and the waiting one takes its place).
     /// Default 30 s: above a ping's own timeout, so that the host's answer normally comes first.
     pub liveness_timeout: Duration,
+    /// How long an entry heard from (it answered a request, identified, or passed a liveness
+    /// check) counts as alive without a check. A newcomer to a full bucket whose least
+    /// recently seen entry is connected, or was heard from within this, is dropped at once;
+    /// only an older entry is pinged (the Kademlia paper's rule against pinging peers seen
+    /// recently). Default 5 min, half the [`bootstrap_interval`](Config::bootstrap_interval):
+    /// each refresh re-checks the entries nothing was heard from since the last one, while a
+    /// busy server is spared a dial for nearly every peer that contacts it. Zero checks every
+    /// time a disconnected entry stands in a newcomer's way.
+    pub recently_seen: Duration,
     /// The interval between automatic bootstraps (a lookup of our own id, then of a random key
     /// in each non-empty bucket), or `None` for none. Default 10 min, the spec's value. The
     /// first automatic bootstrap runs once the routing table has a peer.
@@ -109,6 +118,7 @@ impl Default for Config {
             max_lookup_peers: 200,
             max_queued_events: 1024,
             liveness_timeout: Duration::from_secs(30),
+            recently_seen: Duration::from_secs(5 * 60),
             bootstrap_interval: Some(Duration::from_secs(10 * 60)),
             record_ttl: Duration::from_secs(48 * 60 * 60),
             record_republish_interval: Duration::from_secs(22 * 60 * 60),

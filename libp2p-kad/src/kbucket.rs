@@ -1,16 +1,20 @@
 //! The routing table: 256 k-buckets by shared prefix length with our own key, each in least
 //! recently seen order.
 //!
-//! A full bucket does not drop a newcomer at once, nor evict anybody blindly: the newcomer
-//! waits in the bucket's one pending slot while the caller checks the liveness of the least
-//! recently seen entry (the host does so with `/ipfs/ping/1.0.0`). A live entry stays and the
-//! newcomer goes; a dead one is evicted and the newcomer takes its place. Old, long-lived
-//! peers are thus preferred, as in the Kademlia paper.
+//! A full bucket does not evict anybody blindly. When its least recently seen entry is known
+//! to be alive (connected now, or heard from within [`Config::recently_seen`]), the newcomer
+//! is dropped at once: the Kademlia paper's rule of not pinging peers seen recently, which
+//! spares a busy server one dial for nearly every peer that contacts it. Otherwise the
+//! newcomer waits in the bucket's one pending slot while the caller checks the liveness of
+//! that entry (the host does so with `/ipfs/ping/1.0.0`). A live entry stays and the newcomer
+//! goes; a dead one is evicted and the newcomer takes its place. Old, long-lived peers are
+//! thus preferred, as in the Kademlia paper.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use libp2p_core::{Multiaddr, PeerId};
 
+use crate::config::Config;
 use crate::key::{Distance, Key};
 
 /// The number of buckets: one per bit of the key space.
@@ -27,6 +31,9 @@ pub struct Entry {
     pub addrs: Vec<Multiaddr>,
     /// Whether the host reports a live connection to it.
     pub connected: bool,
+    /// When it was last heard from: added or refreshed (it answered, identified, or was
+    /// given again), or passed a liveness check.
+    pub last_seen: Instant,
 }
 
 /// A newcomer waiting on a full bucket while its least recently seen entry is checked.
@@ -61,8 +68,9 @@ pub enum InsertOutcome {
         /// The least recently seen peer of the bucket.
         check: PeerId,
     },
-    /// The bucket is full and already has a newcomer waiting (its addresses were refreshed if
-    /// it is the same peer); nothing changed.
+    /// The bucket is full and its least recently seen entry is known to be alive (connected,
+    /// or seen recently), or another newcomer already waits (its addresses were refreshed if
+    /// it is the same peer): the peer was not added and nothing changed.
     Full,
     /// The peer is ourselves, or came with no address.
     Ignored,
@@ -84,6 +92,8 @@ pub struct RoutingTable {
     buckets: Vec<Bucket>,
     k: usize,
     max_addrs: usize,
+    check_timeout: Duration,
+    recently_seen: Duration,
     len: usize,
 }
 
@@ -101,14 +111,19 @@ fn merge_addrs(into: &mut Vec<Multiaddr>, new: &[Multiaddr], max: usize) {
 }
 
 impl RoutingTable {
-    /// An empty table around `local`, with buckets of `k` entries and at most `max_addrs`
-    /// addresses per entry.
-    pub fn new(local: Key, k: usize, max_addrs: usize) -> RoutingTable {
+    /// An empty table around `local`, with the bucket size, addresses per entry and liveness
+    /// rules of `config` ([`replication_factor`](Config::replication_factor),
+    /// [`max_addrs_per_peer`](Config::max_addrs_per_peer),
+    /// [`liveness_timeout`](Config::liveness_timeout),
+    /// [`recently_seen`](Config::recently_seen)).
+    pub fn new(local: Key, config: &Config) -> RoutingTable {
         RoutingTable {
             local,
             buckets: vec![Bucket::default(); NUM_BUCKETS],
-            k: k.max(1),
-            max_addrs: max_addrs.max(1),
+            k: config.k(),
+            max_addrs: config.max_addrs_per_peer.max(1),
+            check_timeout: config.liveness_timeout,
+            recently_seen: config.recently_seen,
             len: 0,
         }
     }
@@ -139,15 +154,11 @@ impl RoutingTable {
         self.buckets[i].entries.iter().find(|e| &e.peer == peer)
     }
 
-    /// Adds `peer` or, if it is known, marks it as just seen and merges `addrs` into its
-    /// addresses. On a full bucket the peer waits and the outcome names the peer to check;
-    /// the check fails by itself at `check_deadline` if nobody answers it.
-    pub fn insert(
-        &mut self,
-        peer: PeerId,
-        addrs: &[Multiaddr],
-        check_deadline: Instant,
-    ) -> InsertOutcome {
+    /// Adds `peer` or, if it is known, marks it as seen at `now` and merges `addrs` into its
+    /// addresses. On a full bucket whose least recently seen entry is not known to be alive,
+    /// the peer waits and the outcome names the entry to check; the check fails by itself
+    /// [`liveness_timeout`](Config::liveness_timeout) after `now` if nobody answers it.
+    pub fn insert(&mut self, peer: PeerId, addrs: &[Multiaddr], now: Instant) -> InsertOutcome {
         let key = Key::from_peer(&peer);
         let Some(i) = self.index(&key) else {
             return InsertOutcome::Ignored;
@@ -157,6 +168,7 @@ impl RoutingTable {
         if let Some(pos) = bucket.entries.iter().position(|e| e.peer == peer) {
             let mut entry = bucket.entries.remove(pos);
             merge_addrs(&mut entry.addrs, addrs, max_addrs);
+            entry.last_seen = now;
             bucket.entries.push(entry);
             return InsertOutcome::Updated;
         }
@@ -168,6 +180,7 @@ impl RoutingTable {
             key,
             addrs: Vec::new(),
             connected: false,
+            last_seen: now,
         };
         merge_addrs(&mut entry.addrs, addrs, max_addrs);
         if bucket.entries.len() < k {
@@ -181,19 +194,29 @@ impl RoutingTable {
             }
             return InsertOutcome::Full;
         }
-        let check = bucket.entries[0].peer;
+        let oldest = &bucket.entries[0];
+        if oldest.connected || now.saturating_duration_since(oldest.last_seen) < self.recently_seen
+        {
+            return InsertOutcome::Full;
+        }
+        let check = oldest.peer;
         bucket.pending = Some(Box::new(Pending {
             entry,
             checking: check,
-            deadline: check_deadline,
+            deadline: now + self.check_timeout,
         }));
         InsertOutcome::Pending { check }
     }
 
-    /// Reports the liveness check of `peer`: alive, it moves to the most recently seen end and
-    /// the waiting newcomer is dropped; dead, it is evicted and the newcomer takes its place.
-    /// `None` if no check of `peer` was pending.
-    pub fn liveness_result(&mut self, peer: &PeerId, alive: bool) -> Option<CheckOutcome> {
+    /// Reports the liveness check of `peer`, answered at `now`: alive, it moves to the most
+    /// recently seen end and the waiting newcomer is dropped; dead, it is evicted and the
+    /// newcomer takes its place. `None` if no check of `peer` was pending.
+    pub fn liveness_result(
+        &mut self,
+        peer: &PeerId,
+        alive: bool,
+        now: Instant,
+    ) -> Option<CheckOutcome> {
         let key = Key::from_peer(peer);
         let i = self.index(&key)?;
         let bucket = &mut self.buckets[i];
@@ -204,7 +227,8 @@ impl RoutingTable {
         let pos = bucket.entries.iter().position(|e| e.peer == *peer);
         if alive {
             if let Some(pos) = pos {
-                let e = bucket.entries.remove(pos);
+                let mut e = bucket.entries.remove(pos);
+                e.last_seen = now;
                 bucket.entries.push(e);
             }
             return Some(CheckOutcome {

@@ -10,6 +10,16 @@ fn addr(i: usize) -> Vec<Multiaddr> {
     vec![format!("/ip4/10.0.0.1/tcp/{}", 1000 + i).parse().unwrap()]
 }
 
+/// A table of buckets of `k` entries, otherwise as configured by default.
+fn table(local: &Key, k: usize) -> RoutingTable {
+    RoutingTable::new(local.clone(), &Config::default().with_replication_factor(k))
+}
+
+/// A time when entries seen at `t` no longer count as alive without a check.
+fn stale(t: Instant) -> Instant {
+    t + Config::default().recently_seen + Duration::from_secs(1)
+}
+
 /// `n` peers that all fall into bucket 255 (the far half of the key space) of `local`.
 fn far_peers(local: &Key, n: usize) -> Vec<PeerId> {
     std::iter::repeat_with(PeerId::random)
@@ -22,7 +32,7 @@ fn far_peers(local: &Key, n: usize) -> Vec<PeerId> {
 fn a_full_bucket_asks_for_a_liveness_check_and_keeps_a_live_peer() {
     let now = Instant::now();
     let local = Key::from_peer(&PeerId::random());
-    let mut table = RoutingTable::new(local.clone(), 20, 4);
+    let mut table = table(&local, 20);
     let peers = far_peers(&local, 23);
     for (i, p) in peers[..20].iter().enumerate() {
         assert_eq!(table.insert(*p, &addr(i), now), InsertOutcome::Inserted);
@@ -35,19 +45,27 @@ fn a_full_bucket_asks_for_a_liveness_check_and_keeps_a_live_peer() {
     );
     assert_eq!(table.bucket(255)[19].peer, peers[0]);
     assert_eq!(table.bucket(255)[19].addrs.len(), 2);
-    // Full: the newcomer waits and the oldest is to be checked.
+    // Full, and the oldest was seen just now: it counts as alive, the newcomer is dropped
+    // without a check.
+    assert_eq!(table.insert(peers[20], &addr(20), now), InsertOutcome::Full);
+    assert!(table.get(&peers[20]).is_none());
+    // Nothing heard from it for a while: the newcomer waits and the oldest is to be checked.
+    let later = stale(now);
     assert_eq!(
-        table.insert(peers[20], &addr(20), now),
+        table.insert(peers[20], &addr(20), later),
         InsertOutcome::Pending { check: peers[1] }
     );
     // One newcomer at a time.
-    assert_eq!(table.insert(peers[21], &addr(21), now), InsertOutcome::Full);
+    assert_eq!(
+        table.insert(peers[21], &addr(21), later),
+        InsertOutcome::Full
+    );
     assert!(table.get(&peers[20]).is_none());
     // A report about a peer nobody checks changes nothing.
-    assert_eq!(table.liveness_result(&peers[5], false), None);
+    assert_eq!(table.liveness_result(&peers[5], false, later), None);
     // Alive: it stays (now most recently seen), the newcomer is dropped.
     assert_eq!(
-        table.liveness_result(&peers[1], true),
+        table.liveness_result(&peers[1], true, later),
         Some(CheckOutcome {
             evicted: None,
             inserted: None
@@ -56,25 +74,48 @@ fn a_full_bucket_asks_for_a_liveness_check_and_keeps_a_live_peer() {
     assert!(table.get(&peers[1]).is_some());
     assert!(table.get(&peers[20]).is_none());
     assert_eq!(table.bucket(255)[19].peer, peers[1]);
+    assert_eq!(table.bucket(255)[19].last_seen, later);
     assert_eq!(table.len(), 20);
+}
+
+#[test]
+fn a_connected_oldest_entry_is_not_checked() {
+    let now = Instant::now();
+    let local = Key::from_peer(&PeerId::random());
+    let mut table = table(&local, 2);
+    let peers = far_peers(&local, 3);
+    table.insert(peers[0], &addr(0), now);
+    table.insert(peers[1], &addr(1), now);
+    let later = stale(now);
+    // The host keeps connected peers alive or disconnects them: no check, whatever its age.
+    table.set_connected(&peers[0], true);
+    assert_eq!(table.insert(peers[2], &addr(2), later), InsertOutcome::Full);
+    assert_eq!(table.next_check_deadline(), None);
+    // Disconnected and not heard from since: checked before the newcomer is turned away.
+    table.set_connected(&peers[0], false);
+    assert_eq!(
+        table.insert(peers[2], &addr(2), later),
+        InsertOutcome::Pending { check: peers[0] }
+    );
 }
 
 #[test]
 fn a_failed_or_unanswered_check_evicts_the_oldest() {
     let now = Instant::now();
     let local = Key::from_peer(&PeerId::random());
-    let mut table = RoutingTable::new(local.clone(), 20, 4);
+    let mut table = table(&local, 20);
     let peers = far_peers(&local, 22);
     for (i, p) in peers[..20].iter().enumerate() {
         table.insert(*p, &addr(i), now);
     }
-    let deadline = now + Duration::from_secs(30);
+    let later = stale(now);
+    let deadline = later + Config::default().liveness_timeout;
     assert_eq!(
-        table.insert(peers[20], &addr(20), deadline),
+        table.insert(peers[20], &addr(20), later),
         InsertOutcome::Pending { check: peers[0] }
     );
     assert_eq!(
-        table.liveness_result(&peers[0], false),
+        table.liveness_result(&peers[0], false, later),
         Some(CheckOutcome {
             evicted: Some(peers[0]),
             inserted: Some(peers[20])
@@ -86,7 +127,7 @@ fn a_failed_or_unanswered_check_evicts_the_oldest() {
 
     // Nobody answers the next check: past its deadline it counts as failed.
     assert_eq!(
-        table.insert(peers[21], &addr(21), deadline),
+        table.insert(peers[21], &addr(21), later),
         InsertOutcome::Pending { check: peers[1] }
     );
     assert_eq!(table.next_check_deadline(), Some(deadline));
@@ -101,12 +142,12 @@ fn removal_lets_the_waiting_peer_in_and_ourselves_never_enter() {
     let now = Instant::now();
     let me = PeerId::random();
     let local = Key::from_peer(&me);
-    let mut table = RoutingTable::new(local.clone(), 2, 4);
+    let mut table = table(&local, 2);
     let peers = far_peers(&local, 3);
     table.insert(peers[0], &addr(0), now);
     table.insert(peers[1], &addr(1), now);
     assert!(matches!(
-        table.insert(peers[2], &addr(2), now),
+        table.insert(peers[2], &addr(2), stale(now)),
         InsertOutcome::Pending { .. }
     ));
     assert!(table.remove(&peers[1]).is_some());
@@ -122,7 +163,7 @@ fn removal_lets_the_waiting_peer_in_and_ourselves_never_enter() {
 fn closest_matches_a_brute_force_sort() {
     let now = Instant::now();
     let local = Key::from_peer(&PeerId::random());
-    let mut table = RoutingTable::new(local, 20, 4);
+    let mut table = table(&local, 20);
     let peers: Vec<PeerId> = (0..300).map(|_| PeerId::random()).collect();
     for (i, p) in peers.iter().enumerate() {
         table.insert(*p, &addr(i), now);
@@ -163,6 +204,10 @@ fn the_node_asks_the_host_to_check_liveness_and_evicts_on_failure() {
         assert_eq!(kad.add_peer(*p, &addr(i), now), InsertOutcome::Inserted);
     }
     while kad.poll_event().is_some() {}
+    // Seen just now, the oldest counts as alive: no check.
+    kad.add_peer(peers[20], &addr(20), now);
+    assert_eq!(kad.poll_action(), None);
+    let now = stale(now);
     kad.add_peer(peers[20], &addr(20), now);
     assert_eq!(
         kad.poll_action(),
