@@ -1,8 +1,8 @@
 //! What the host knows about other peers: addresses (each with an expiry), public keys,
 //! protocols and agent strings learned from identify.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::{Multiaddr, PeerId, PublicKey};
@@ -17,12 +17,20 @@ pub const MAX_PROTOCOLS_PER_PEER: usize = 256;
 /// about a KiB a record; without a bound, every peer a DHT response names would stay for
 /// good, and a remote naming made-up peers could grow the store without end.
 pub const DEFAULT_MAX_PEERS: usize = 4096;
+/// Most distinct protocol names the store shares between records. Peers of one network
+/// announce the same handful of names, so each is kept once however many peers speak it;
+/// past this many, further names are kept per record (still within
+/// [`MAX_PROTOCOLS_PER_PEER`]), so that peers announcing made-up names cannot grow the
+/// shared set.
+const MAX_SHARED_PROTOCOLS: usize = 1024;
 
 #[derive(Debug, Default, Clone)]
 struct Record {
     addrs: HashMap<Multiaddr, Instant>,
-    public_key: Option<PublicKey>,
-    protocols: Vec<String>,
+    /// Protobuf-encoded (36 bytes for ed25519), decoded when asked for: the decoded key is
+    /// several times larger, and few records are ever asked for theirs.
+    public_key: Option<Box<[u8]>>,
+    protocols: Vec<Arc<str>>,
     agent_version: Option<String>,
     /// When the record was last written, on the store's own clock of writes.
     touched: u64,
@@ -32,11 +40,26 @@ struct Record {
 struct Records {
     map: HashMap<PeerId, Record>,
     max: usize,
+    /// The protocol names records share.
+    names: HashSet<Arc<str>>,
     /// Counts writes; a record's `touched` is this at its last write.
     clock: u64,
 }
 
 impl Records {
+    /// `name` as a shared string: the one already kept, or a new one (shared if there is
+    /// room).
+    fn intern(&mut self, name: String) -> Arc<str> {
+        if let Some(shared) = self.names.get(name.as_str()) {
+            return shared.clone();
+        }
+        let name: Arc<str> = name.into();
+        if self.names.len() < MAX_SHARED_PROTOCOLS {
+            self.names.insert(name.clone());
+        }
+        name
+    }
+
     /// Makes room for one more record: the least recently written eighth of the records
     /// (at least one) goes, so that a store at its bound sorts itself once per `max / 8` new
     /// peers rather than at each.
@@ -69,6 +92,7 @@ impl Peerstore {
             records: Mutex::new(Records {
                 map: HashMap::new(),
                 max: max.max(1),
+                names: HashSet::new(),
                 clock: 0,
             }),
         }
@@ -149,20 +173,25 @@ impl Peerstore {
         if key.to_peer_id() != *peer {
             return false;
         }
-        self.with(peer, |record| record.public_key = Some(key));
+        let encoded = key.encode_protobuf().into_boxed_slice();
+        self.with(peer, |record| record.public_key = Some(encoded));
         true
     }
 
     /// The public key of `peer`, if known.
     pub fn public_key(&self, peer: &PeerId) -> Option<PublicKey> {
         let records = self.records.lock().expect("peerstore poisoned");
-        records.map.get(peer).and_then(|r| r.public_key.clone())
+        let encoded = records.map.get(peer)?.public_key.as_deref()?;
+        PublicKey::try_decode_protobuf(encoded).ok()
     }
 
     /// Replaces the protocols `peer` speaks (as identify told us).
     pub fn set_protocols(&self, peer: &PeerId, mut protocols: Vec<String>) {
         protocols.truncate(MAX_PROTOCOLS_PER_PEER);
-        self.with(peer, |record| record.protocols = protocols);
+        let mut records = self.records.lock().expect("peerstore poisoned");
+        let shared: Vec<Arc<str>> = protocols.into_iter().map(|p| records.intern(p)).collect();
+        drop(records);
+        self.with(peer, |record| record.protocols = shared);
     }
 
     /// The protocols `peer` speaks, as far as we know.
@@ -171,7 +200,7 @@ impl Peerstore {
         records
             .map
             .get(peer)
-            .map(|r| r.protocols.clone())
+            .map(|r| r.protocols.iter().map(|p| p.to_string()).collect())
             .unwrap_or_default()
     }
 
@@ -261,5 +290,19 @@ mod tests {
             store.add_addrs(&PeerId::random(), [a.clone()], ttl);
             assert!(store.len() <= 16);
         }
+    }
+
+    #[test]
+    fn protocol_names_are_shared_between_peers() {
+        let store = Peerstore::default();
+        let (a, b) = (PeerId::random(), PeerId::random());
+        store.set_protocols(&a, vec!["/ipfs/id/1.0.0".into(), "/x".into()]);
+        store.set_protocols(&b, vec!["/ipfs/id/1.0.0".into()]);
+        assert_eq!(store.protocols(&a), vec!["/ipfs/id/1.0.0", "/x"]);
+        assert_eq!(store.protocols(&b), vec!["/ipfs/id/1.0.0"]);
+        let records = store.records.lock().unwrap();
+        let (pa, pb) = (&records.map[&a].protocols[0], &records.map[&b].protocols[0]);
+        assert!(Arc::ptr_eq(pa, pb));
+        assert_eq!(records.names.len(), 2);
     }
 }

@@ -53,7 +53,9 @@ pub struct ServiceContext {
     pub host: Arc<dyn HostContext>,
     /// Inbound streams of the protocols of [`Service::protocols`], merged.
     pub inbound: SelectAll<Incoming>,
-    /// The host's events from the start (before the first connection).
+    /// The host's events from the start (before the first connection). A service with no use
+    /// for them drops this at once: the host's ring keeps each event until every subscriber
+    /// has read it, so a subscription nobody reads holds the last `event_buffer` events.
     pub events: Events,
 }
 

@@ -127,11 +127,16 @@ impl libp2p_core::Service for PingService {
 
     fn run(
         self: Box<Self>,
-        mut ctx: libp2p_core::ServiceContext,
+        ctx: libp2p_core::ServiceContext,
     ) -> futures::future::BoxFuture<'static, ()> {
         use futures::StreamExt;
         use std::collections::HashMap;
         use std::sync::{Arc, Mutex};
+        // The host's events are of no use here: dropped at once, so that the host's ring does
+        // not keep every event for a subscriber that never reads.
+        let libp2p_core::ServiceContext {
+            host, mut inbound, ..
+        } = ctx;
         Box::pin(async move {
             let active: Arc<Mutex<HashMap<libp2p_core::PeerId, usize>>> = Arc::default();
             let pingers: Pingers = Arc::default();
@@ -145,12 +150,12 @@ impl libp2p_core::Service for PingService {
             ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
                 tokio::select! {
-                    stream = ctx.inbound.next() => {
+                    stream = inbound.next() => {
                         let Some(stream) = stream else { break };
                         serve_inbound(&active, stream);
                     }
                     _ = ticks.tick(), if !self.interval.is_zero() => {
-                        liveness_round(&ctx, &pingers, self.timeout);
+                        liveness_round(&host, &pingers, self.timeout);
                     }
                 }
             }
@@ -191,8 +196,12 @@ fn serve_inbound(
 
 /// Pings every connected peer whose previous liveness ping is done, each on a task of its own
 /// bounded by `timeout`; forgets the slots of peers no longer connected.
-fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout: Duration) {
-    let connected: std::collections::HashSet<_> = ctx.host.connected_peers().into_iter().collect();
+fn liveness_round(
+    host: &std::sync::Arc<dyn libp2p_core::HostContext>,
+    pingers: &Pingers,
+    timeout: Duration,
+) {
+    let connected: std::collections::HashSet<_> = host.connected_peers().into_iter().collect();
     let mut table = pingers.lock().expect("pingers");
     table.retain(|peer, _| connected.contains(peer));
     for peer in connected {
@@ -204,7 +213,7 @@ fn liveness_round(ctx: &libp2p_core::ServiceContext, pingers: &Pingers, timeout:
                 continue;
             }
         };
-        let host = ctx.host.clone();
+        let host = host.clone();
         let pingers = pingers.clone();
         tokio::spawn(async move {
             let outcome = tokio::time::timeout(timeout, liveness_ping(&*host, peer, pinger)).await;

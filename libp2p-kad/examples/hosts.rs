@@ -8,7 +8,7 @@
 //!
 //! ```text
 //! cargo run -p libp2p-kad --release --example hosts -- 1000 [--keys 20] [--lookups 20]
-//!     [--find-peer 200] [--parallel 8] [--seed 42] [--event-buffer K] [--rounds 2]
+//!     [--find-peer 200] [--parallel 8] [--seed 42] [--event-buffer K] [--peerstore K] [--rounds 2]
 //!     [--low 32] [--high 96] [--grace 2] [--silence 1]
 //! ```
 //!
@@ -30,7 +30,8 @@
 //! of the later ones, as a deployment's periodic refresh does). `--parallel` bounds the bootstraps and lookups run at once (8: more measure the
 //! scheduler of a small machine rather than the DHT). `--event-buffer K` sets the hosts'
 //! `libp2p_host::Config::event_buffer` (default 1,024), a ring each host allocates whole, to show how
-//! much of the idle host's memory it is.
+//! much of the idle host's memory it is. `--peerstore K` sets
+//! `libp2p_host::Config::max_peerstore_peers` (default 4,096), to show what the peerstore holds.
 //!
 //! The output ends with `SIM OK` when every record was found (`SIM FAIL` otherwise, and a
 //! non-zero exit status).
@@ -64,6 +65,7 @@ struct Args {
     parallel: usize,
     seed: u64,
     event_buffer: Option<usize>,
+    peerstore: Option<usize>,
     rounds: usize,
     low: usize,
     high: usize,
@@ -80,6 +82,7 @@ fn parse_args() -> Result<Args, String> {
         parallel: 8,
         seed: 42,
         event_buffer: None,
+        peerstore: None,
         rounds: 2,
         low: LOW,
         high: HIGH,
@@ -113,6 +116,7 @@ fn parse_args() -> Result<Args, String> {
             "--high" => args.high = number()? as usize,
             "--rounds" => args.rounds = (number()? as usize).max(1),
             "--event-buffer" => args.event_buffer = Some(number()? as usize),
+            "--peerstore" => args.peerstore = Some(number()? as usize),
             _ => return Err(format!("unknown argument {a}")),
         }
     }
@@ -178,6 +182,9 @@ async fn memory_host(args: &Args) -> (Host, KadHandle) {
     let mut host_config = libp2p_host::Config::default();
     if let Some(k) = args.event_buffer {
         host_config.event_buffer = k;
+    }
+    if let Some(k) = args.peerstore {
+        host_config.max_peerstore_peers = k;
     }
     let manager = &mut host_config.connection_manager;
     manager.low_watermark = args.low;
