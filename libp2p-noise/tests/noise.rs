@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo, transport_pair,
+    assert_peer_id_mismatch, echo_roundtrip, handshake_pair, memory_pair, muxed_echo, pattern,
+    security_kit, serve_echo, transport_pair,
 };
 use libp2p_core::{
-    Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
-    Socket, StreamMuxer, Transport, TransportError, TransportExt, UpgradeInfo,
+    Keypair, ListenerEvent, MuxerUpgrade, Negotiated, Protocol, Role, SecurityUpgrade, Transport,
+    TransportExt, UpgradeInfo,
 };
 use libp2p_mplex::Mplex;
 use libp2p_noise::{Noise, NoiseError, NoiseStream, PROTOCOL};
@@ -18,26 +19,6 @@ use libp2p_yamux::Yamux;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
     security_kit(Noise::new).await;
-}
-
-type Handshake<C> = Result<(PeerId, NoiseStream<C>), NoiseError>;
-
-async fn handshake_pair<C: Socket>(
-    a: &Noise,
-    b: &Noise,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (Handshake<C>, Handshake<C>) {
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        futures::future::join(
-            a.secure(ca, Role::Dialer, expected, PROTOCOL),
-            b.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,27 +44,7 @@ async fn protocol_name_and_static_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let keys = [
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_keypair()),
-    ];
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Noise::new(ka.clone()), Noise::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Noise::new, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -127,54 +88,13 @@ async fn pipeline_echo<M>(muxer: M)
 where
     M: MuxerUpgrade<Negotiated<NoiseStream<Negotiated<TcpSocket>>>>,
 {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
-    let id_b = kb.public().to_peer_id();
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Noise::new(kb))
-        .multiplex(muxer.clone());
-    let client = TcpTransport::new()
-        .upgrade()
-        .authenticate(Noise::new(ka.clone()))
-        .multiplex(muxer);
-
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
+    let stack = |key| {
+        TcpTransport::new()
+            .upgrade()
+            .authenticate(Noise::new(key))
+            .multiplex(muxer.clone())
     };
-    let id_a = ka.public().to_peer_id();
-    let serve = tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let libp2p_core::Connection { peer, muxer, .. } =
-                    server.accept(pending).await.expect("accept");
-                assert_eq!(peer, id_a);
-                let stream = muxer.accept().await.expect("inbound stream");
-                return serve_echo(stream).await.expect("echo");
-            }
-        }
-        panic!("listener ended");
-    });
-
-    let target = addr.with(Protocol::P2p(id_b));
-    let libp2p_core::Connection { peer, muxer, .. } =
-        tokio::time::timeout(Duration::from_secs(20), client.dial(target))
-            .await
-            .expect("no hang")
-            .expect("dial");
-    assert_eq!(peer, id_b);
-    let stream = muxer.open().await.expect("open a stream");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        echo_roundtrip(stream, &pattern(1, 1 << 20)),
-    )
-    .await
-    .expect("echo in time");
-    assert_eq!(serve.await.unwrap(), 1 << 20);
-    let _ = muxer.close().await;
+    muxed_echo(stack, "/ip4/127.0.0.1/tcp/0".parse().unwrap(), 1 << 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -216,17 +136,7 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
     )
     .await
     .expect("no hang");
-    match result {
-        Err(e @ TransportError::PeerIdMismatch { .. }) => {
-            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
-            let TransportError::PeerIdMismatch { expected, .. } = e else {
-                unreachable!()
-            };
-            assert_eq!(*expected, stranger);
-        }
-        Err(e) => panic!("expected a peer id mismatch, got {e}"),
-        Ok(_) => panic!("must not connect"),
-    }
+    assert_peer_id_mismatch(result, stranger);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -4,13 +4,14 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
+    assert_peer_id_mismatch, echo_roundtrip, every_key_type, handshake_pair, memory_pair, pattern,
+    security_kit, serve_echo,
 };
 use libp2p_core::{
-    Keypair, ListenerEvent, MemoryTransport, PeerId, Protocol, Role, SecurityUpgrade, Socket,
-    Transport, TransportError, TransportExt,
+    Keypair, ListenerEvent, MemoryTransport, Protocol, Role, SecurityUpgrade, Transport,
+    TransportExt,
 };
-use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, SecioStream, PROTOCOL};
+use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, PROTOCOL};
 use libp2p_transport_tcp::TcpTransport;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,50 +19,9 @@ async fn conformance() {
     security_kit(Secio::new).await;
 }
 
-async fn handshake_pair<C: Socket>(
-    a: &Secio,
-    b: &Secio,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (
-    Result<(PeerId, SecioStream<C>), SecioError>,
-    Result<(PeerId, SecioStream<C>), SecioError>,
-) {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        futures::future::join(
-            a.secure(ca, Role::Dialer, expected, PROTOCOL),
-            b.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let mut keys = vec![
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-    ];
-    keys.push(("rsa", rsa_keypair()));
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Secio::new(ka.clone()), Secio::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Secio::new, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -354,32 +314,15 @@ async fn expecting_another_peer_is_a_mismatch() {
             let _ = server.accept(pending).await;
         }
     });
-    match client.dial(addr.with(Protocol::P2p(stranger))).await {
-        Err(e @ TransportError::PeerIdMismatch { .. }) => {
-            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
-            let TransportError::PeerIdMismatch { expected, .. } = e else {
-                unreachable!()
-            };
-            assert_eq!(*expected, stranger);
-        }
-        Err(e) => panic!("expected a mismatch, got {e}"),
-        Ok(_) => panic!("must not connect"),
-    }
+    assert_peer_id_mismatch(
+        client.dial(addr.with(Protocol::P2p(stranger))).await,
+        stranger,
+    );
     accept.abort();
 }
 
 // ---------------------------------------------------------------------------------------
 // Configurable algorithm lists.
-
-fn every_key_type() -> Vec<(&'static str, Keypair)> {
-    let mut keys = vec![
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-    ];
-    keys.push(("rsa", rsa_keypair()));
-    keys
-}
 
 fn only(exchange: KeyExchange, cipher: Cipher, hash: Digest) -> Config {
     Config {

@@ -4,13 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
-};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::testkit::{handshake_pair, memory_pair, muxed_echo, security_kit};
 use libp2p_core::{
-    Classify, Fault, Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role,
-    SecurityUpgrade, Socket, StreamMuxer, Transport, TransportExt,
+    Classify, Fault, Keypair, MuxerUpgrade, Negotiated, Role, SecurityUpgrade, TransportExt,
 };
 use libp2p_tls::{
     encode_signed_key, signed_key_extension, Certificate, CertificateError, Tls, TlsError,
@@ -19,26 +16,6 @@ use libp2p_tls::{
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-type Handshake<C> = Result<(PeerId, TlsStream<C>), TlsError>;
-
-async fn handshake_pair<C: Socket>(
-    dialer: &Tls,
-    listener: &Tls,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (Handshake<C>, Handshake<C>) {
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        futures::future::join(
-            dialer.secure(ca, Role::Dialer, expected, PROTOCOL),
-            listener.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
-}
 
 /// The listener's result, after the dialer's stream (if it got one) was used: a TLS 1.3
 /// client finishes before the server has checked its certificate, so it learns of a refusal
@@ -79,81 +56,24 @@ async fn conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let keys = [
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_keypair()),
-    ];
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Tls::new(ka.clone()), Tls::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            assert_eq!(io_a.alpn_protocol(), Some(&b"libp2p"[..]));
-            assert_eq!(io_b.alpn_protocol(), Some(&b"libp2p"[..]));
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Tls::new, |io_a, io_b| {
+        assert_eq!(io_a.alpn_protocol(), Some(&b"libp2p"[..]));
+        assert_eq!(io_b.alpn_protocol(), Some(&b"libp2p"[..]));
+    })
+    .await;
 }
 
 async fn pipeline_echo<M>(muxer: M)
 where
     M: MuxerUpgrade<Negotiated<TlsStream<Negotiated<TcpSocket>>>>,
 {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
-    let (id_a, id_b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Tls::new(kb))
-        .multiplex(muxer.clone());
-    let client = TcpTransport::new()
-        .upgrade()
-        .authenticate(Tls::new(ka))
-        .multiplex(muxer);
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
+    let stack = |key| {
+        TcpTransport::new()
+            .upgrade()
+            .authenticate(Tls::new(key))
+            .multiplex(muxer.clone())
     };
-    let serve = tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let libp2p_core::Connection { peer, muxer, .. } =
-                    server.accept(pending).await.expect("accept");
-                assert_eq!(peer, id_a);
-                let stream = muxer.accept().await.expect("inbound stream");
-                return serve_echo(stream).await.expect("echo");
-            }
-        }
-        panic!("listener ended");
-    });
-    let libp2p_core::Connection { peer, muxer, .. } = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.dial(addr.with(Protocol::P2p(id_b))),
-    )
-    .await
-    .expect("no hang")
-    .expect("dial");
-    assert_eq!(peer, id_b);
-    let stream = muxer.open().await.expect("open a stream");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        echo_roundtrip(stream, &pattern(1, 1 << 20)),
-    )
-    .await
-    .expect("echo in time");
-    assert_eq!(serve.await.unwrap(), 1 << 20);
-    let _ = muxer.close().await;
+    muxed_echo(stack, "/ip4/127.0.0.1/tcp/0".parse().unwrap(), 1 << 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -4,40 +4,144 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::{Multiaddr, Protocol};
 
-use super::{echo_roundtrip, pattern, serve_echo, within};
+use super::{echo_roundtrip, memory_pair, pattern, rsa_keypair, serve_echo, within};
 use crate::{
     ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
     TransportExt, UpgradeInfo,
 };
 
-fn pipe() -> (MemorySocket, MemorySocket) {
-    use tokio_util::compat::TokioAsyncReadCompatExt;
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    (a.compat(), b.compat())
+/// What one side of a handshake yields.
+pub type Handshake<S, C> =
+    Result<(PeerId, <S as SecurityUpgrade<C>>::Output), <S as SecurityUpgrade<C>>::Error>;
+
+/// Runs `dialer`'s handshake on `ca` (expecting `expected`) against `listener`'s on `cb`,
+/// under the dialer's first protocol name, and returns both results (dialer's, listener's).
+/// Panics if the two do not finish within 30 seconds.
+pub async fn handshake_pair<S: SecurityUpgrade<C>, C: crate::Socket>(
+    dialer: &S,
+    listener: &S,
+    ca: C,
+    cb: C,
+    expected: Option<PeerId>,
+) -> (Handshake<S, C>, Handshake<S, C>) {
+    let name = dialer
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
+    within(
+        30,
+        "security handshake",
+        futures::future::join(
+            dialer.secure(ca, Role::Dialer, expected, name),
+            listener.secure(cb, Role::Listener, None, name),
+        ),
+    )
+    .await
 }
 
 async fn handshake<S: SecurityUpgrade<MemorySocket>>(
     dialer: &S,
     listener: &S,
     expected: Option<PeerId>,
-) -> (
-    Result<(PeerId, S::Output), S::Error>,
-    Result<(PeerId, S::Output), S::Error>,
-) {
-    let (a, b) = pipe();
-    let name = dialer
-        .protocol_names()
-        .next()
-        .expect("an upgrade names its protocol");
-    within(
-        20,
-        "security handshake",
-        futures::future::join(
-            dialer.secure(a, Role::Dialer, expected, name),
-            listener.secure(b, Role::Listener, None, name),
-        ),
-    )
-    .await
+) -> (Handshake<S, MemorySocket>, Handshake<S, MemorySocket>) {
+    let (a, b) = memory_pair();
+    handshake_pair(dialer, listener, a, b, expected).await
+}
+
+/// One key of each type libp2p-identity knows, by name (RSA is [`rsa_keypair`]'s).
+pub fn every_key_type() -> Vec<(&'static str, Keypair)> {
+    vec![
+        ("ed25519", Keypair::generate_ed25519()),
+        ("secp256k1", Keypair::generate_secp256k1()),
+        ("ecdsa", Keypair::generate_ecdsa()),
+        ("rsa", rsa_keypair()),
+    ]
+}
+
+/// Every key type meets every key type (both ways) in a handshake over in-memory pipes: both
+/// sides learn each other's id, `check` looks at the two secured streams (dialer's,
+/// listener's), and 70,000 bytes are echoed through them.
+pub async fn handshake_with_every_key_type<S, F, C>(make: F, check: C)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<MemorySocket>,
+    C: Fn(&S::Output, &S::Output),
+{
+    let keys = every_key_type();
+    for (name_a, ka) in &keys {
+        for (name_b, kb) in &keys {
+            let (a, b) = (make(ka.clone()), make(kb.clone()));
+            let id_b = kb.public().to_peer_id();
+            let (ra, rb) = handshake(&a, &b, Some(id_b)).await;
+            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            assert_eq!(seen_b, id_b);
+            assert_eq!(seen_a, ka.public().to_peer_id());
+            check(&io_a, &io_b);
+            let server = tokio::spawn(serve_echo(io_b));
+            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
+            assert_eq!(server.await.unwrap().unwrap(), 70_000);
+        }
+    }
+}
+
+/// Checks that a dial failed with the pipeline's [`TransportError::PeerIdMismatch`], a
+/// remote fault, naming `expected` as the peer that was dialed.
+pub fn assert_peer_id_mismatch<T>(result: Result<T, TransportError>, expected: PeerId) {
+    match result {
+        Err(e @ TransportError::PeerIdMismatch { .. }) => {
+            assert_eq!(crate::Classify::fault(&e), crate::Fault::Remote);
+            let TransportError::PeerIdMismatch {
+                expected: named, ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*named, expected);
+        }
+        Err(e) => panic!("expected a peer id mismatch, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+}
+
+/// Listens with the stack `make` builds (from a fresh Ed25519 key for the dialer, a
+/// secp256k1 key for the listener) on `listen_addr`, dials it by `/p2p/<id>`, checks that
+/// both sides authenticated each other, and echoes `len` bytes through one stream.
+pub async fn muxed_echo<T, M, F>(make: F, listen_addr: Multiaddr, len: usize)
+where
+    F: Fn(Keypair) -> T,
+    T: Transport<Output = crate::Connection<M>>,
+    M: crate::StreamMuxer,
+{
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
+    let (id_a, id_b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let (server, client) = (make(kb), make(ka));
+    let mut listener = server.listen(listen_addr).expect("listen");
+    let addr = match listener.next().await {
+        Some(ListenerEvent::NewAddress(a)) => a,
+        _ => panic!("no address"),
+    };
+    let serve = tokio::spawn(async move {
+        while let Some(event) = listener.next().await {
+            if let ListenerEvent::Incoming { pending, .. } = event {
+                let crate::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept");
+                assert_eq!(peer, id_a);
+                let stream = muxer.accept().await.expect("inbound stream");
+                return serve_echo(stream).await.expect("echo");
+            }
+        }
+        panic!("listener ended");
+    });
+    let crate::Connection { peer, muxer, .. } =
+        within(20, "dial", client.dial(addr.with(Protocol::P2p(id_b))))
+            .await
+            .expect("dial");
+    assert_eq!(peer, id_b);
+    let stream = muxer.open().await.expect("open a stream");
+    within(60, "echo", echo_roundtrip(stream, &pattern(1, len))).await;
+    assert_eq!(serve.await.unwrap(), len as u64);
+    let _ = muxer.close().await;
 }
 
 /// Checks a security upgrade directly over in-memory pipes, then through the upgrade
@@ -117,7 +221,7 @@ where
     // Garbage instead of a handshake: an error, not a hang or a panic.
     for garbage in [vec![0xffu8; 64], vec![0u8; 3], pattern(3, 4096), Vec::new()] {
         for role in [Role::Dialer, Role::Listener] {
-            let (ours, mut theirs) = pipe();
+            let (ours, mut theirs) = memory_pair();
             let name = UpgradeInfo::protocol_names(&a)
                 .next()
                 .expect("an upgrade names its protocol");
