@@ -147,20 +147,13 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
 
 type ListenerOutcome = Outcome<NoiseError>;
 
-/// The dialer sends `chunks` (one message each: each is flushed) through a tampering proxy
-/// to the listener, then closes.
-async fn through_proxy(
-    tamper: Tamper,
-    chunks: &[Vec<u8>],
-) -> (Result<(), NoiseError>, ListenerOutcome) {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let id_b = kb.public().to_peer_id();
-    let (a, b) = (Noise::new(ka), Noise::new(kb));
-    tamper::through_proxy(a, b, id_b, PROTOCOL, 2, tamper, chunks).await
-}
+/// The noise length prefix, in bytes.
+const PREFIX: usize = 2;
 
-fn chunks() -> Vec<Vec<u8>> {
-    vec![pattern(21, 1000), pattern(22, 1000), pattern(23, 1000)]
+/// The dialer sends [`tamper::chunks`] (one message each: each is flushed) through a
+/// tampering proxy to the listener, then closes.
+async fn through_proxy(tamper: Tamper) -> (Result<(), NoiseError>, ListenerOutcome) {
+    tamper::tampered(Noise::new, PREFIX, tamper).await
 }
 
 fn is_decrypt_error(e: &io::Error) -> bool {
@@ -173,74 +166,60 @@ fn is_decrypt_error(e: &io::Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untampered_proxy_delivers_everything() {
-    let (dialer, listener) = through_proxy(Tamper::Truncate(usize::MAX), &chunks()).await;
-    dialer.expect("dialer handshake");
-    match listener {
-        ListenerOutcome::Data(got) => assert_eq!(got, chunks().concat()),
-        other => panic!("expected the data, got {other:?}"),
-    }
+    tamper::untampered_delivers_everything(Noise::new, PREFIX).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bits_in_transport_messages_fail_decryption() {
-    for tamper in [
+    let tampers = [
         Tamper::FlipFirst(2),
         Tamper::FlipLast(2),
         Tamper::FlipFirst(4),
         Tamper::FlipLast(4),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
-            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
+        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_length_bits_fail() {
     // The message boundaries slip: a decryption error, or an early end of stream.
-    for tamper in [
+    let tampers = [
         Tamper::FlipLength(2, 15),
         Tamper::FlipLength(2, 0),
         Tamper::FlipLength(2, 1),
         Tamper::FlipLength(3, 3),
         Tamper::FlipLength(4, 0),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(
-                is_decrypt_error(&e) || e.kind() == io::ErrorKind::UnexpectedEof,
-                "{tamper:?}: {e}"
-            ),
-            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
+        assert!(
+            is_decrypt_error(e) || e.kind() == io::ErrorKind::UnexpectedEof,
+            "{tamper:?}: {e}"
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_transport_messages_fail() {
     // Unlike SECIO, every message has its own nonce: a dropped or repeated one is detected.
-    for tamper in [
+    let tampers = [
         Tamper::Drop(2),
         Tamper::Drop(3),
         Tamper::Replay(2),
         Tamper::Replay(4),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
-            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
+        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_handshake_fails() {
-    for tamper in [
+    let tampers = [
         // `-> e`: the keys no longer agree; the dialer's third message fails to decrypt.
         Tamper::FlipFirst(0),
         // `-> s, se` + payload: the encrypted static key, or the payload's tag.
@@ -251,25 +230,27 @@ async fn tampered_handshake_fails() {
         Tamper::Drop(0),
         Tamper::Drop(1),
         Tamper::Replay(0),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::FlipFirst(1) | Tamper::FlipLast(1) = tamper {
-                    // The third message no longer decrypts.
-                    assert!(matches!(e, NoiseError::Noise(_)), "{tamper:?}: {e}");
-                }
+    ];
+    tamper::handshakes_fail(
+        Noise::new,
+        PREFIX,
+        &tampers,
+        |tamper, e| {
+            if let Tamper::FlipFirst(1) | Tamper::FlipLast(1) = tamper {
+                // The third message no longer decrypts.
+                assert!(matches!(e, NoiseError::Noise(_)), "{tamper:?}: {e}");
             }
-            // A dropped message, or a length that now runs past what was sent, leaves the
-            // listener waiting until the deadline (the pipeline's, the kit's here).
-            ListenerOutcome::TimedOut
-                if matches!(
-                    tamper,
-                    Tamper::Drop(_) | Tamper::FlipLength(..) | Tamper::Replay(_)
-                ) => {}
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
-        }
-    }
+        },
+        // A dropped message, or a length that now runs past what was sent, leaves the
+        // listener waiting until the deadline (the pipeline's, the kit's here).
+        |tamper| {
+            matches!(
+                tamper,
+                Tamper::Drop(_) | Tamper::FlipLength(..) | Tamper::Replay(_)
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -278,7 +259,7 @@ async fn truncated_handshake_fails_on_both_sides_in_time() {
     // without a complete first message and the dialer without an answer.
     for n in [0, 1, 2, 20, 33] {
         let start = Instant::now();
-        let (dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(dialer.is_err(), "truncate at {n}: the dialer must fail");
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
@@ -289,7 +270,7 @@ async fn truncated_handshake_fails_on_both_sides_in_time() {
     // Cuts at or inside the third message: the listener fails its handshake (the dialer,
     // which already finished, just sees the connection go).
     for n in [34, 36, 60, 100] {
-        let (_dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (_dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
             "truncate at {n}: {listener:?}"

@@ -108,20 +108,13 @@ async fn two_tcp_endpoints_negotiate_secio_through_the_pipeline() {
 
 type ListenerOutcome = Outcome<SecioError>;
 
-/// The dialer sends `chunks` (one frame each, as they are below `max_write_frame`) through a
-/// tampering proxy to the listener, then closes.
-async fn through_proxy(
-    tamper: Tamper,
-    chunks: &[Vec<u8>],
-) -> (Result<(), SecioError>, ListenerOutcome) {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let id_b = kb.public().to_peer_id();
-    let (a, b) = (Secio::new(ka), Secio::new(kb));
-    tamper::through_proxy(a, b, id_b, PROTOCOL, 4, tamper, chunks).await
-}
+/// The SECIO length prefix, in bytes.
+const PREFIX: usize = 4;
 
-fn chunks() -> Vec<Vec<u8>> {
-    vec![pattern(21, 1000), pattern(22, 1000), pattern(23, 1000)]
+/// The dialer sends [`tamper::chunks`] (one frame each, as they are below
+/// `max_write_frame`) through a tampering proxy to the listener, then closes.
+async fn through_proxy(tamper: Tamper) -> (Result<(), SecioError>, ListenerOutcome) {
+    tamper::tampered(Secio::new, PREFIX, tamper).await
 }
 
 fn secio_error_of(e: &io::Error) -> Option<&SecioError> {
@@ -131,62 +124,49 @@ fn secio_error_of(e: &io::Error) -> Option<&SecioError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untampered_proxy_delivers_everything() {
-    let (dialer, listener) = through_proxy(Tamper::Truncate(usize::MAX), &chunks()).await;
-    dialer.expect("dialer handshake");
-    match listener {
-        ListenerOutcome::Data(got) => assert_eq!(got, chunks().concat()),
-        other => panic!("expected the data, got {other:?}"),
-    }
+    tamper::untampered_delivers_everything(Secio::new, PREFIX).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bits_in_data_frames_fail_the_mac() {
-    for tamper in [
+    let tampers = [
         Tamper::FlipFirst(3),
         Tamper::FlipLast(3),
         Tamper::FlipFirst(5),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(
-                matches!(secio_error_of(&e), Some(SecioError::MacMismatch)),
-                "{tamper:?}: {e}"
-            ),
-            other => panic!("{tamper:?}: expected a MAC error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Secio::new, PREFIX, &tampers, |tamper, e| {
+        assert!(
+            matches!(secio_error_of(e), Some(SecioError::MacMismatch)),
+            "{tamper:?}: {e}"
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_length_bits_fail() {
     // High bit: far beyond the limit. Low bits: the frame boundaries slip.
-    for tamper in [
+    let tampers = [
         Tamper::FlipLength(3, 31),
         Tamper::FlipLength(3, 0),
         Tamper::FlipLength(3, 1),
         Tamper::FlipLength(4, 3),
         Tamper::FlipLength(5, 0),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => {
-                if let Tamper::FlipLength(_, 31) = tamper {
-                    assert!(
-                        matches!(secio_error_of(&e), Some(SecioError::FrameTooLarge { .. })),
-                        "{e}"
-                    );
-                }
-            }
-            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
+    ];
+    tamper::reads_fail(Secio::new, PREFIX, &tampers, |tamper, e| {
+        if let Tamper::FlipLength(_, 31) = tamper {
+            assert!(
+                matches!(secio_error_of(e), Some(SecioError::FrameTooLarge { .. })),
+                "{e}"
+            );
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_handshake_fails() {
-    for tamper in [
+    let tampers = [
         // The Propose: the other side's signature check or key decoding fails.
         Tamper::FlipFirst(0),
         Tamper::FlipLast(0),
@@ -197,51 +177,43 @@ async fn tampered_handshake_fails() {
         Tamper::FlipFirst(2),
         Tamper::FlipLast(2),
         Tamper::FlipLength(1, 31),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::FlipLast(1) = tamper {
-                    assert!(matches!(e, SecioError::BadSignature), "{e}");
-                }
-                if let Tamper::FlipLast(2) = tamper {
-                    assert!(matches!(e, SecioError::MacMismatch), "{e}");
-                }
-            }
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+    ];
+    let check = |tamper, e: &SecioError| {
+        if let Tamper::FlipLast(1) = tamper {
+            assert!(matches!(e, SecioError::BadSignature), "{e}");
         }
-    }
+        if let Tamper::FlipLast(2) = tamper {
+            assert!(matches!(e, SecioError::MacMismatch), "{e}");
+        }
+    };
+    tamper::handshakes_fail(Secio::new, PREFIX, &tampers, check, |_| false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_handshake_frames_fail() {
-    for tamper in [
+    let tampers = [
         Tamper::Drop(0),
         Tamper::Drop(1),
         Tamper::Drop(2),
         Tamper::Replay(0),
         Tamper::Replay(1),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::Drop(2) = tamper {
-                    // The first data frame arrives where the nonce should be.
-                    assert!(matches!(e, SecioError::NonceMismatch), "{e}");
-                }
-            }
-            // A dropped handshake frame leaves the listener waiting until the deadline (the
-            // pipeline's, the kit's here).
-            ListenerOutcome::TimedOut if matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1)) => {}
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+    ];
+    let check = |tamper, e: &SecioError| {
+        if let Tamper::Drop(2) = tamper {
+            // The first data frame arrives where the nonce should be.
+            assert!(matches!(e, SecioError::NonceMismatch), "{e}");
         }
-    }
+    };
+    // A dropped handshake frame leaves the listener waiting until the deadline (the
+    // pipeline's, the kit's here).
+    let may_stall = |tamper| matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1));
+    tamper::handshakes_fail(Secio::new, PREFIX, &tampers, check, may_stall).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_handshake_fails_on_both_sides() {
     for n in [0, 2, 4, 30, 100] {
-        let (dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(dialer.is_err(), "truncate at {n}: the dialer must fail");
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
@@ -258,7 +230,7 @@ async fn truncated_data_frame_fails() {
     // handshake; later cuts land inside a data frame and must end the read with an error.
     let mut saw_read_error = false;
     for n in (200..1400).step_by(97) {
-        let (_dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (_dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         match listener {
             ListenerOutcome::Read(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {n}: {e}");
@@ -279,10 +251,10 @@ async fn truncated_data_frame_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_data_frames_garble_the_stream() {
     for tamper in [Tamper::Drop(3), Tamper::Replay(3), Tamper::Replay(2)] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
+        let (dialer, listener) = through_proxy(tamper).await;
         dialer.expect("dialer handshake");
         match listener {
-            ListenerOutcome::Data(got) => assert_ne!(got, chunks().concat(), "{tamper:?}"),
+            ListenerOutcome::Data(got) => assert_ne!(got, tamper::chunks().concat(), "{tamper:?}"),
             ListenerOutcome::Read(_) => {}
             other => panic!("{tamper:?}: {other:?}"),
         }
