@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    assert_peer_id_mismatch, echo_roundtrip, handshake_pair, memory_pair, muxed_echo, pattern,
-    security_kit, serve_echo, transport_pair,
+    assert_peer_id_mismatch, echo_roundtrip, expecting_a_stranger, handshake_pair, memory_pair,
+    muxed_echo, pattern, security_kit, serve_echo, transport_pair,
 };
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerUpgrade, Negotiated, Protocol, Role, SecurityUpgrade, Transport,
@@ -66,18 +66,10 @@ async fn large_transfer_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expecting_another_peer_is_a_mismatch() {
-    let (a, b) = (
-        Noise::new(Keypair::generate_ed25519()),
-        Noise::new(Keypair::generate_ecdsa()),
-    );
-    let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = memory_pair();
-    let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be, never the expected peer: comparing
     // the two is the pipeline's job alone (the dial through the pipeline below fails with
     // `TransportError::PeerIdMismatch`).
-    let (actual, _) = ra.expect("the handshake itself succeeds");
-    assert_ne!(actual, stranger);
+    let (_, _, _, rb) = expecting_a_stranger(Noise::new).await;
     assert!(rb.is_ok());
 }
 
@@ -169,17 +161,22 @@ async fn untampered_proxy_delivers_everything() {
     tamper::untampered_delivers_everything(Noise::new, PREFIX).await;
 }
 
+/// Each of `tampers` makes the listener's read fail to decrypt.
+async fn reads_fail_to_decrypt(tampers: &[Tamper]) {
+    tamper::reads_fail(Noise::new, PREFIX, tampers, |tamper, e| {
+        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bits_in_transport_messages_fail_decryption() {
-    let tampers = [
+    reads_fail_to_decrypt(&[
         Tamper::FlipFirst(2),
         Tamper::FlipLast(2),
         Tamper::FlipFirst(4),
         Tamper::FlipLast(4),
-    ];
-    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
-        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
-    })
+    ])
     .await;
 }
 
@@ -205,15 +202,12 @@ async fn flipped_length_bits_fail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_transport_messages_fail() {
     // Unlike SECIO, every message has its own nonce: a dropped or repeated one is detected.
-    let tampers = [
+    reads_fail_to_decrypt(&[
         Tamper::Drop(2),
         Tamper::Drop(3),
         Tamper::Replay(2),
         Tamper::Replay(4),
-    ];
-    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
-        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
-    })
+    ])
     .await;
 }
 

@@ -4,8 +4,8 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    assert_peer_id_mismatch, echo_roundtrip, every_key_type, handshake_pair, memory_pair, pattern,
-    security_kit, serve_echo,
+    assert_peer_id_mismatch, echo_roundtrip, every_key_type, expecting_a_stranger, handshake_pair,
+    memory_pair, pattern, security_kit, serve_echo,
 };
 use libp2p_core::{
     Keypair, ListenerEvent, MemoryTransport, Protocol, Role, SecurityUpgrade, Transport,
@@ -263,17 +263,9 @@ async fn dropped_or_replayed_data_frames_garble_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expecting_another_peer_is_a_mismatch() {
-    let (a, b) = (
-        Secio::new(Keypair::generate_ed25519()),
-        Secio::new(Keypair::generate_ecdsa()),
-    );
-    let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = memory_pair();
-    let (ra, _rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be; the pipeline alone compares it with
     // the expected peer and fails with its one `PeerIdMismatch`.
-    let (actual, _) = ra.expect("the handshake itself succeeds");
-    assert_ne!(actual, stranger);
+    let (a, b, stranger, _) = expecting_a_stranger(Secio::new).await;
     let client = MemoryTransport::new().upgrade().authenticate(a);
     let server = MemoryTransport::new().upgrade().authenticate(b);
     let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();

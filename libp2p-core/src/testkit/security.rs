@@ -85,6 +85,26 @@ where
     }
 }
 
+/// A dialer (Ed25519) expecting a stranger meets a listener (ECDSA) over in-memory pipes:
+/// its handshake succeeds and reports the remote's own id, never the expected one (comparing
+/// the two is the pipeline's job alone). Returns the dialer, the listener, the stranger and
+/// the listener's result.
+pub async fn expecting_a_stranger<S, F>(make: F) -> (S, S, PeerId, Handshake<S, MemorySocket>)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<MemorySocket>,
+{
+    let (a, b) = (
+        make(Keypair::generate_ed25519()),
+        make(Keypair::generate_ecdsa()),
+    );
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let (ra, rb) = handshake(&a, &b, Some(stranger)).await;
+    let (actual, _) = ra.expect("the handshake itself succeeds");
+    assert_ne!(actual, stranger);
+    (a, b, stranger, rb)
+}
+
 /// Checks that a dial failed with the pipeline's [`TransportError::PeerIdMismatch`], a
 /// remote fault, naming `expected` as the peer that was dialed.
 pub fn assert_peer_id_mismatch<T>(result: Result<T, TransportError>, expected: PeerId) {
