@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    assert_peer_id_mismatch, echo_roundtrip, expecting_a_stranger, handshake_pair, memory_pair,
-    muxed_echo, pattern, security_kit, serve_echo, transport_pair,
+    assert_peer_id_mismatch, echo_roundtrip, expecting_a_stranger, handshake_pair, listen_on,
+    memory_pair, muxed_echo, pattern, security_kit, serve_echo, transport_pair,
 };
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerUpgrade, Negotiated, Protocol, Role, SecurityUpgrade, Transport,
@@ -107,13 +107,7 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
     let client = TcpTransport::new()
         .upgrade()
         .authenticate(Noise::new(Keypair::generate_ed25519()));
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let ListenerEvent::Incoming { pending, .. } = event {

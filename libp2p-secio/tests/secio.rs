@@ -5,7 +5,7 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
     assert_peer_id_mismatch, echo_roundtrip, every_key_type, expecting_a_stranger, handshake_pair,
-    memory_pair, pattern, security_kit, serve_echo,
+    listen_on, memory_pair, pattern, security_kit, serve_echo,
 };
 use libp2p_core::{
     Keypair, ListenerEvent, MemoryTransport, Protocol, Role, SecurityUpgrade, Transport,
@@ -268,11 +268,7 @@ async fn expecting_another_peer_is_a_mismatch() {
     let (a, b, stranger, _) = expecting_a_stranger(Secio::new).await;
     let client = MemoryTransport::new().upgrade().authenticate(a);
     let server = MemoryTransport::new().upgrade().authenticate(b);
-    let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(addr)) => addr,
-        other => panic!("expected an address, got {other:?}"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/memory/0".parse().unwrap()).await;
     let accept = tokio::spawn(async move {
         if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
             let _ = server.accept(pending).await;

@@ -14,13 +14,7 @@ use libp2p_websocket::{Config, WsTransport};
 use libp2p_yamux::Yamux;
 
 async fn listen<T: Transport>(t: &T) -> (T::Listener, Multiaddr) {
-    let mut listener = t
-        .listen("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
-        .expect("listen");
-    match within(10, "listen address", listener.next()).await {
-        Some(ListenerEvent::NewAddress(a)) => (listener, a),
-        _ => panic!("no address"),
-    }
+    libp2p_core::testkit::listen_on(t, "/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).await
 }
 
 #[tokio::test]

@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::testkit::{echo_roundtrip, muxer_kit, pattern, serve_echo, MuxerKitConfig};
+use libp2p_core::testkit::{
+    echo_roundtrip, listen_on, muxer_kit, pattern, serve_echo, MuxerKitConfig,
+};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerError, MuxerUpgrade, Protocol, Role, SecurityUpgrade, StreamMuxer,
     Transport, TransportExt, UpgradeInfo,
@@ -101,13 +103,7 @@ async fn pipeline_end_to_end() {
         .upgrade()
         .authenticate(Plaintext::new(ka.clone()))
         .multiplex(Yamux::default());
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let client_id = ka.public().to_peer_id();
     let server_task = tokio::spawn(async move {
         loop {

@@ -99,6 +99,23 @@ pub fn memory_pair() -> (crate::MemorySocket, crate::MemorySocket) {
     )
 }
 
+/// Listens with `transport` on `listen_addr` and waits (10 seconds at most) for the first
+/// address it reports, passing over other events: the listener and that address.
+pub async fn listen_on<T: crate::Transport>(
+    transport: &T,
+    listen_addr: crate::Multiaddr,
+) -> (T::Listener, crate::Multiaddr) {
+    use futures::StreamExt;
+    let mut listener = transport.listen(listen_addr).expect("listen");
+    loop {
+        match within(10, "listen address", listener.next()).await {
+            Some(crate::ListenerEvent::NewAddress(a)) => break (listener, a),
+            Some(_) => continue,
+            None => panic!("listener ended before reporting an address"),
+        }
+    }
+}
+
 /// Listens with `transport` on `listen_addr`, dials the reported address and returns both
 /// outputs (dialer's, listener's): a socket pair over any transport or upgraded stack.
 pub async fn transport_pair<T: crate::Transport>(
@@ -106,14 +123,7 @@ pub async fn transport_pair<T: crate::Transport>(
     listen_addr: crate::Multiaddr,
 ) -> (T::Output, T::Output) {
     use futures::StreamExt;
-    let mut listener = transport.listen(listen_addr).expect("listen");
-    let addr = loop {
-        match within(10, "listen address", listener.next()).await {
-            Some(crate::ListenerEvent::NewAddress(a)) => break a,
-            Some(_) => continue,
-            None => panic!("listener ended before reporting an address"),
-        }
-    };
+    let (mut listener, addr) = listen_on(transport, listen_addr).await;
     let dial = transport.dial(addr);
     let accept = async {
         loop {
@@ -139,14 +149,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::StreamExt;
-    let mut listener = transport.listen(listen_addr).expect("listen");
-    let addr = loop {
-        match within(10, "listen address", listener.next()).await {
-            Some(crate::ListenerEvent::NewAddress(a)) => break a,
-            Some(_) => continue,
-            None => panic!("listener ended before reporting an address"),
-        }
-    };
+    let (mut listener, addr) = listen_on(&transport, listen_addr).await;
     tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let crate::ListenerEvent::Incoming { pending, .. } = event {

@@ -4,7 +4,9 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::{Multiaddr, Protocol};
 
-use super::{echo_roundtrip, memory_pair, pattern, rsa_keypair, serve_echo, within};
+use super::{
+    echo_listener, echo_roundtrip, listen_on, memory_pair, pattern, rsa_keypair, serve_echo, within,
+};
 use crate::{
     ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
     TransportExt, UpgradeInfo,
@@ -136,11 +138,7 @@ where
     let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
     let (id_a, id_b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
     let (server, client) = (make(kb), make(ka));
-    let mut listener = server.listen(listen_addr).expect("listen");
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) = listen_on(&server, listen_addr).await;
     let serve = tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let ListenerEvent::Incoming { pending, .. } = event {
@@ -274,23 +272,7 @@ where
 {
     let client = MemoryTransport::new().upgrade().authenticate(dialer);
     let server = MemoryTransport::new().upgrade().authenticate(listener);
-    let mut incoming = server.listen("/memory/0".parse().unwrap()).expect("listen");
-    let addr = match incoming.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        other => panic!("expected NewAddress, got {other:?}"),
-    };
-    let acceptor = tokio::spawn(async move {
-        while let Some(event) = incoming.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let accept = server.accept(pending);
-                tokio::spawn(async move {
-                    if let Ok((_, io)) = accept.await {
-                        let _ = serve_echo(io).await;
-                    }
-                });
-            }
-        }
-    });
+    let addr = echo_listener(server, "/memory/0".parse().unwrap()).await;
 
     let with_id = addr.clone().with(Protocol::P2p(listener_id));
     let (peer, io) = within(20, "pipeline dial", client.dial(with_id))
@@ -310,5 +292,4 @@ where
         Err(e) => panic!("a wrong /p2p/ should fail as a mismatch, got {e}"),
         Ok(_) => panic!("a wrong /p2p/ must not connect"),
     }
-    acceptor.abort();
 }
