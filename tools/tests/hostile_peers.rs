@@ -94,6 +94,15 @@ impl Outcome {
             note: String::new(),
         }
     }
+
+    /// The target kept the connection; `note` says what it did instead.
+    fn kept(port: u16, note: String) -> Self {
+        Outcome {
+            port: Some(port),
+            ended: None,
+            note,
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -164,14 +173,13 @@ async fn mplex_stream_abuse(t: &Target, messages: Vec<Vec<u8>>) -> Result<Outcom
         }
     };
     match tokio::time::timeout(SLACK, reset).await {
-        Ok(Ok(())) => Ok(Outcome {
-            port: Some(port),
-            ended: None,
-            note: format!(
+        Ok(Ok(())) => Ok(Outcome::kept(
+            port,
+            format!(
                 "stream reset after {} ms, connection kept",
                 start.elapsed().as_millis()
             ),
-        }),
+        )),
         Ok(Err(e)) => Err(format!("connection failed instead of a stream reset: {e}")),
         Err(_) => Err("the stream was not reset in time".into()),
     }
@@ -293,14 +301,13 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
                 }
             };
             match tokio::time::timeout(SLACK, echoed).await {
-                Ok(Ok(())) => Ok(Outcome {
-                    port: Some(port),
-                    ended: None,
-                    note: format!(
+                Ok(Ok(())) => Ok(Outcome::kept(
+                    port,
+                    format!(
                         "8,000 frames for unknown streams ignored; a new stream echoed after {} ms",
                         start.elapsed().as_millis()
                     ),
-                }),
+                )),
                 Ok(Err(e)) => Err(format!("connection failed: {e}")),
                 Err(_) => Err("no echo on the new stream".into()),
             }
@@ -493,23 +500,21 @@ async fn stream_flood(t: &Target, streams: usize, out: &[u8]) -> Result<Outcome,
         Ok::<_, std::io::Error>(())
     };
     match tokio::time::timeout(BOUND + SLACK, read).await {
-        Ok(Ok(())) => Ok(Outcome {
-            port: Some(port),
-            ended: None,
-            note: format!(
+        Ok(Ok(())) => Ok(Outcome::kept(
+            port,
+            format!(
                 "all {streams} streams reset after {} ms (beyond the stream limit at once, the \
                  rest at the negotiation timeout), connection kept",
                 start.elapsed().as_millis()
             ),
-        }),
-        Ok(Err(e)) => Ok(Outcome {
-            port: Some(port),
-            ended: Some(Ended {
+        )),
+        Ok(Err(e)) => Ok(Outcome::ended(
+            port,
+            Ended {
                 after: start.elapsed(),
                 how: e.kind().to_string(),
-            }),
-            note: String::new(),
-        }),
+            },
+        )),
         Err(_) => Err(format!(
             "only {} of {streams} streams reset in time",
             resets.len()
