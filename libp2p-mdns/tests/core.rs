@@ -310,47 +310,38 @@ fn zeroconf_style(id: PeerId, addrs: &[&str], ttl: u32) -> Vec<u8> {
     msg.to_vec().unwrap()
 }
 
-#[test]
-fn reads_rust_libp2p_answers() {
-    let now = Instant::now();
+/// A fresh node receives the answer `style` builds for a new peer at `addrs` and reports that
+/// peer discovered at exactly those addresses; returns the node and the peer.
+fn discovers(
+    style: fn(PeerId, &[&str], u32) -> Vec<u8>,
+    now: Instant,
+    addrs: &[&str],
+    ttl: u32,
+) -> (Mdns, PeerId) {
     let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
     let id = peer();
-    let p = rust_libp2p_style(
-        id,
-        &["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"],
-        360,
-    );
-    deliver(&mut b, now, &[p]);
+    deliver(&mut b, now, &[style(id, addrs, ttl)]);
     assert_eq!(
         events(&mut b),
         vec![Event::Discovered {
             peer: id,
-            addrs: vec![ma("/ip4/10.0.0.3/tcp/1"), ma("/ip4/10.0.0.3/udp/1/quic-v1")]
+            addrs: addrs.iter().map(|a| ma(a)).collect()
         }]
     );
+    (b, id)
+}
+
+#[test]
+fn reads_rust_libp2p_answers() {
+    let addrs = ["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"];
+    discovers(rust_libp2p_style, Instant::now(), &addrs, 360);
 }
 
 #[test]
 fn reads_zeroconf_answers() {
     let now = Instant::now();
-    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
-    let id = peer();
-    let p = zeroconf_style(
-        id,
-        &["/ip4/10.0.0.5/tcp/4001", "/ip6/2001:db8::5/tcp/4001"],
-        4500,
-    );
-    deliver(&mut b, now, &[p]);
-    assert_eq!(
-        events(&mut b),
-        vec![Event::Discovered {
-            peer: id,
-            addrs: vec![
-                ma("/ip4/10.0.0.5/tcp/4001"),
-                ma("/ip6/2001:db8::5/tcp/4001")
-            ]
-        }]
-    );
+    let addrs = ["/ip4/10.0.0.5/tcp/4001", "/ip6/2001:db8::5/tcp/4001"];
+    let (mut b, id) = discovers(zeroconf_style, now, &addrs, 4500);
     // Its goodbye (TTL 0) withdraws the addresses at once.
     let bye = zeroconf_style(id, &["/ip4/10.0.0.5/tcp/4001"], 0);
     deliver(&mut b, now, &[bye]);
