@@ -107,6 +107,42 @@ where
     (a, b, stranger, rb)
 }
 
+/// A security upgrade under the protocol name it holds whose handshake always fails: a
+/// protocol the remote does not speak, or one that is never reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusing(pub &'static str);
+
+/// The error of [`Refusing`]'s handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("never agreed")]
+pub struct Never;
+
+impl crate::Classify for Never {
+    fn fault(&self) -> crate::Fault {
+        crate::Fault::Local
+    }
+}
+
+impl UpgradeInfo for Refusing {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(self.0)
+    }
+}
+
+impl<C: crate::Socket> SecurityUpgrade<C> for Refusing {
+    type Output = C;
+    type Error = Never;
+    fn secure(
+        &self,
+        _: C,
+        _: Role,
+        _: Option<PeerId>,
+        _: &str,
+    ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static {
+        futures::future::ready(Err(Never))
+    }
+}
+
 /// Checks that a dial failed with the pipeline's [`TransportError::PeerIdMismatch`], a
 /// remote fault, naming `expected` as the peer that was dialed.
 pub fn assert_peer_id_mismatch<T>(result: Result<T, TransportError>, expected: PeerId) {
