@@ -290,6 +290,25 @@ fn extension_with(content: Vec<u8>) -> rcgen::CustomExtension {
     ext
 }
 
+/// A certificate of `identity` made like ours, adjusted by `tweak` before its libp2p
+/// extension is added.
+fn good_cert_with(
+    identity: &Keypair,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams),
+) -> Certificate {
+    custom_cert(identity, |params, spki| {
+        tweak(params);
+        good_extension(identity)(params, spki)
+    })
+}
+
+/// A certificate whose only libp2p extension has `content`.
+fn cert_with_extension(content: Vec<u8>) -> Certificate {
+    custom_cert(&Keypair::generate_ed25519(), |params, _| {
+        params.custom_extensions.push(extension_with(content))
+    })
+}
+
 /// A `Tls` that presents `cert` for `identity`.
 fn presenting(identity: &Keypair, cert: Certificate) -> Tls {
     Tls::with_certificate(identity.public().to_peer_id(), cert).unwrap()
@@ -318,18 +337,10 @@ async fn refuses_a_certificate_without_the_extension() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_malformed_extension() {
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        params
-            .custom_extensions
-            .push(extension_with(vec![0x30, 3, 4, 1]))
-    });
+    let cert = cert_with_extension(vec![0x30, 3, 4, 1]);
     refused_both_ways(cert, CertificateError::MalformedExtension).await;
     // A SignedKey whose public key is not a protobuf PublicKey.
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(b"\xff\xff", b"sig")))
-    });
+    let cert = cert_with_extension(encode_signed_key(b"\xff\xff", b"sig"));
     refused_both_ways(cert, CertificateError::MalformedExtension).await;
 }
 
@@ -393,9 +404,8 @@ async fn refuses_a_bad_self_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_certificate_not_yet_valid_or_expired() {
     let identity = Keypair::generate_ed25519();
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.not_before = rcgen::date_time_ymd(2200, 1, 1);
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -404,10 +414,9 @@ async fn refuses_a_certificate_not_yet_valid_or_expired() {
         },
     )
     .await;
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.not_before = rcgen::date_time_ymd(1999, 1, 1);
         params.not_after = rcgen::date_time_ymd(2000, 1, 1);
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -427,26 +436,18 @@ async fn refuses_an_unsupported_key_type() {
         #[prost(bytes = "vec", required, tag = "2")]
         data: Vec<u8>,
     }
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        let key = prost::Message::encode_to_vec(&PublicKey {
-            key_type: 7,
-            data: vec![1; 32],
-        });
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(&key, b"sig")))
+    let key = prost::Message::encode_to_vec(&PublicKey {
+        key_type: 7,
+        data: vec![1; 32],
     });
+    let cert = cert_with_extension(encode_signed_key(&key, b"sig"));
     refused_both_ways(cert, CertificateError::UnsupportedKeyType { key_type: 7 }).await;
     // A known type with bytes that are no key of it.
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        let key = prost::Message::encode_to_vec(&PublicKey {
-            key_type: 1,
-            data: vec![1; 5],
-        });
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(&key, b"sig")))
+    let key = prost::Message::encode_to_vec(&PublicKey {
+        key_type: 1,
+        data: vec![1; 5],
     });
+    let cert = cert_with_extension(encode_signed_key(&key, b"sig"));
     refused_both_ways(cert, CertificateError::InvalidPublicKey).await;
 }
 
@@ -458,9 +459,8 @@ async fn unknown_extensions_critical_refused_others_ignored() {
         ext.set_criticality(critical);
         ext
     };
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.custom_extensions.push(unknown(true));
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -471,9 +471,8 @@ async fn unknown_extensions_critical_refused_others_ignored() {
     .await;
 
     // Non-critical and unknown: ignored.
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.custom_extensions.push(unknown(false));
-        good_extension(&identity)(params, spki)
     });
     let (a, b) = (
         presenting(&identity, cert),
