@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt};
 use libp2p_core::testkit::{handshake_pair, memory_pair, muxed_echo, security_kit};
 use libp2p_core::{
-    Classify, Fault, Keypair, MuxerUpgrade, Negotiated, Role, SecurityUpgrade, TransportExt,
+    Classify, Fault, Keypair, MuxerUpgrade, Negotiated, PeerId, Role, SecurityUpgrade, TransportExt,
 };
 use libp2p_tls::{
     encode_signed_key, signed_key_extension, Certificate, CertificateError, Tls, TlsError,
@@ -671,6 +671,29 @@ async fn our_listener_against(client: futures_rustls::TlsConnector) -> TlsError 
     accepted.expect_err("our listener must refuse")
 }
 
+/// Our dialer against a foreign server of `versions` presenting `chain`; returns our
+/// dialer's result.
+async fn our_dialer_against(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<PeerId, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Fixed::new(chain, key));
+    config.alpn_protocols = vec![b"libp2p".to_vec()];
+    let ours = Tls::new(Keypair::generate_ed25519());
+    let (ca, cb) = memory_pair();
+    let (dialed, _) = futures::future::join(
+        ours.secure(ca, Role::Dialer, None, PROTOCOL),
+        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
+    )
+    .await;
+    dialed.map(|(peer, _)| peer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_more_than_one_certificate() {
     let identity = Keypair::generate_ed25519();
@@ -687,20 +710,7 @@ async fn refuses_more_than_one_certificate() {
         other => panic!("expected too many certificates, got {other:?}"),
     }
     // A server sending two certificates.
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Fixed::new(vec![cert, extra], key));
-    config.alpn_protocols = vec![b"libp2p".to_vec()];
-    let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = memory_pair();
-    let (dialed, _) = futures::future::join(
-        ours.secure(ca, Role::Dialer, None, PROTOCOL),
-        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
-    )
-    .await;
-    match dialed {
+    match our_dialer_against(&[&rustls::version::TLS13], vec![cert, extra], key).await {
         Err(TlsError::Certificate(CertificateError::TooManyCertificates { count: 2 })) => {}
         other => panic!("expected too many certificates, got {other:?}"),
     }
@@ -731,20 +741,7 @@ async fn refuses_tls_1_2() {
         other => panic!("expected not TLS 1.3, got {other:?}"),
     }
     // Our dialer against a TLS 1.2-only server.
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Fixed::new(vec![cert], key));
-    config.alpn_protocols = vec![b"libp2p".to_vec()];
-    let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = memory_pair();
-    let (dialed, _) = futures::future::join(
-        ours.secure(ca, Role::Dialer, None, PROTOCOL),
-        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
-    )
-    .await;
-    match dialed {
+    match our_dialer_against(&[&rustls::version::TLS12], vec![cert], key).await {
         Err(TlsError::NotTls13) => {}
         other => panic!("expected not TLS 1.3, got {other:?}"),
     }
