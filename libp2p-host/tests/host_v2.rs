@@ -51,6 +51,15 @@ async fn echo_once(a: &Host, b: &Host, seed: u8) {
     assert_eq!(back, data);
 }
 
+/// `a` dials `b` and echoes through 100 concurrent streams to it, within 30 seconds.
+async fn hundred_concurrent_echoes(a: &Host, b: &Host) {
+    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
+    let runs = (0..100u8).map(|i| echo_once(a, b, i));
+    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
+        .await
+        .expect("100 streams in time");
+}
+
 async fn next_matching(events: &mut Events, f: impl Fn(&Event) -> bool) -> Event {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -84,11 +93,7 @@ async fn accept_serves_100_concurrent_streams() {
             tokio::spawn(echo_back(stream));
         }
     });
-    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
-    let runs = (0..100u8).map(|i| echo_once(&a, &b, i));
-    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
-        .await
-        .expect("100 streams in time");
+    hundred_concurrent_echoes(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,11 +102,7 @@ async fn handlers_serve_100_concurrent_streams() {
     let b = tcp_host(Config::default()).await;
     b.set_stream_handler(ECHO, |s| async move { Ok(echo_back(s).await?) })
         .unwrap();
-    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
-    let runs = (0..100u8).map(|i| echo_once(&a, &b, i));
-    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
-        .await
-        .expect("100 streams in time");
+    hundred_concurrent_echoes(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
