@@ -36,22 +36,7 @@ async fn plaintext_pair() -> (
     <Plaintext as SecurityUpgrade<TcpSocket>>::Output,
     <Plaintext as SecurityUpgrade<TcpSocket>>::Output,
 ) {
-    let (a, b) = tcp_pair().await;
-    let (sa, sb) = (
-        Plaintext::new(Keypair::generate_ed25519()),
-        Plaintext::new(Keypair::generate_ed25519()),
-    );
-    let name = UpgradeInfo::protocol_names(&sa)
-        .next()
-        .expect("an upgrade names its protocol");
-    let (ra, rb) = tokio::join!(
-        sa.secure(a, Role::Dialer, None, name),
-        sb.secure(b, Role::Listener, None, name)
-    );
-    (
-        ra.expect("dialer handshake").1,
-        rb.expect("listener handshake").1,
-    )
+    libp2p_core::testkit::secured_pair(Plaintext::new, tcp_pair().await).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

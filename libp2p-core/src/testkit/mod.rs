@@ -13,8 +13,8 @@ mod transport;
 pub use muxer::{muxer_kit, muxer_kit_pairs, MuxerKitConfig};
 pub use security::{
     assert_peer_id_mismatch, every_key_type, expecting_a_stranger, handshake_pair,
-    handshake_with_every_key_type, muxed_echo, security_kit, security_kit_over_transport,
-    Handshake, Never, Refusing,
+    handshake_with_every_key_type, muxed_echo, secured_pair, security_kit,
+    security_kit_over_transport, Handshake, Never, Refusing,
 };
 pub use transport::transport_kit;
 

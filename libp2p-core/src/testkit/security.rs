@@ -41,6 +41,26 @@ pub async fn handshake_pair<S: SecurityUpgrade<C>, C: crate::Socket>(
     .await
 }
 
+/// Secures the socket pair `(ca, cb)` with two upgrades `make` builds from fresh Ed25519 keys
+/// and returns the two secured streams (dialer's, listener's): the socket pair muxer kits
+/// use over a security protocol.
+pub async fn secured_pair<S, F, C>(make: F, (ca, cb): (C, C)) -> (S::Output, S::Output)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<C>,
+    C: crate::Socket,
+{
+    let (a, b) = (
+        make(Keypair::generate_ed25519()),
+        make(Keypair::generate_ed25519()),
+    );
+    let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
+    (
+        ra.expect("dialer handshake").1,
+        rb.expect("listener handshake").1,
+    )
+}
+
 async fn handshake<S: SecurityUpgrade<MemorySocket>>(
     dialer: &S,
     listener: &S,
