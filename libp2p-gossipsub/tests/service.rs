@@ -212,19 +212,44 @@ async fn a_host_that_reconnects_gets_messages_again() {
     }
 }
 
+/// A raw peer: a host without gossipsub, that writes its RPCs by hand.
+async fn raw_host() -> Host {
+    Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// `raw` dials `b` and opens a stream of `protocol` to it.
+async fn raw_stream(raw: &Host, b: &Node, protocol: &str) -> libp2p_host::Stream {
+    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
+    raw.new_stream(b.host.peer_id(), &[protocol]).await.unwrap()
+}
+
+/// Writes, by hand, an RPC that subscribes to [`TOPIC`].
+async fn subscribe_by_hand(stream: &mut libp2p_host::Stream) {
+    use libp2p_gossipsub::proto::{Rpc, SubOpts};
+    let rpc = Rpc {
+        subscriptions: vec![SubOpts {
+            subscribe: Some(true),
+            topic_id: Some(TOPIC.into()),
+        }],
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    libp2p_gossipsub::Codec::new(1024)
+        .encode(&rpc, &mut bytes)
+        .unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_rpc_costs_only_its_stream() {
     let (a, b, _c, [_sa, _sb, mut sc]) = chain().await;
     // A raw peer: a host without gossipsub that agrees /meshsub/1.1.0 and writes by hand.
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
-        .await
-        .unwrap();
+    let raw = raw_host().await;
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.1.0").await;
     // A uvarint of 2 MiB (over the 1 MiB limit), then the start of a body.
     // (B may drop the stream as soon as it has the prefix, so the write may fail.)
     let mut bytes = vec![0x80, 0x80, 0x80, 0x01];
@@ -352,31 +377,13 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
-    use libp2p_gossipsub::proto::{Rpc, SubOpts};
-    use libp2p_gossipsub::{Codec, PeerKind};
+    use libp2p_gossipsub::PeerKind;
     let b = tcp_node().await;
     let mut b_events = b.pubsub.peer_events();
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
+    let raw = raw_host().await;
     let pr = raw.peer_id();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.0.0"])
-        .await
-        .unwrap();
-    let rpc = Rpc {
-        subscriptions: vec![SubOpts {
-            subscribe: Some(true),
-            topic_id: Some(TOPIC.into()),
-        }],
-        ..Default::default()
-    };
-    let mut bytes = Vec::new();
-    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
-    stream.flush().await.unwrap();
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.0.0").await;
+    subscribe_by_hand(&mut stream).await;
     let connected = next_event(&mut b_events, |e| matches!(e, PeerEvent::Connected { .. })).await;
     assert_eq!(
         connected,
@@ -398,8 +405,6 @@ async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_trips_the_write_deadline() {
-    use libp2p_gossipsub::proto::{Rpc, SubOpts};
-    use libp2p_gossipsub::Codec;
     let a = tcp_node().await;
     let key = Keypair::generate_ed25519();
     let mut quick = config();
@@ -417,27 +422,10 @@ async fn a_peer_that_stops_reading_trips_the_write_deadline() {
     connect(&a, &b).await;
     wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
     // A raw peer subscribes by hand and takes B's stream, but never reads it.
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
+    let raw = raw_host().await;
     let mut held = raw.accept("/meshsub/1.1.0").unwrap();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
-        .await
-        .unwrap();
-    let rpc = Rpc {
-        subscriptions: vec![SubOpts {
-            subscribe: Some(true),
-            topic_id: Some(TOPIC.into()),
-        }],
-        ..Default::default()
-    };
-    let mut bytes = Vec::new();
-    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
-    stream.flush().await.unwrap();
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.1.0").await;
+    subscribe_by_hand(&mut stream).await;
     let _unread = tokio::time::timeout(WAIT, held.next())
         .await
         .unwrap()
