@@ -32,8 +32,12 @@ fn config() -> ServiceConfig {
 }
 
 async fn tcp_node() -> Node {
+    tcp_node_with(config()).await
+}
+
+async fn tcp_node_with(config: ServiceConfig) -> Node {
     let key = Keypair::generate_ed25519();
-    let (gossipsub, pubsub) = service(config(), key.clone()).unwrap();
+    let (gossipsub, pubsub) = service(config, key.clone()).unwrap();
     let host = Host::builder(key)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .service(gossipsub)
@@ -333,17 +337,9 @@ async fn twenty_hosts_over_memory_each_get_twenty_messages_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
     let a = tcp_node().await;
-    let key = Keypair::generate_ed25519();
     let mut small = config();
     small.subscription_buffer = 4;
-    let (gossipsub, pubsub) = service(small, key.clone()).unwrap();
-    let host = Host::builder(key)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .service(gossipsub)
-        .build()
-        .await
-        .unwrap();
-    let b = Node { host, pubsub };
+    let b = tcp_node_with(small).await;
     let mut _sa = a.pubsub.subscribe(TOPIC).await.unwrap();
     let mut slow = b.pubsub.subscribe(TOPIC).await.unwrap();
     connect(&a, &b).await;
@@ -406,17 +402,9 @@ async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_trips_the_write_deadline() {
     let a = tcp_node().await;
-    let key = Keypair::generate_ed25519();
     let mut quick = config();
     quick.write_timeout = Duration::from_secs(1);
-    let (gossipsub, pubsub) = service(quick, key.clone()).unwrap();
-    let host = Host::builder(key)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .service(gossipsub)
-        .build()
-        .await
-        .unwrap();
-    let b = Node { host, pubsub };
+    let b = tcp_node_with(quick).await;
     let mut sa = a.pubsub.subscribe(TOPIC).await.unwrap();
     let _sb = b.pubsub.subscribe(TOPIC).await.unwrap();
     connect(&a, &b).await;
