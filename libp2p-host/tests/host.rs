@@ -38,6 +38,14 @@ async fn memory_host(config: Config) -> Host {
         .expect("host")
 }
 
+/// Two memory hosts of the default configuration.
+async fn two_memory_hosts() -> (Host, Host) {
+    (
+        memory_host(Config::default()).await,
+        memory_host(Config::default()).await,
+    )
+}
+
 /// B answers every chat line with "re: <line>".
 fn serve_chat(host: &Host) {
     host.set_stream_handler(CHAT, |stream| async move {
@@ -83,8 +91,7 @@ async fn chat(a: &Host, b: &Host) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_both_ways_over_memory() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&a);
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs())
@@ -166,8 +173,7 @@ async fn default_stack_chats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_tell_unsupported_from_unreachable() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     // Unknown peer, no address.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     match a.new_stream(stranger, &[CHAT]).await {
@@ -205,8 +211,7 @@ async fn errors_tell_unsupported_from_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_new_streams_share_one_dial() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     let mut events = a.events();
     a.peerstore()
@@ -225,8 +230,7 @@ async fn concurrent_new_streams_share_one_dial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_harms_only_its_stream() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     b.set_stream_handler("/boom/1.0.0", |_stream| async move {
         panic!("handler bug");
     })
@@ -300,8 +304,7 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predicate_handlers_match_versions() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     b.set_stream_handler_matching(
         "/kv/1.0.0",
         |p| p.starts_with("/kv/1."),
@@ -372,8 +375,7 @@ async fn limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_stops_listeners_and_connections() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     let b_addrs = b.listen_addrs();
     let mut events = a.events();
@@ -410,8 +412,7 @@ async fn close_stops_listeners_and_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_then_reconnect() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     assert!(a.is_connected(&b.peer_id()));
