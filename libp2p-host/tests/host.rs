@@ -30,12 +30,7 @@ async fn memory_host(config: Config) -> Host {
         .upgrade()
         .authenticate(Plaintext::new(key.clone()))
         .multiplex(Yamux::default());
-    Host::builder(key)
-        .config(config)
-        .listen_on("/memory/0".parse().unwrap())
-        .build_with_transport(transport)
-        .await
-        .expect("host")
+    libp2p_host::testkit::memory_host_over(key, config, transport).await
 }
 
 /// Two memory hosts of the default configuration.

@@ -21,12 +21,7 @@ const ECHO: &str = "/echo/1.0.0";
 async fn muxed_memory_host(config: Config) -> Host {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
-    Host::builder(key)
-        .config(config)
-        .listen_on("/memory/0".parse().unwrap())
-        .build_with_transport(transport)
-        .await
-        .expect("host")
+    libp2p_host::testkit::memory_host_over(key, config, transport).await
 }
 
 async fn echo_back(mut stream: Stream) -> std::io::Result<()> {
