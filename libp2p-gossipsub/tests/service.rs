@@ -2,20 +2,20 @@
 //! that sends an oversized RPC, and 20 hosts over the muxed memory transport.
 #![cfg(feature = "service")]
 
+#[path = "common/service.rs"]
+mod service_common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_gossipsub::{
-    service, PeerEvent, PeerEvents, Pubsub, Received, ServiceConfig, Subscription,
-};
+use libp2p_gossipsub::{service, PeerEvent, PeerEvents, Pubsub, ServiceConfig, Subscription};
 use libp2p_host::{Host, Keypair, PeerId};
+use service_common::{next_message, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOPIC: &str = "chain";
-/// The bound on every wait of these tests (they finish in a few seconds).
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Node {
     host: Host,
@@ -87,14 +87,6 @@ async fn wait_mesh(node: &Node, topic: &str, peers: &[PeerId]) {
     })
     .await
     .unwrap_or_else(|_| panic!("mesh of {} is not {want:?}", node.host.peer_id()));
-}
-
-async fn next_message(sub: &mut Subscription) -> Received {
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("a message in time")
-        .expect("the subscription goes on")
-        .expect("no message lost")
 }
 
 async fn next_event(events: &mut PeerEvents, f: impl Fn(&PeerEvent) -> bool) -> PeerEvent {
