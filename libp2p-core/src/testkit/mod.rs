@@ -81,6 +81,35 @@ pub async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(stream: S, data: 
     assert!(back == data, "echoed bytes differ from the sent bytes");
 }
 
+/// Half-close: `ours` has written `question` and closed its write side; `theirs` reads it up
+/// to that close, then answers `answer` and closes, and `ours` still reads the answer after
+/// its own close.
+async fn answer_after_close<A, B>(ours: &mut A, theirs: &mut B, question: &[u8], answer: &[u8])
+where
+    A: AsyncRead + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut got = Vec::new();
+    within(
+        10,
+        "read to the remote's close",
+        theirs.read_to_end(&mut got),
+    )
+    .await
+    .expect("read to EOF");
+    assert_eq!(got, question);
+    theirs
+        .write_all(answer)
+        .await
+        .expect("write after remote close");
+    theirs.close().await.expect("close");
+    let mut got = Vec::new();
+    within(10, "read after own close", ours.read_to_end(&mut got))
+        .await
+        .expect("read after own close");
+    assert_eq!(got, answer);
+}
+
 /// Echoes every byte of `stream` back until the remote closes its write side, then closes.
 pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<u64> {
     let (mut reader, mut writer) = stream.split();

@@ -5,7 +5,8 @@ use libp2p_identity::{Keypair, PeerId};
 use multiaddr::{Multiaddr, Protocol};
 
 use super::{
-    echo_listener, echo_roundtrip, listen_on, memory_pair, pattern, rsa_keypair, serve_echo, within,
+    answer_after_close, echo_listener, echo_roundtrip, listen_on, memory_pair, pattern,
+    rsa_keypair, serve_echo, within,
 };
 use crate::{
     ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
@@ -261,24 +262,7 @@ where
     let (_, mut io_b) = listener.expect("listener handshake");
     io_a.write_all(b"question").await.expect("write");
     io_a.close().await.expect("close");
-    let mut got = Vec::new();
-    within(
-        10,
-        "read until the dialer's close",
-        io_b.read_to_end(&mut got),
-    )
-    .await
-    .expect("read to EOF");
-    assert_eq!(got, b"question");
-    io_b.write_all(b"answer")
-        .await
-        .expect("write after remote close");
-    io_b.close().await.expect("close");
-    let mut got = Vec::new();
-    within(10, "read after own close", io_a.read_to_end(&mut got))
-        .await
-        .expect("read after half-close");
-    assert_eq!(got, b"answer");
+    answer_after_close(&mut io_a, &mut io_b, b"question", b"answer").await;
 
     // Expecting someone else: the security reports who the remote proved to be, never the
     // peer that was expected (comparing the two is the pipeline's job, checked over the
