@@ -202,6 +202,38 @@ async fn plaintext_pair() -> (
     (a, b)
 }
 
+/// The row of `bytes` sent raw, without a muxer, over each socket pair `pair` makes.
+async fn raw_row<C, P, PF>(name: &str, pair: P, bytes: usize) -> Row
+where
+    C: Socket,
+    P: Fn() -> PF,
+    PF: Future<Output = (C, C)>,
+{
+    measure(name, "MiB/s", || async {
+        let (a, b) = pair().await;
+        raw(a, b, bytes).await
+    })
+    .await
+}
+
+/// The rows of mplex, then yamux, over the socket pairs `pair` makes (`label` names them).
+async fn both_muxers<C, P, PF>(
+    rows: &mut Vec<Row>,
+    label: &str,
+    pair: P,
+    single_base: f64,
+    bytes: usize,
+) where
+    C: Socket,
+    P: Fn() -> PF,
+    PF: Future<Output = (C, C)>,
+{
+    let mplex = format!("mplex, {label}");
+    muxer_rows(rows, &mplex, Mplex::default(), &pair, single_base, bytes).await;
+    let yamux = format!("yamux, {label}");
+    muxer_rows(rows, &yamux, Yamux::default(), &pair, single_base, bytes).await;
+}
+
 async fn muxer_rows<U, C, P, PF>(
     rows: &mut Vec<Row>,
     label: &str,
@@ -264,66 +296,32 @@ fn main() {
         let bytes = total_bytes();
         let mut rows = Vec::new();
 
-        let mem = measure("raw in-memory pipe (baseline)", "MiB/s", || async {
-            let (a, b) = memory_pair();
-            raw(a, b, bytes).await
-        })
+        let mem = raw_row(
+            "raw in-memory pipe (baseline)",
+            || async { memory_pair() },
+            bytes,
+        )
         .await;
         let mem_base = mem.median();
         rows.push(mem);
-        let tcp = measure("raw loopback TCP (baseline)", "MiB/s", || async {
-            let (a, b) = tcp_pair().await;
-            raw(a, b, bytes).await
-        })
-        .await;
+        let tcp = raw_row("raw loopback TCP (baseline)", tcp_pair, bytes).await;
         let tcp_base = tcp.median();
         rows.push(tcp);
-        let pt = measure("plaintext over TCP, no muxer", "MiB/s", || async {
-            let (a, b) = plaintext_pair().await;
-            raw(a, b, bytes).await
-        })
-        .await;
+        let pt = raw_row("plaintext over TCP, no muxer", plaintext_pair, bytes).await;
         rows.push(Row {
             baseline: Some(tcp_base),
             ..pt
         });
 
-        muxer_rows(
+        both_muxers(
             &mut rows,
-            "mplex, memory",
-            Mplex::default(),
+            "memory",
             || async { memory_pair() },
             mem_base,
             bytes,
         )
         .await;
-        muxer_rows(
-            &mut rows,
-            "yamux, memory",
-            Yamux::default(),
-            || async { memory_pair() },
-            mem_base,
-            bytes,
-        )
-        .await;
-        muxer_rows(
-            &mut rows,
-            "mplex, TCP+plaintext",
-            Mplex::default(),
-            plaintext_pair,
-            tcp_base,
-            bytes,
-        )
-        .await;
-        muxer_rows(
-            &mut rows,
-            "yamux, TCP+plaintext",
-            Yamux::default(),
-            plaintext_pair,
-            tcp_base,
-            bytes,
-        )
-        .await;
+        both_muxers(&mut rows, "TCP+plaintext", plaintext_pair, tcp_base, bytes).await;
 
         println!(
             "\n{:<36} {:>10} {:>10} {:>10} {:>10}  {:>8}",

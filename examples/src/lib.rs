@@ -17,3 +17,41 @@ pub fn init_logging() {
         .with_writer(std::io::stderr)
         .init();
 }
+
+/// The error of the small samples' `run`.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+/// The `main` of a small sample called `name`: sets up logging, hands `run` the command-line
+/// arguments (after the program's name) and, if it fails, prints `name: error` and exits
+/// with status 1.
+pub async fn sample_main<F, Fut>(name: &str, run: F)
+where
+    F: FnOnce(Vec<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    init_logging();
+    if let Err(e) = run(std::env::args().skip(1).collect()).await {
+        eprintln!("{name}: {e}");
+        std::process::exit(1);
+    }
+}
+
+/// A host of a fresh Ed25519 identity listening on `addr`.
+pub async fn listening_host(addr: libp2p_host::Multiaddr) -> Result<libp2p_host::Host, Error> {
+    Ok(
+        libp2p_host::Host::builder(libp2p_host::Keypair::generate_ed25519())
+            .listen_on(addr)
+            .build()
+            .await?,
+    )
+}
+
+/// Prints `host`'s addresses, serves until Ctrl-C, then closes it.
+pub async fn serve_until_ctrl_c(host: libp2p_host::Host) -> Result<(), Error> {
+    for addr in host.p2p_addrs() {
+        println!("listening on {addr}");
+    }
+    tokio::signal::ctrl_c().await?;
+    host.close().await;
+    Ok(())
+}

@@ -1,7 +1,7 @@
 //! Every muxer passes the core muxer kit over real TCP under every security protocol.
 
 use libp2p_core::testkit::{muxer_kit, MuxerKitConfig};
-use libp2p_core::{Keypair, Role, SecurityUpgrade};
+use libp2p_core::{Keypair, SecurityUpgrade};
 use libp2p_mplex::Mplex;
 use libp2p_noise::Noise;
 use libp2p_plaintext::Plaintext;
@@ -21,23 +21,7 @@ async fn tcp_pair() -> (TcpSocket, TcpSocket) {
 async fn secured<S: SecurityUpgrade<TcpSocket>>(
     make: impl Fn(Keypair) -> S,
 ) -> (S::Output, S::Output) {
-    let (a, b) = tcp_pair().await;
-    let (sa, sb) = (
-        make(Keypair::generate_ed25519()),
-        make(Keypair::generate_ed25519()),
-    );
-    let name = sa
-        .protocol_names()
-        .next()
-        .expect("an upgrade names its protocol");
-    let (ra, rb) = tokio::join!(
-        sa.secure(a, Role::Dialer, None, name),
-        sb.secure(b, Role::Listener, None, name)
-    );
-    (
-        ra.expect("dialer handshake").1,
-        rb.expect("listener handshake").1,
-    )
+    libp2p_core::testkit::secured_pair(make, tcp_pair().await).await
 }
 
 /// The full kit: 1,000 streams of 64 KiB, 16 MiB each way on one stream, under encryption.

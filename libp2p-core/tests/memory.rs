@@ -3,10 +3,9 @@
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use libp2p_core::testkit::transport_kit;
+use libp2p_core::testkit::{transport_kit, Refusing};
 use libp2p_core::{
-    ListenerEvent, MemoryTransport, Multiaddr, PeerId, Role, SecurityUpgrade, Socket, Stage,
-    Transport, TransportError, TransportExt, UpgradeInfo,
+    ListenerEvent, MemoryTransport, Multiaddr, Stage, Transport, TransportError, TransportExt,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -38,38 +37,7 @@ async fn fixed_ports_and_address_in_use() {
 }
 
 /// A security upgrade that is never reached: the remote never answers multistream.
-#[derive(Clone)]
-struct Unreached;
-
-#[derive(Debug, thiserror::Error)]
-#[error("unreached")]
-struct Never;
-
-impl libp2p_core::Classify for Never {
-    fn fault(&self) -> libp2p_core::Fault {
-        libp2p_core::Fault::Local
-    }
-}
-
-impl UpgradeInfo for Unreached {
-    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
-        std::iter::once("/unreached/1.0.0")
-    }
-}
-
-impl<C: Socket> SecurityUpgrade<C> for Unreached {
-    type Output = C;
-    type Error = Never;
-    fn secure(
-        &self,
-        _: C,
-        _: Role,
-        _: Option<PeerId>,
-        _: &str,
-    ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static {
-        futures::future::ready(Err(Never))
-    }
-}
+const UNREACHED: Refusing = Refusing("/unreached/1.0.0");
 
 #[tokio::test]
 async fn a_silent_remote_hits_the_upgrade_timeout() {
@@ -89,7 +57,7 @@ async fn a_silent_remote_hits_the_upgrade_timeout() {
     let client = raw
         .upgrade()
         .timeout(Duration::from_millis(300))
-        .authenticate(Unreached);
+        .authenticate(UNREACHED);
     let start = Instant::now();
     match client.dial(addr).await {
         Err(TransportError::Timeout(t)) => assert_eq!(t, Duration::from_millis(300)),
@@ -103,34 +71,13 @@ async fn a_silent_remote_hits_the_upgrade_timeout() {
 #[tokio::test]
 async fn a_refused_protocol_is_a_negotiation_error_at_the_security_stage() {
     let raw = MemoryTransport::new();
-    let server = raw.clone().upgrade().authenticate(Unreached);
+    let server = raw.clone().upgrade().authenticate(UNREACHED);
     let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();
     let addr = match listener.next().await {
         Some(ListenerEvent::NewAddress(a)) => a,
         _ => panic!(),
     };
     // The server speaks only /unreached/1.0.0; the client offers something else.
-    #[derive(Clone)]
-    struct Other;
-    impl UpgradeInfo for Other {
-        fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
-            std::iter::once("/other/1.0.0")
-        }
-    }
-    impl<C: Socket> SecurityUpgrade<C> for Other {
-        type Output = C;
-        type Error = Never;
-        fn secure(
-            &self,
-            _: C,
-            _: Role,
-            _: Option<PeerId>,
-            _: &str,
-        ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static
-        {
-            futures::future::ready(Err(Never))
-        }
-    }
     let acceptor = tokio::spawn(async move {
         if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
             let result = server.accept(pending).await;
@@ -143,7 +90,7 @@ async fn a_refused_protocol_is_a_negotiation_error_at_the_security_stage() {
             ));
         }
     });
-    let client = raw.upgrade().authenticate(Other);
+    let client = raw.upgrade().authenticate(Refusing("/other/1.0.0"));
     match client.dial(addr).await {
         Err(TransportError::Negotiation { stage, .. }) => assert_eq!(stage, Stage::Security),
         Err(e) => panic!("expected a negotiation error, got {e}"),
@@ -163,7 +110,7 @@ async fn an_upgrade_future_is_one_pointer() {
         Some(ListenerEvent::NewAddress(a)) => a,
         _ => panic!(),
     };
-    let upgraded = raw.upgrade().authenticate(Unreached);
+    let upgraded = raw.upgrade().authenticate(UNREACHED);
     let dial = upgraded.dial(addr);
     assert!(std::mem::size_of_val(&dial) <= 2 * std::mem::size_of::<usize>());
     let pending = match listener.next().await {

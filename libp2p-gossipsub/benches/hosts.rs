@@ -18,11 +18,15 @@
 //!
 //! `cargo bench -p libp2p-gossipsub --bench hosts`
 
+#[path = "../tests/common/lcg.rs"]
+mod lcg;
+
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use lcg::Lcg;
 use libp2p_core::MuxedMemoryTransport;
 use libp2p_gossipsub::{service, Pubsub, ServiceConfig};
 use libp2p_host::{Host, Keypair};
@@ -34,19 +38,6 @@ fn knob(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// A small deterministic generator for the topology and the victims.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
 }
 
 struct Knobs {

@@ -11,20 +11,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::lcg::Lcg;
 use common::*;
 use libp2p_gossipsub::Config;
-
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-}
 
 fn run(net: &mut Net, publisher: usize, messages: usize, interval: Duration, label: &str) {
     let t = topic();

@@ -12,6 +12,9 @@
 //! stays where the attack put it for the few seconds a test looks at it.
 #![cfg(feature = "service")]
 
+#[path = "common/service.rs"]
+mod service_common;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -19,15 +22,15 @@ use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
 use libp2p_gossipsub::proto::{self, Rpc};
 use libp2p_gossipsub::{
-    service, Codec, Pubsub, Received, ScoreParams, ServiceConfig, Subscription, Thresholds,
-    TopicHash, TopicScoreParams,
+    service, Codec, Pubsub, ScoreParams, ServiceConfig, Subscription, Thresholds, TopicHash,
+    TopicScoreParams,
 };
 use libp2p_host::{Host, Keypair, PeerId, Stream};
+use service_common::{next_message, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOPIC: &str = "hostile";
 /// The bound on every wait (the tests finish in a few seconds).
-const WAIT: Duration = Duration::from_secs(20);
 const GRAYLIST: f64 = -80.0;
 const GOSSIP: f64 = -10.0;
 
@@ -254,14 +257,6 @@ where
     })
     .await
     .unwrap_or_else(|_| panic!("{what}: not within {WAIT:?}"));
-}
-
-async fn next_message(sub: &mut Subscription) -> Received {
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("a message in time")
-        .expect("the subscription goes on")
-        .expect("no message lost")
 }
 
 /// V with A and B (both meshed with V), and the attacker subscribed (and, with `graft`, in

@@ -2,20 +2,20 @@
 //! that sends an oversized RPC, and 20 hosts over the muxed memory transport.
 #![cfg(feature = "service")]
 
+#[path = "common/service.rs"]
+mod service_common;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
 use libp2p_core::MuxedMemoryTransport;
-use libp2p_gossipsub::{
-    service, PeerEvent, PeerEvents, Pubsub, Received, ServiceConfig, Subscription,
-};
+use libp2p_gossipsub::{service, PeerEvent, PeerEvents, Pubsub, ServiceConfig, Subscription};
 use libp2p_host::{Host, Keypair, PeerId};
+use service_common::{next_message, WAIT};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOPIC: &str = "chain";
-/// The bound on every wait of these tests (they finish in a few seconds).
-const WAIT: Duration = Duration::from_secs(20);
 
 struct Node {
     host: Host,
@@ -32,8 +32,12 @@ fn config() -> ServiceConfig {
 }
 
 async fn tcp_node() -> Node {
+    tcp_node_with(config()).await
+}
+
+async fn tcp_node_with(config: ServiceConfig) -> Node {
     let key = Keypair::generate_ed25519();
-    let (gossipsub, pubsub) = service(config(), key.clone()).unwrap();
+    let (gossipsub, pubsub) = service(config, key.clone()).unwrap();
     let host = Host::builder(key)
         .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
         .service(gossipsub)
@@ -83,14 +87,6 @@ async fn wait_mesh(node: &Node, topic: &str, peers: &[PeerId]) {
     })
     .await
     .unwrap_or_else(|_| panic!("mesh of {} is not {want:?}", node.host.peer_id()));
-}
-
-async fn next_message(sub: &mut Subscription) -> Received {
-    tokio::time::timeout(WAIT, sub.next())
-        .await
-        .expect("a message in time")
-        .expect("the subscription goes on")
-        .expect("no message lost")
 }
 
 async fn next_event(events: &mut PeerEvents, f: impl Fn(&PeerEvent) -> bool) -> PeerEvent {
@@ -212,19 +208,44 @@ async fn a_host_that_reconnects_gets_messages_again() {
     }
 }
 
+/// A raw peer: a host without gossipsub, that writes its RPCs by hand.
+async fn raw_host() -> Host {
+    Host::builder(Keypair::generate_ed25519())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// `raw` dials `b` and opens a stream of `protocol` to it.
+async fn raw_stream(raw: &Host, b: &Node, protocol: &str) -> libp2p_host::Stream {
+    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
+    raw.new_stream(b.host.peer_id(), &[protocol]).await.unwrap()
+}
+
+/// Writes, by hand, an RPC that subscribes to [`TOPIC`].
+async fn subscribe_by_hand(stream: &mut libp2p_host::Stream) {
+    use libp2p_gossipsub::proto::{Rpc, SubOpts};
+    let rpc = Rpc {
+        subscriptions: vec![SubOpts {
+            subscribe: Some(true),
+            topic_id: Some(TOPIC.into()),
+        }],
+        ..Default::default()
+    };
+    let mut bytes = Vec::new();
+    libp2p_gossipsub::Codec::new(1024)
+        .encode(&rpc, &mut bytes)
+        .unwrap();
+    stream.write_all(&bytes).await.unwrap();
+    stream.flush().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_rpc_costs_only_its_stream() {
     let (a, b, _c, [_sa, _sb, mut sc]) = chain().await;
     // A raw peer: a host without gossipsub that agrees /meshsub/1.1.0 and writes by hand.
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
-        .await
-        .unwrap();
+    let raw = raw_host().await;
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.1.0").await;
     // A uvarint of 2 MiB (over the 1 MiB limit), then the start of a body.
     // (B may drop the stream as soon as it has the prefix, so the write may fail.)
     let mut bytes = vec![0x80, 0x80, 0x80, 0x01];
@@ -308,17 +329,9 @@ async fn twenty_hosts_over_memory_each_get_twenty_messages_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
     let a = tcp_node().await;
-    let key = Keypair::generate_ed25519();
     let mut small = config();
     small.subscription_buffer = 4;
-    let (gossipsub, pubsub) = service(small, key.clone()).unwrap();
-    let host = Host::builder(key)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .service(gossipsub)
-        .build()
-        .await
-        .unwrap();
-    let b = Node { host, pubsub };
+    let b = tcp_node_with(small).await;
     let mut _sa = a.pubsub.subscribe(TOPIC).await.unwrap();
     let mut slow = b.pubsub.subscribe(TOPIC).await.unwrap();
     connect(&a, &b).await;
@@ -352,31 +365,13 @@ async fn a_slow_subscriber_is_told_what_it_missed_and_holds_nobody_up() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
-    use libp2p_gossipsub::proto::{Rpc, SubOpts};
-    use libp2p_gossipsub::{Codec, PeerKind};
+    use libp2p_gossipsub::PeerKind;
     let b = tcp_node().await;
     let mut b_events = b.pubsub.peer_events();
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
+    let raw = raw_host().await;
     let pr = raw.peer_id();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.0.0"])
-        .await
-        .unwrap();
-    let rpc = Rpc {
-        subscriptions: vec![SubOpts {
-            subscribe: Some(true),
-            topic_id: Some(TOPIC.into()),
-        }],
-        ..Default::default()
-    };
-    let mut bytes = Vec::new();
-    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
-    stream.flush().await.unwrap();
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.0.0").await;
+    subscribe_by_hand(&mut stream).await;
     let connected = next_event(&mut b_events, |e| matches!(e, PeerEvent::Connected { .. })).await;
     assert_eq!(
         connected,
@@ -398,46 +393,19 @@ async fn a_hand_written_meshsub_1_0_subscription_is_understood() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_stops_reading_trips_the_write_deadline() {
-    use libp2p_gossipsub::proto::{Rpc, SubOpts};
-    use libp2p_gossipsub::Codec;
     let a = tcp_node().await;
-    let key = Keypair::generate_ed25519();
     let mut quick = config();
     quick.write_timeout = Duration::from_secs(1);
-    let (gossipsub, pubsub) = service(quick, key.clone()).unwrap();
-    let host = Host::builder(key)
-        .listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .service(gossipsub)
-        .build()
-        .await
-        .unwrap();
-    let b = Node { host, pubsub };
+    let b = tcp_node_with(quick).await;
     let mut sa = a.pubsub.subscribe(TOPIC).await.unwrap();
     let _sb = b.pubsub.subscribe(TOPIC).await.unwrap();
     connect(&a, &b).await;
     wait_mesh(&b, TOPIC, &[a.host.peer_id()]).await;
     // A raw peer subscribes by hand and takes B's stream, but never reads it.
-    let raw = Host::builder(Keypair::generate_ed25519())
-        .build()
-        .await
-        .unwrap();
+    let raw = raw_host().await;
     let mut held = raw.accept("/meshsub/1.1.0").unwrap();
-    raw.dial(b.host.p2p_addrs()[0].clone()).await.unwrap();
-    let mut stream = raw
-        .new_stream(b.host.peer_id(), &["/meshsub/1.1.0"])
-        .await
-        .unwrap();
-    let rpc = Rpc {
-        subscriptions: vec![SubOpts {
-            subscribe: Some(true),
-            topic_id: Some(TOPIC.into()),
-        }],
-        ..Default::default()
-    };
-    let mut bytes = Vec::new();
-    Codec::new(1024).encode(&rpc, &mut bytes).unwrap();
-    stream.write_all(&bytes).await.unwrap();
-    stream.flush().await.unwrap();
+    let mut stream = raw_stream(&raw, &b, "/meshsub/1.1.0").await;
+    subscribe_by_hand(&mut stream).await;
     let _unread = tokio::time::timeout(WAIT, held.next())
         .await
         .unwrap()

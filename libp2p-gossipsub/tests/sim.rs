@@ -7,21 +7,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::lcg::Lcg;
 use common::*;
 use libp2p_gossipsub::{Config, MessageIdFn};
-
-/// A tiny deterministic generator for the topology.
-struct Lcg(u64);
-
-impl Lcg {
-    fn next(&mut self, n: usize) -> usize {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        ((self.0 >> 33) % n as u64) as usize
-    }
-}
 
 /// `n` routers: a chain for connectivity plus `extra` random links per node.
 fn network(n: usize, extra: usize, seed: u64, config: impl Fn(usize) -> Config) -> Net {

@@ -33,3 +33,18 @@ pub async fn tcp_host(config: Config) -> Host {
         .await
         .expect("host")
 }
+
+/// A host of `key` and `config` listening on `/memory/0` over `transport` (a memory stack
+/// built for that key).
+pub async fn memory_host_over<T>(key: Keypair, config: Config, transport: T) -> Host
+where
+    T: libp2p_core::Transport,
+    T::Output: libp2p_core::IntoConnection,
+{
+    Host::builder(key)
+        .config(config)
+        .listen_on("/memory/0".parse().expect("a valid listen address"))
+        .build_with_transport(transport)
+        .await
+        .expect("host")
+}

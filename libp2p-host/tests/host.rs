@@ -30,12 +30,15 @@ async fn memory_host(config: Config) -> Host {
         .upgrade()
         .authenticate(Plaintext::new(key.clone()))
         .multiplex(Yamux::default());
-    Host::builder(key)
-        .config(config)
-        .listen_on("/memory/0".parse().unwrap())
-        .build_with_transport(transport)
-        .await
-        .expect("host")
+    libp2p_host::testkit::memory_host_over(key, config, transport).await
+}
+
+/// Two memory hosts of the default configuration.
+async fn two_memory_hosts() -> (Host, Host) {
+    (
+        memory_host(Config::default()).await,
+        memory_host(Config::default()).await,
+    )
 }
 
 /// B answers every chat line with "re: <line>".
@@ -83,8 +86,7 @@ async fn chat(a: &Host, b: &Host) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_both_ways_over_memory() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&a);
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs())
@@ -166,8 +168,7 @@ async fn default_stack_chats() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_tell_unsupported_from_unreachable() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     // Unknown peer, no address.
     let stranger = Keypair::generate_ed25519().public().to_peer_id();
     match a.new_stream(stranger, &[CHAT]).await {
@@ -205,8 +206,7 @@ async fn errors_tell_unsupported_from_unreachable() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_new_streams_share_one_dial() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     let mut events = a.events();
     a.peerstore()
@@ -225,8 +225,7 @@ async fn concurrent_new_streams_share_one_dial() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panicking_handler_harms_only_its_stream() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     b.set_stream_handler("/boom/1.0.0", |_stream| async move {
         panic!("handler bug");
     })
@@ -300,8 +299,7 @@ async fn identify_fills_the_peerstore_and_push_updates_it() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn predicate_handlers_match_versions() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     b.set_stream_handler_matching(
         "/kv/1.0.0",
         |p| p.starts_with("/kv/1."),
@@ -372,8 +370,7 @@ async fn limits_hold() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn close_stops_listeners_and_connections() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     let b_addrs = b.listen_addrs();
     let mut events = a.events();
@@ -410,8 +407,7 @@ async fn close_stops_listeners_and_connections() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn disconnect_then_reconnect() {
-    let a = memory_host(Config::default()).await;
-    let b = memory_host(Config::default()).await;
+    let (a, b) = two_memory_hosts().await;
     serve_chat(&b);
     a.connect(b.peer_id(), b.listen_addrs()).await.unwrap();
     assert!(a.is_connected(&b.peer_id()));

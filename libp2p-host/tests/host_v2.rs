@@ -21,12 +21,7 @@ const ECHO: &str = "/echo/1.0.0";
 async fn muxed_memory_host(config: Config) -> Host {
     let key = Keypair::generate_ed25519();
     let transport = MuxedMemoryTransport::new(key.public().to_peer_id());
-    Host::builder(key)
-        .config(config)
-        .listen_on("/memory/0".parse().unwrap())
-        .build_with_transport(transport)
-        .await
-        .expect("host")
+    libp2p_host::testkit::memory_host_over(key, config, transport).await
 }
 
 async fn echo_back(mut stream: Stream) -> std::io::Result<()> {
@@ -49,6 +44,15 @@ async fn echo_once(a: &Host, b: &Host, seed: u8) {
     let mut back = Vec::new();
     s.read_to_end(&mut back).await.unwrap();
     assert_eq!(back, data);
+}
+
+/// `a` dials `b` and echoes through 100 concurrent streams to it, within 30 seconds.
+async fn hundred_concurrent_echoes(a: &Host, b: &Host) {
+    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
+    let runs = (0..100u8).map(|i| echo_once(a, b, i));
+    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
+        .await
+        .expect("100 streams in time");
 }
 
 async fn next_matching(events: &mut Events, f: impl Fn(&Event) -> bool) -> Event {
@@ -84,11 +88,7 @@ async fn accept_serves_100_concurrent_streams() {
             tokio::spawn(echo_back(stream));
         }
     });
-    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
-    let runs = (0..100u8).map(|i| echo_once(&a, &b, i));
-    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
-        .await
-        .expect("100 streams in time");
+    hundred_concurrent_echoes(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -97,11 +97,7 @@ async fn handlers_serve_100_concurrent_streams() {
     let b = tcp_host(Config::default()).await;
     b.set_stream_handler(ECHO, |s| async move { Ok(echo_back(s).await?) })
         .unwrap();
-    a.dial(b.p2p_addrs()[0].clone()).await.unwrap();
-    let runs = (0..100u8).map(|i| echo_once(&a, &b, i));
-    tokio::time::timeout(Duration::from_secs(30), futures::future::join_all(runs))
-        .await
-        .expect("100 streams in time");
+    hundred_concurrent_echoes(&a, &b).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

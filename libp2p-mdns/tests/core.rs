@@ -124,16 +124,10 @@ fn two_cores_discover_each_other() {
     assert_eq!(b.peers().count(), 1, "own answer ignored");
 }
 
-#[test]
-fn peers_expire_after_their_ttl() {
-    let now = Instant::now();
-    let ttl = Duration::from_secs(60);
-    let (mut a, a_id) = node(
-        Config::default().with_ttl(ttl),
-        now,
-        &["/ip4/10.0.0.1/tcp/1"],
-        "10.0.0.1",
-    );
+/// Node a (at `/ip4/10.0.0.1/tcp/1`, with `a_config`) answers node b's query and b discovers
+/// it: a, its id and b.
+fn b_discovers_a(a_config: Config, now: Instant) -> (Mdns, PeerId, Mdns) {
+    let (mut a, a_id) = node(a_config, now, &["/ip4/10.0.0.1/tcp/1"], "10.0.0.1");
     let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
     let q = transmits(&mut b);
     deliver(&mut a, now, &q);
@@ -141,6 +135,26 @@ fn peers_expire_after_their_ttl() {
     transmits(&mut a);
     deliver(&mut b, now, &answer);
     assert!(matches!(&events(&mut b)[..], [Event::Discovered { peer, .. }] if *peer == a_id));
+    (a, a_id, b)
+}
+
+/// b reports a's address expired and keeps no peer.
+fn a_is_gone(b: &mut Mdns, a_id: PeerId) {
+    assert_eq!(
+        events(b),
+        vec![Event::Expired {
+            peer: a_id,
+            addrs: vec![ma("/ip4/10.0.0.1/tcp/1")]
+        }]
+    );
+    assert_eq!(b.peers().count(), 0);
+}
+
+#[test]
+fn peers_expire_after_their_ttl() {
+    let now = Instant::now();
+    let ttl = Duration::from_secs(60);
+    let (_, a_id, mut b) = b_discovers_a(Config::default().with_ttl(ttl), now);
     let deadline = b.poll_timeout().unwrap();
     assert!(deadline <= now + ttl);
     b.handle_timeout(now + ttl - Duration::from_secs(1));
@@ -151,14 +165,7 @@ fn peers_expire_after_their_ttl() {
         "not yet"
     );
     b.handle_timeout(now + ttl);
-    assert_eq!(
-        events(&mut b),
-        vec![Event::Expired {
-            peer: a_id,
-            addrs: vec![ma("/ip4/10.0.0.1/tcp/1")]
-        }]
-    );
-    assert_eq!(b.peers().count(), 0);
+    a_is_gone(&mut b, a_id);
 }
 
 #[test]
@@ -310,47 +317,38 @@ fn zeroconf_style(id: PeerId, addrs: &[&str], ttl: u32) -> Vec<u8> {
     msg.to_vec().unwrap()
 }
 
-#[test]
-fn reads_rust_libp2p_answers() {
-    let now = Instant::now();
+/// A fresh node receives the answer `style` builds for a new peer at `addrs` and reports that
+/// peer discovered at exactly those addresses; returns the node and the peer.
+fn discovers(
+    style: fn(PeerId, &[&str], u32) -> Vec<u8>,
+    now: Instant,
+    addrs: &[&str],
+    ttl: u32,
+) -> (Mdns, PeerId) {
     let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
     let id = peer();
-    let p = rust_libp2p_style(
-        id,
-        &["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"],
-        360,
-    );
-    deliver(&mut b, now, &[p]);
+    deliver(&mut b, now, &[style(id, addrs, ttl)]);
     assert_eq!(
         events(&mut b),
         vec![Event::Discovered {
             peer: id,
-            addrs: vec![ma("/ip4/10.0.0.3/tcp/1"), ma("/ip4/10.0.0.3/udp/1/quic-v1")]
+            addrs: addrs.iter().map(|a| ma(a)).collect()
         }]
     );
+    (b, id)
+}
+
+#[test]
+fn reads_rust_libp2p_answers() {
+    let addrs = ["/ip4/10.0.0.3/tcp/1", "/ip4/10.0.0.3/udp/1/quic-v1"];
+    discovers(rust_libp2p_style, Instant::now(), &addrs, 360);
 }
 
 #[test]
 fn reads_zeroconf_answers() {
     let now = Instant::now();
-    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
-    let id = peer();
-    let p = zeroconf_style(
-        id,
-        &["/ip4/10.0.0.5/tcp/4001", "/ip6/2001:db8::5/tcp/4001"],
-        4500,
-    );
-    deliver(&mut b, now, &[p]);
-    assert_eq!(
-        events(&mut b),
-        vec![Event::Discovered {
-            peer: id,
-            addrs: vec![
-                ma("/ip4/10.0.0.5/tcp/4001"),
-                ma("/ip6/2001:db8::5/tcp/4001")
-            ]
-        }]
-    );
+    let addrs = ["/ip4/10.0.0.5/tcp/4001", "/ip6/2001:db8::5/tcp/4001"];
+    let (mut b, id) = discovers(zeroconf_style, now, &addrs, 4500);
     // Its goodbye (TTL 0) withdraws the addresses at once.
     let bye = zeroconf_style(id, &["/ip4/10.0.0.5/tcp/4001"], 0);
     deliver(&mut b, now, &[bye]);
@@ -681,26 +679,12 @@ fn loopback_is_not_announced_and_p2p_suffixes_are_dropped() {
 #[test]
 fn goodbye_withdraws_our_addresses_at_once() {
     let now = Instant::now();
-    let (mut a, a_id) = node(Config::default(), now, &["/ip4/10.0.0.1/tcp/1"], "10.0.0.1");
-    let (mut b, _) = node(Config::default(), now, &[], "10.0.0.2");
-    let q = transmits(&mut b);
-    deliver(&mut a, now, &q);
-    let answer = transmits(&mut a);
-    transmits(&mut a);
-    deliver(&mut b, now, &answer);
-    assert!(matches!(&events(&mut b)[..], [Event::Discovered { .. }]));
+    let (mut a, a_id, mut b) = b_discovers_a(Config::default(), now);
     a.goodbye();
     let bye = transmits(&mut a);
     assert_eq!(bye.len(), 1);
     deliver(&mut b, now + Duration::from_secs(1), &bye);
-    assert_eq!(
-        events(&mut b),
-        vec![Event::Expired {
-            peer: a_id,
-            addrs: vec![ma("/ip4/10.0.0.1/tcp/1")]
-        }]
-    );
-    assert_eq!(b.peers().count(), 0);
+    a_is_gone(&mut b, a_id);
 }
 
 #[test]

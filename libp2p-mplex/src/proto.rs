@@ -700,15 +700,33 @@ mod tests {
         }
     }
 
-    fn pair(config: Config) -> (Connection, Connection) {
-        (Connection::new(config.clone()), Connection::new(config))
+    /// Two connections of `config` and the two directions of the wire between them (a to b,
+    /// b to a).
+    fn pair(config: Config) -> (Connection, Connection, BytesMut, BytesMut) {
+        (
+            Connection::new(config.clone()),
+            Connection::new(config),
+            BytesMut::new(),
+            BytesMut::new(),
+        )
+    }
+
+    /// A configuration that allows `max_streams` streams.
+    fn max_streams(max_streams: usize) -> Config {
+        Config {
+            max_streams,
+            ..Config::default()
+        }
+    }
+
+    /// Whether `poll` is the error of a reset stream.
+    fn is_reset<T>(poll: Poll<io::Result<T>>) -> bool {
+        matches!(poll, Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
     }
 
     #[test]
     fn dispatch_opens_carries_and_closes_both_ways() {
-        let (mut a, mut b) = pair(Config::default());
-        let mut wire_ab = BytesMut::new();
-        let mut wire_ba = BytesMut::new();
+        let (mut a, mut b, mut wire_ab, mut wire_ba) = pair(Config::default());
         let s = a.open_stream().unwrap();
         assert!(events(&mut a).contains(&Event::Transmit));
         assert!(b.accept_stream().is_pending());
@@ -758,13 +776,7 @@ mod tests {
 
     #[test]
     fn stream_limits_hold_in_both_directions() {
-        let config = Config {
-            max_streams: 2,
-            ..Config::default()
-        };
-        let (mut a, mut b) = pair(config);
-        let mut wire_ab = BytesMut::new();
-        let mut wire_ba = BytesMut::new();
+        let (mut a, mut b, mut wire_ab, mut wire_ba) = pair(max_streams(2));
         let s0 = a.open_stream().unwrap();
         let _s1 = a.open_stream().unwrap();
         assert!(matches!(
@@ -785,22 +797,14 @@ mod tests {
         transfer(&mut b, &mut c, &mut wire_ba);
         let mut buf = [0u8; 1];
         let third = StreamKey { id: 2, ours: true };
-        assert!(
-            matches!(c.read(third, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
-        );
+        assert!(is_reset(c.read(third, &mut buf)));
         let first = StreamKey { id: 0, ours: true };
         assert!(c.read(first, &mut buf).is_pending());
     }
 
     #[test]
     fn the_stream_limit_counts_both_directions_together() {
-        let config = Config {
-            max_streams: 2,
-            ..Config::default()
-        };
-        let (mut a, mut b) = pair(config);
-        let mut wire_ab = BytesMut::new();
-        let mut wire_ba = BytesMut::new();
+        let (mut a, mut b, mut wire_ab, mut wire_ba) = pair(max_streams(2));
         // One stream each way: a holds two, its limit.
         let _ours = a.open_stream().unwrap();
         let _theirs = b.open_stream().unwrap();
@@ -816,16 +820,12 @@ mod tests {
         assert_eq!(a.stream_count(), 2);
         transfer(&mut a, &mut b, &mut wire_ab);
         let mut buf = [0u8; 1];
-        assert!(
-            matches!(b.read(third, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
-        );
+        assert!(is_reset(b.read(third, &mut buf)));
     }
 
     #[test]
     fn resets_reach_the_other_side_and_fail_both_ends() {
-        let (mut a, mut b) = pair(Config::default());
-        let mut wire_ab = BytesMut::new();
-        let mut wire_ba = BytesMut::new();
+        let (mut a, mut b, mut wire_ab, mut wire_ba) = pair(Config::default());
         let s = a.open_stream().unwrap();
         transfer(&mut a, &mut b, &mut wire_ab);
         let Poll::Ready(Ok(r)) = b.accept_stream() else {
@@ -836,12 +836,8 @@ mod tests {
         transfer(&mut b, &mut a, &mut wire_ba);
         assert!(events(&mut a).contains(&Event::Readable(s)));
         let mut buf = [0u8; 4];
-        assert!(
-            matches!(a.read(s, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
-        );
-        assert!(
-            matches!(a.write(s, b"x"), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
-        );
+        assert!(is_reset(a.read(s, &mut buf)));
+        assert!(is_reset(a.write(s, b"x")));
         // A reset stream is not reset again when dropped.
         a.drop_stream(s);
         assert_eq!(transfer(&mut a, &mut b, &mut wire_ab), 0);
@@ -870,8 +866,7 @@ mod tests {
             split_send_size: 400,
             ..Config::default()
         };
-        let (mut a, mut b) = pair(config);
-        let mut wire = BytesMut::new();
+        let (mut a, mut b, mut wire, _) = pair(config);
         let s = a.open_stream().unwrap();
         transfer(&mut a, &mut b, &mut wire);
         let Poll::Ready(Ok(r)) = b.accept_stream() else {
@@ -918,9 +913,7 @@ mod tests {
             buffer_policy: BufferPolicy::ResetStream,
             ..Config::default()
         };
-        let (mut a, mut b) = pair(config);
-        let mut wire_ab = BytesMut::new();
-        let mut wire_ba = BytesMut::new();
+        let (mut a, mut b, mut wire_ab, mut wire_ba) = pair(config);
         let slow = a.open_stream().unwrap();
         let other = a.open_stream().unwrap();
         for _ in 0..4 {
@@ -936,9 +929,7 @@ mod tests {
             panic!("stream")
         };
         let mut buf = [0u8; 16];
-        assert!(
-            matches!(b.read(rs, &mut buf), Poll::Ready(Err(e)) if e.kind() == io::ErrorKind::ConnectionReset)
-        );
+        assert!(is_reset(b.read(rs, &mut buf)));
         assert_eq!(b.buffered_len(), 10);
         assert!(matches!(b.read(ro, &mut buf), Poll::Ready(Ok(10))));
         transfer(&mut b, &mut a, &mut wire_ba);
@@ -1020,7 +1011,7 @@ mod tests {
 
     #[test]
     fn a_closed_connection_fails_everyone_with_its_cause() {
-        let (mut a, _b) = pair(Config::default());
+        let (mut a, ..) = pair(Config::default());
         let s = a.open_stream().unwrap();
         let _ = events(&mut a);
         a.shut(

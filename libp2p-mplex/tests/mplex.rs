@@ -70,13 +70,8 @@ async fn pipeline_tcp_plaintext_mplex() {
         .upgrade()
         .authenticate(Plaintext::new(ka.clone()))
         .multiplex(Mplex::default());
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match futures::StreamExt::next(&mut listener).await {
-        Some(libp2p_core::ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) =
+        libp2p_core::testkit::listen_on(&server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let serve = tokio::spawn(async move {
         while let Some(event) = futures::StreamExt::next(&mut listener).await {
             if let libp2p_core::ListenerEvent::Incoming { pending, .. } = event {

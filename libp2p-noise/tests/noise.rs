@@ -4,11 +4,12 @@ use std::time::{Duration, Instant};
 use futures::{AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo, transport_pair,
+    assert_peer_id_mismatch, echo_roundtrip, expecting_a_stranger, handshake_pair, listen_on,
+    memory_pair, muxed_echo, pattern, security_kit, serve_echo, transport_pair,
 };
 use libp2p_core::{
-    Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role, SecurityUpgrade,
-    Socket, StreamMuxer, Transport, TransportError, TransportExt, UpgradeInfo,
+    Keypair, ListenerEvent, MuxerUpgrade, Negotiated, Protocol, Role, SecurityUpgrade, Transport,
+    TransportExt, UpgradeInfo,
 };
 use libp2p_mplex::Mplex;
 use libp2p_noise::{Noise, NoiseError, NoiseStream, PROTOCOL};
@@ -18,26 +19,6 @@ use libp2p_yamux::Yamux;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn conformance() {
     security_kit(Noise::new).await;
-}
-
-type Handshake<C> = Result<(PeerId, NoiseStream<C>), NoiseError>;
-
-async fn handshake_pair<C: Socket>(
-    a: &Noise,
-    b: &Noise,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (Handshake<C>, Handshake<C>) {
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        futures::future::join(
-            a.secure(ca, Role::Dialer, expected, PROTOCOL),
-            b.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -63,27 +44,7 @@ async fn protocol_name_and_static_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let keys = [
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_keypair()),
-    ];
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Noise::new(ka.clone()), Noise::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Noise::new, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,18 +66,10 @@ async fn large_transfer_over_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expecting_another_peer_is_a_mismatch() {
-    let (a, b) = (
-        Noise::new(Keypair::generate_ed25519()),
-        Noise::new(Keypair::generate_ecdsa()),
-    );
-    let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = memory_pair();
-    let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be, never the expected peer: comparing
     // the two is the pipeline's job alone (the dial through the pipeline below fails with
     // `TransportError::PeerIdMismatch`).
-    let (actual, _) = ra.expect("the handshake itself succeeds");
-    assert_ne!(actual, stranger);
+    let (_, _, _, rb) = expecting_a_stranger(Noise::new).await;
     assert!(rb.is_ok());
 }
 
@@ -127,54 +80,13 @@ async fn pipeline_echo<M>(muxer: M)
 where
     M: MuxerUpgrade<Negotiated<NoiseStream<Negotiated<TcpSocket>>>>,
 {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
-    let id_b = kb.public().to_peer_id();
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Noise::new(kb))
-        .multiplex(muxer.clone());
-    let client = TcpTransport::new()
-        .upgrade()
-        .authenticate(Noise::new(ka.clone()))
-        .multiplex(muxer);
-
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
+    let stack = |key| {
+        TcpTransport::new()
+            .upgrade()
+            .authenticate(Noise::new(key))
+            .multiplex(muxer.clone())
     };
-    let id_a = ka.public().to_peer_id();
-    let serve = tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let libp2p_core::Connection { peer, muxer, .. } =
-                    server.accept(pending).await.expect("accept");
-                assert_eq!(peer, id_a);
-                let stream = muxer.accept().await.expect("inbound stream");
-                return serve_echo(stream).await.expect("echo");
-            }
-        }
-        panic!("listener ended");
-    });
-
-    let target = addr.with(Protocol::P2p(id_b));
-    let libp2p_core::Connection { peer, muxer, .. } =
-        tokio::time::timeout(Duration::from_secs(20), client.dial(target))
-            .await
-            .expect("no hang")
-            .expect("dial");
-    assert_eq!(peer, id_b);
-    let stream = muxer.open().await.expect("open a stream");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        echo_roundtrip(stream, &pattern(1, 1 << 20)),
-    )
-    .await
-    .expect("echo in time");
-    assert_eq!(serve.await.unwrap(), 1 << 20);
-    let _ = muxer.close().await;
+    muxed_echo(stack, "/ip4/127.0.0.1/tcp/0".parse().unwrap(), 1 << 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -195,13 +107,7 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
     let client = TcpTransport::new()
         .upgrade()
         .authenticate(Noise::new(Keypair::generate_ed25519()));
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let ListenerEvent::Incoming { pending, .. } = event {
@@ -216,17 +122,7 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
     )
     .await
     .expect("no hang");
-    match result {
-        Err(e @ TransportError::PeerIdMismatch { .. }) => {
-            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
-            let TransportError::PeerIdMismatch { expected, .. } = e else {
-                unreachable!()
-            };
-            assert_eq!(*expected, stranger);
-        }
-        Err(e) => panic!("expected a peer id mismatch, got {e}"),
-        Ok(_) => panic!("must not connect"),
-    }
+    assert_peer_id_mismatch(result, stranger);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -237,20 +133,13 @@ async fn dialing_the_wrong_peer_id_through_the_pipeline_fails() {
 
 type ListenerOutcome = Outcome<NoiseError>;
 
-/// The dialer sends `chunks` (one message each: each is flushed) through a tampering proxy
-/// to the listener, then closes.
-async fn through_proxy(
-    tamper: Tamper,
-    chunks: &[Vec<u8>],
-) -> (Result<(), NoiseError>, ListenerOutcome) {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let id_b = kb.public().to_peer_id();
-    let (a, b) = (Noise::new(ka), Noise::new(kb));
-    tamper::through_proxy(a, b, id_b, PROTOCOL, 2, tamper, chunks).await
-}
+/// The noise length prefix, in bytes.
+const PREFIX: usize = 2;
 
-fn chunks() -> Vec<Vec<u8>> {
-    vec![pattern(21, 1000), pattern(22, 1000), pattern(23, 1000)]
+/// The dialer sends [`tamper::chunks`] (one message each: each is flushed) through a
+/// tampering proxy to the listener, then closes.
+async fn through_proxy(tamper: Tamper) -> (Result<(), NoiseError>, ListenerOutcome) {
+    tamper::tampered(Noise::new, PREFIX, tamper).await
 }
 
 fn is_decrypt_error(e: &io::Error) -> bool {
@@ -263,74 +152,62 @@ fn is_decrypt_error(e: &io::Error) -> bool {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untampered_proxy_delivers_everything() {
-    let (dialer, listener) = through_proxy(Tamper::Truncate(usize::MAX), &chunks()).await;
-    dialer.expect("dialer handshake");
-    match listener {
-        ListenerOutcome::Data(got) => assert_eq!(got, chunks().concat()),
-        other => panic!("expected the data, got {other:?}"),
-    }
+    tamper::untampered_delivers_everything(Noise::new, PREFIX).await;
+}
+
+/// Each of `tampers` makes the listener's read fail to decrypt.
+async fn reads_fail_to_decrypt(tampers: &[Tamper]) {
+    tamper::reads_fail(Noise::new, PREFIX, tampers, |tamper, e| {
+        assert!(is_decrypt_error(e), "{tamper:?}: {e}")
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bits_in_transport_messages_fail_decryption() {
-    for tamper in [
+    reads_fail_to_decrypt(&[
         Tamper::FlipFirst(2),
         Tamper::FlipLast(2),
         Tamper::FlipFirst(4),
         Tamper::FlipLast(4),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
-            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
-        }
-    }
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_length_bits_fail() {
     // The message boundaries slip: a decryption error, or an early end of stream.
-    for tamper in [
+    let tampers = [
         Tamper::FlipLength(2, 15),
         Tamper::FlipLength(2, 0),
         Tamper::FlipLength(2, 1),
         Tamper::FlipLength(3, 3),
         Tamper::FlipLength(4, 0),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(
-                is_decrypt_error(&e) || e.kind() == io::ErrorKind::UnexpectedEof,
-                "{tamper:?}: {e}"
-            ),
-            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Noise::new, PREFIX, &tampers, |tamper, e| {
+        assert!(
+            is_decrypt_error(e) || e.kind() == io::ErrorKind::UnexpectedEof,
+            "{tamper:?}: {e}"
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_transport_messages_fail() {
     // Unlike SECIO, every message has its own nonce: a dropped or repeated one is detected.
-    for tamper in [
+    reads_fail_to_decrypt(&[
         Tamper::Drop(2),
         Tamper::Drop(3),
         Tamper::Replay(2),
         Tamper::Replay(4),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(is_decrypt_error(&e), "{tamper:?}: {e}"),
-            other => panic!("{tamper:?}: expected a decryption error, got {other:?}"),
-        }
-    }
+    ])
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_handshake_fails() {
-    for tamper in [
+    let tampers = [
         // `-> e`: the keys no longer agree; the dialer's third message fails to decrypt.
         Tamper::FlipFirst(0),
         // `-> s, se` + payload: the encrypted static key, or the payload's tag.
@@ -341,25 +218,27 @@ async fn tampered_handshake_fails() {
         Tamper::Drop(0),
         Tamper::Drop(1),
         Tamper::Replay(0),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::FlipFirst(1) | Tamper::FlipLast(1) = tamper {
-                    // The third message no longer decrypts.
-                    assert!(matches!(e, NoiseError::Noise(_)), "{tamper:?}: {e}");
-                }
+    ];
+    tamper::handshakes_fail(
+        Noise::new,
+        PREFIX,
+        &tampers,
+        |tamper, e| {
+            if let Tamper::FlipFirst(1) | Tamper::FlipLast(1) = tamper {
+                // The third message no longer decrypts.
+                assert!(matches!(e, NoiseError::Noise(_)), "{tamper:?}: {e}");
             }
-            // A dropped message, or a length that now runs past what was sent, leaves the
-            // listener waiting until the deadline (the pipeline's, the kit's here).
-            ListenerOutcome::TimedOut
-                if matches!(
-                    tamper,
-                    Tamper::Drop(_) | Tamper::FlipLength(..) | Tamper::Replay(_)
-                ) => {}
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
-        }
-    }
+        },
+        // A dropped message, or a length that now runs past what was sent, leaves the
+        // listener waiting until the deadline (the pipeline's, the kit's here).
+        |tamper| {
+            matches!(
+                tamper,
+                Tamper::Drop(_) | Tamper::FlipLength(..) | Tamper::Replay(_)
+            )
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -368,7 +247,7 @@ async fn truncated_handshake_fails_on_both_sides_in_time() {
     // without a complete first message and the dialer without an answer.
     for n in [0, 1, 2, 20, 33] {
         let start = Instant::now();
-        let (dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(dialer.is_err(), "truncate at {n}: the dialer must fail");
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
@@ -379,7 +258,7 @@ async fn truncated_handshake_fails_on_both_sides_in_time() {
     // Cuts at or inside the third message: the listener fails its handshake (the dialer,
     // which already finished, just sees the connection go).
     for n in [34, 36, 60, 100] {
-        let (_dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (_dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
             "truncate at {n}: {listener:?}"

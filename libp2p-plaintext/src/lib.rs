@@ -263,35 +263,25 @@ mod tests {
     #[test]
     fn exchange_missing_fields_is_malformed() {
         let key = Keypair::generate_ed25519();
-        for message in [
-            Exchange {
-                id: None,
-                pubkey: Some(key.public().encode_protobuf()),
-            },
-            Exchange {
-                id: Some(key.public().to_peer_id().to_bytes()),
-                pubkey: None,
-            },
-            Exchange {
-                id: Some(vec![1, 2, 3]),
-                pubkey: Some(key.public().encode_protobuf()),
-            },
-        ] {
+        let no_id = Exchange {
+            id: None,
+            pubkey: Some(key.public().encode_protobuf()),
+        };
+        let no_key = Exchange {
+            id: Some(key.public().to_peer_id().to_bytes()),
+            pubkey: None,
+        };
+        let bad_id = Exchange {
+            id: Some(vec![1, 2, 3]),
+            pubkey: Some(key.public().encode_protobuf()),
+        };
+        for message in [&no_id, &no_key, &bad_id] {
             assert!(matches!(
                 decode_exchange(&message.encode_to_vec()),
                 Err(PlaintextError::Malformed(_))
             ));
         }
-        for message in [
-            Exchange {
-                id: None,
-                pubkey: Some(key.public().encode_protobuf()),
-            },
-            Exchange {
-                id: Some(key.public().to_peer_id().to_bytes()),
-                pubkey: None,
-            },
-        ] {
+        for message in [&no_id, &no_key] {
             assert!(matches!(
                 decode_exchange(&message.encode_to_vec()),
                 Err(PlaintextError::Malformed(

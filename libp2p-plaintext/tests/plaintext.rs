@@ -1,8 +1,8 @@
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p_core::testkit::{pattern, security_kit};
+use libp2p_core::testkit::{echo_listener, pattern, security_kit, Refusing};
 use libp2p_core::{
-    Keypair, PeerId, Protocol, Role, SecurityUpgrade, Socket, Transport, TransportError,
-    TransportExt, UpgradeInfo,
+    Keypair, Multiaddr, PeerId, Protocol, Role, SecurityUpgrade, Transport, TransportError,
+    TransportExt,
 };
 use libp2p_plaintext::{Plaintext, PlaintextError};
 use libp2p_transport_tcp::TcpTransport;
@@ -14,18 +14,15 @@ async fn conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_tcp_endpoints_negotiate_plaintext_through_the_pipeline() {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Plaintext::new(kb.clone()));
+    let (addr, id_b) = plaintext_echo_listener().await;
     let client = TcpTransport::new()
         .upgrade()
-        .authenticate(Plaintext::new(ka));
-    let addr =
-        libp2p_core::testkit::echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
-    let target = addr.with(Protocol::P2p(kb.public().to_peer_id()));
-    let (peer, mut io) = client.dial(target).await.expect("dial");
-    assert_eq!(peer, kb.public().to_peer_id());
+        .authenticate(Plaintext::new(Keypair::generate_ed25519()));
+    let (peer, mut io) = client
+        .dial(addr.with(Protocol::P2p(id_b)))
+        .await
+        .expect("dial");
+    assert_eq!(peer, id_b);
     let data = pattern(1, 300_000);
     let (mut r, mut w) = (&mut io).split();
     let send = async {
@@ -40,52 +37,28 @@ async fn two_tcp_endpoints_negotiate_plaintext_through_the_pipeline() {
 }
 
 /// A security protocol the listener does not speak, offered first by the dialer.
-#[derive(Clone)]
-struct Unspoken;
+const UNSPOKEN: Refusing = Refusing("/unspoken/1.0.0");
 
-#[derive(Debug, thiserror::Error)]
-#[error("never agreed")]
-struct Never;
-
-impl libp2p_core::Classify for Never {
-    fn fault(&self) -> libp2p_core::Fault {
-        libp2p_core::Fault::Local
-    }
-}
-
-impl UpgradeInfo for Unspoken {
-    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
-        std::iter::once("/unspoken/1.0.0")
-    }
-}
-
-impl<C: Socket> SecurityUpgrade<C> for Unspoken {
-    type Output = C;
-    type Error = Never;
-    fn secure(
-        &self,
-        _socket: C,
-        _role: Role,
-        _expected: Option<PeerId>,
-        _protocol: &str,
-    ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static {
-        futures::future::ready(Err(Never))
-    }
+/// A plaintext listener of a fresh identity over TCP that echoes every connection: its
+/// address and its peer id.
+async fn plaintext_echo_listener() -> (Multiaddr, PeerId) {
+    let key = Keypair::generate_ed25519();
+    let id = key.public().to_peer_id();
+    let server = TcpTransport::new()
+        .upgrade()
+        .authenticate(Plaintext::new(key));
+    let addr = echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
+    (addr, id)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negotiation_falls_back_when_the_first_proposal_is_refused() {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Plaintext::new(kb.clone()));
+    let (addr, id_b) = plaintext_echo_listener().await;
     let client = TcpTransport::new()
         .upgrade()
-        .authenticate((Unspoken, Plaintext::new(ka)));
-    let addr =
-        libp2p_core::testkit::echo_listener(server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
+        .authenticate((UNSPOKEN, Plaintext::new(Keypair::generate_ed25519())));
     let (peer, mut io) = client.dial(addr.clone()).await.expect("fallback dial");
-    assert_eq!(peer, kb.public().to_peer_id());
+    assert_eq!(peer, id_b);
     io.write_all(b"after fallback").await.unwrap();
     io.close().await.unwrap();
     let mut back = Vec::new();
@@ -93,7 +66,7 @@ async fn negotiation_falls_back_when_the_first_proposal_is_refused() {
     assert_eq!(back, b"after fallback");
 
     // Only the unspoken protocol: the listener refuses it and the error says so.
-    let lonely = TcpTransport::new().upgrade().authenticate(Unspoken);
+    let lonely = TcpTransport::new().upgrade().authenticate(UNSPOKEN);
     match lonely.dial(addr).await {
         Err(TransportError::Negotiation { source, .. }) => {
             assert!(source.to_string().contains("/unspoken/1.0.0"), "{source}")

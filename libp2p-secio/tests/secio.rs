@@ -4,13 +4,14 @@ use std::time::Duration;
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_core::testkit::tamper::{self, Outcome, Tamper};
 use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
+    assert_peer_id_mismatch, echo_roundtrip, every_key_type, expecting_a_stranger, handshake_pair,
+    listen_on, memory_pair, pattern, security_kit, serve_echo,
 };
 use libp2p_core::{
-    Keypair, ListenerEvent, MemoryTransport, PeerId, Protocol, Role, SecurityUpgrade, Socket,
-    Transport, TransportError, TransportExt,
+    Keypair, ListenerEvent, MemoryTransport, Protocol, Role, SecurityUpgrade, Transport,
+    TransportExt,
 };
-use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, SecioStream, PROTOCOL};
+use libp2p_secio::{Cipher, Config, Digest, KeyExchange, Secio, SecioError, PROTOCOL};
 use libp2p_transport_tcp::TcpTransport;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -18,50 +19,9 @@ async fn conformance() {
     security_kit(Secio::new).await;
 }
 
-async fn handshake_pair<C: Socket>(
-    a: &Secio,
-    b: &Secio,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (
-    Result<(PeerId, SecioStream<C>), SecioError>,
-    Result<(PeerId, SecioStream<C>), SecioError>,
-) {
-    tokio::time::timeout(
-        Duration::from_secs(20),
-        futures::future::join(
-            a.secure(ca, Role::Dialer, expected, PROTOCOL),
-            b.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let mut keys = vec![
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-    ];
-    keys.push(("rsa", rsa_keypair()));
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Secio::new(ka.clone()), Secio::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Secio::new, |_, _| {}).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -148,20 +108,13 @@ async fn two_tcp_endpoints_negotiate_secio_through_the_pipeline() {
 
 type ListenerOutcome = Outcome<SecioError>;
 
-/// The dialer sends `chunks` (one frame each, as they are below `max_write_frame`) through a
-/// tampering proxy to the listener, then closes.
-async fn through_proxy(
-    tamper: Tamper,
-    chunks: &[Vec<u8>],
-) -> (Result<(), SecioError>, ListenerOutcome) {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
-    let id_b = kb.public().to_peer_id();
-    let (a, b) = (Secio::new(ka), Secio::new(kb));
-    tamper::through_proxy(a, b, id_b, PROTOCOL, 4, tamper, chunks).await
-}
+/// The SECIO length prefix, in bytes.
+const PREFIX: usize = 4;
 
-fn chunks() -> Vec<Vec<u8>> {
-    vec![pattern(21, 1000), pattern(22, 1000), pattern(23, 1000)]
+/// The dialer sends [`tamper::chunks`] (one frame each, as they are below
+/// `max_write_frame`) through a tampering proxy to the listener, then closes.
+async fn through_proxy(tamper: Tamper) -> (Result<(), SecioError>, ListenerOutcome) {
+    tamper::tampered(Secio::new, PREFIX, tamper).await
 }
 
 fn secio_error_of(e: &io::Error) -> Option<&SecioError> {
@@ -171,62 +124,49 @@ fn secio_error_of(e: &io::Error) -> Option<&SecioError> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn untampered_proxy_delivers_everything() {
-    let (dialer, listener) = through_proxy(Tamper::Truncate(usize::MAX), &chunks()).await;
-    dialer.expect("dialer handshake");
-    match listener {
-        ListenerOutcome::Data(got) => assert_eq!(got, chunks().concat()),
-        other => panic!("expected the data, got {other:?}"),
-    }
+    tamper::untampered_delivers_everything(Secio::new, PREFIX).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_bits_in_data_frames_fail_the_mac() {
-    for tamper in [
+    let tampers = [
         Tamper::FlipFirst(3),
         Tamper::FlipLast(3),
         Tamper::FlipFirst(5),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => assert!(
-                matches!(secio_error_of(&e), Some(SecioError::MacMismatch)),
-                "{tamper:?}: {e}"
-            ),
-            other => panic!("{tamper:?}: expected a MAC error, got {other:?}"),
-        }
-    }
+    ];
+    tamper::reads_fail(Secio::new, PREFIX, &tampers, |tamper, e| {
+        assert!(
+            matches!(secio_error_of(e), Some(SecioError::MacMismatch)),
+            "{tamper:?}: {e}"
+        )
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flipped_length_bits_fail() {
     // High bit: far beyond the limit. Low bits: the frame boundaries slip.
-    for tamper in [
+    let tampers = [
         Tamper::FlipLength(3, 31),
         Tamper::FlipLength(3, 0),
         Tamper::FlipLength(3, 1),
         Tamper::FlipLength(4, 3),
         Tamper::FlipLength(5, 0),
-    ] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
-        dialer.expect("dialer handshake");
-        match listener {
-            ListenerOutcome::Read(e) => {
-                if let Tamper::FlipLength(_, 31) = tamper {
-                    assert!(
-                        matches!(secio_error_of(&e), Some(SecioError::FrameTooLarge { .. })),
-                        "{e}"
-                    );
-                }
-            }
-            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
+    ];
+    tamper::reads_fail(Secio::new, PREFIX, &tampers, |tamper, e| {
+        if let Tamper::FlipLength(_, 31) = tamper {
+            assert!(
+                matches!(secio_error_of(e), Some(SecioError::FrameTooLarge { .. })),
+                "{e}"
+            );
         }
-    }
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tampered_handshake_fails() {
-    for tamper in [
+    let tampers = [
         // The Propose: the other side's signature check or key decoding fails.
         Tamper::FlipFirst(0),
         Tamper::FlipLast(0),
@@ -237,51 +177,43 @@ async fn tampered_handshake_fails() {
         Tamper::FlipFirst(2),
         Tamper::FlipLast(2),
         Tamper::FlipLength(1, 31),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::FlipLast(1) = tamper {
-                    assert!(matches!(e, SecioError::BadSignature), "{e}");
-                }
-                if let Tamper::FlipLast(2) = tamper {
-                    assert!(matches!(e, SecioError::MacMismatch), "{e}");
-                }
-            }
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+    ];
+    let check = |tamper, e: &SecioError| {
+        if let Tamper::FlipLast(1) = tamper {
+            assert!(matches!(e, SecioError::BadSignature), "{e}");
         }
-    }
+        if let Tamper::FlipLast(2) = tamper {
+            assert!(matches!(e, SecioError::MacMismatch), "{e}");
+        }
+    };
+    tamper::handshakes_fail(Secio::new, PREFIX, &tampers, check, |_| false).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_handshake_frames_fail() {
-    for tamper in [
+    let tampers = [
         Tamper::Drop(0),
         Tamper::Drop(1),
         Tamper::Drop(2),
         Tamper::Replay(0),
         Tamper::Replay(1),
-    ] {
-        let (_dialer, listener) = through_proxy(tamper, &chunks()).await;
-        match listener {
-            ListenerOutcome::Handshake(e) => {
-                if let Tamper::Drop(2) = tamper {
-                    // The first data frame arrives where the nonce should be.
-                    assert!(matches!(e, SecioError::NonceMismatch), "{e}");
-                }
-            }
-            // A dropped handshake frame leaves the listener waiting until the deadline (the
-            // pipeline's, the kit's here).
-            ListenerOutcome::TimedOut if matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1)) => {}
-            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+    ];
+    let check = |tamper, e: &SecioError| {
+        if let Tamper::Drop(2) = tamper {
+            // The first data frame arrives where the nonce should be.
+            assert!(matches!(e, SecioError::NonceMismatch), "{e}");
         }
-    }
+    };
+    // A dropped handshake frame leaves the listener waiting until the deadline (the
+    // pipeline's, the kit's here).
+    let may_stall = |tamper| matches!(tamper, Tamper::Drop(0) | Tamper::Drop(1));
+    tamper::handshakes_fail(Secio::new, PREFIX, &tampers, check, may_stall).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn truncated_handshake_fails_on_both_sides() {
     for n in [0, 2, 4, 30, 100] {
-        let (dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         assert!(dialer.is_err(), "truncate at {n}: the dialer must fail");
         assert!(
             matches!(listener, ListenerOutcome::Handshake(_)),
@@ -298,7 +230,7 @@ async fn truncated_data_frame_fails() {
     // handshake; later cuts land inside a data frame and must end the read with an error.
     let mut saw_read_error = false;
     for n in (200..1400).step_by(97) {
-        let (_dialer, listener) = through_proxy(Tamper::Truncate(n), &chunks()).await;
+        let (_dialer, listener) = through_proxy(Tamper::Truncate(n)).await;
         match listener {
             ListenerOutcome::Read(e) => {
                 assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof, "cut at {n}: {e}");
@@ -319,10 +251,10 @@ async fn truncated_data_frame_fails() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_or_replayed_data_frames_garble_the_stream() {
     for tamper in [Tamper::Drop(3), Tamper::Replay(3), Tamper::Replay(2)] {
-        let (dialer, listener) = through_proxy(tamper, &chunks()).await;
+        let (dialer, listener) = through_proxy(tamper).await;
         dialer.expect("dialer handshake");
         match listener {
-            ListenerOutcome::Data(got) => assert_ne!(got, chunks().concat(), "{tamper:?}"),
+            ListenerOutcome::Data(got) => assert_ne!(got, tamper::chunks().concat(), "{tamper:?}"),
             ListenerOutcome::Read(_) => {}
             other => panic!("{tamper:?}: {other:?}"),
         }
@@ -331,55 +263,26 @@ async fn dropped_or_replayed_data_frames_garble_the_stream() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expecting_another_peer_is_a_mismatch() {
-    let (a, b) = (
-        Secio::new(Keypair::generate_ed25519()),
-        Secio::new(Keypair::generate_ecdsa()),
-    );
-    let stranger = Keypair::generate_ed25519().public().to_peer_id();
-    let (ca, cb) = memory_pair();
-    let (ra, _rb) = handshake_pair(&a, &b, ca, cb, Some(stranger)).await;
     // The security reports who the remote proved to be; the pipeline alone compares it with
     // the expected peer and fails with its one `PeerIdMismatch`.
-    let (actual, _) = ra.expect("the handshake itself succeeds");
-    assert_ne!(actual, stranger);
+    let (a, b, stranger, _) = expecting_a_stranger(Secio::new).await;
     let client = MemoryTransport::new().upgrade().authenticate(a);
     let server = MemoryTransport::new().upgrade().authenticate(b);
-    let mut listener = server.listen("/memory/0".parse().unwrap()).unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(addr)) => addr,
-        other => panic!("expected an address, got {other:?}"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/memory/0".parse().unwrap()).await;
     let accept = tokio::spawn(async move {
         if let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await {
             let _ = server.accept(pending).await;
         }
     });
-    match client.dial(addr.with(Protocol::P2p(stranger))).await {
-        Err(e @ TransportError::PeerIdMismatch { .. }) => {
-            assert_eq!(libp2p_core::Classify::fault(&e), libp2p_core::Fault::Remote);
-            let TransportError::PeerIdMismatch { expected, .. } = e else {
-                unreachable!()
-            };
-            assert_eq!(*expected, stranger);
-        }
-        Err(e) => panic!("expected a mismatch, got {e}"),
-        Ok(_) => panic!("must not connect"),
-    }
+    assert_peer_id_mismatch(
+        client.dial(addr.with(Protocol::P2p(stranger))).await,
+        stranger,
+    );
     accept.abort();
 }
 
 // ---------------------------------------------------------------------------------------
 // Configurable algorithm lists.
-
-fn every_key_type() -> Vec<(&'static str, Keypair)> {
-    let mut keys = vec![
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-    ];
-    keys.push(("rsa", rsa_keypair()));
-    keys
-}
 
 fn only(exchange: KeyExchange, cipher: Cipher, hash: Digest) -> Config {
     Config {

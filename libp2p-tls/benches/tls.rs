@@ -13,6 +13,7 @@
 use std::time::Instant;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::testkit::Handshake;
 use libp2p_core::{Keypair, Role, SecurityUpgrade};
 use libp2p_noise::Noise;
 use libp2p_tls::Tls;
@@ -42,7 +43,8 @@ fn summary(what: &str, unit: &str, mut v: Vec<f64>) {
     );
 }
 
-fn handshakes<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, n: usize) -> f64 {
+/// A current-thread runtime, and the protocol name `a` offers first.
+fn runtime_for<S: SecurityUpgrade<Pipe>>(a: &S) -> (tokio::runtime::Runtime, &'static str) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -51,14 +53,30 @@ fn handshakes<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, n: usize) -> f64 {
         .protocol_names()
         .next()
         .expect("an upgrade names its protocol");
+    (rt, name)
+}
+
+/// `a` dials `b` over `ca` / `cb`: both handshakes' results.
+async fn secure_pair<S: SecurityUpgrade<Pipe>>(
+    a: &S,
+    b: &S,
+    ca: Pipe,
+    cb: Pipe,
+    name: &str,
+) -> (Handshake<S, Pipe>, Handshake<S, Pipe>) {
+    futures::join!(
+        a.secure(ca, Role::Dialer, None, name),
+        b.secure(cb, Role::Listener, None, name)
+    )
+}
+
+fn handshakes<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, n: usize) -> f64 {
+    let (rt, name) = runtime_for(a);
     rt.block_on(async {
         let start = Instant::now();
         for _ in 0..n {
             let (ca, cb) = pipe();
-            let (x, y) = futures::join!(
-                a.secure(ca, Role::Dialer, None, name),
-                b.secure(cb, Role::Listener, None, name)
-            );
+            let (x, y) = secure_pair(a, b, ca, cb, name).await;
             x.map_err(|e| e.to_string()).expect("dialer");
             y.map_err(|e| e.to_string()).expect("listener");
         }
@@ -67,21 +85,9 @@ fn handshakes<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, n: usize) -> f64 {
 }
 
 fn throughput<S: SecurityUpgrade<Pipe>>(a: &S, b: &S, mib: usize) -> f64 {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let name = a
-        .protocol_names()
-        .next()
-        .expect("an upgrade names its protocol");
+    let (rt, name) = runtime_for(a);
     let (ca, cb) = pipe();
-    let (x, y) = rt.block_on(async {
-        futures::join!(
-            a.secure(ca, Role::Dialer, None, name),
-            b.secure(cb, Role::Listener, None, name)
-        )
-    });
+    let (x, y) = rt.block_on(secure_pair(a, b, ca, cb, name));
     let (mut tx, mut rx) = (
         x.map_err(|e| e.to_string()).expect("dialer").1,
         y.map_err(|e| e.to_string()).expect("listener").1,

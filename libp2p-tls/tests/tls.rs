@@ -4,13 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::testkit::{
-    echo_roundtrip, memory_pair, pattern, rsa_keypair, security_kit, serve_echo,
-};
+use futures::{AsyncReadExt, AsyncWriteExt};
+use libp2p_core::testkit::{handshake_pair, memory_pair, muxed_echo, security_kit};
 use libp2p_core::{
-    Classify, Fault, Keypair, ListenerEvent, MuxerUpgrade, Negotiated, PeerId, Protocol, Role,
-    SecurityUpgrade, Socket, StreamMuxer, Transport, TransportExt,
+    Classify, Fault, Keypair, MuxerUpgrade, Negotiated, PeerId, Role, SecurityUpgrade, TransportExt,
 };
 use libp2p_tls::{
     encode_signed_key, signed_key_extension, Certificate, CertificateError, Tls, TlsError,
@@ -19,26 +16,6 @@ use libp2p_tls::{
 use libp2p_transport_tcp::{TcpSocket, TcpTransport};
 use libp2p_yamux::Yamux;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-
-type Handshake<C> = Result<(PeerId, TlsStream<C>), TlsError>;
-
-async fn handshake_pair<C: Socket>(
-    dialer: &Tls,
-    listener: &Tls,
-    ca: C,
-    cb: C,
-    expected: Option<PeerId>,
-) -> (Handshake<C>, Handshake<C>) {
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        futures::future::join(
-            dialer.secure(ca, Role::Dialer, expected, PROTOCOL),
-            listener.secure(cb, Role::Listener, None, PROTOCOL),
-        ),
-    )
-    .await
-    .expect("handshake must not hang")
-}
 
 /// The listener's result, after the dialer's stream (if it got one) was used: a TLS 1.3
 /// client finishes before the server has checked its certificate, so it learns of a refusal
@@ -79,81 +56,24 @@ async fn conformance() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handshake_with_every_key_type() {
-    let keys = [
-        ("ed25519", Keypair::generate_ed25519()),
-        ("secp256k1", Keypair::generate_secp256k1()),
-        ("ecdsa", Keypair::generate_ecdsa()),
-        ("rsa", rsa_keypair()),
-    ];
-    for (name_a, ka) in &keys {
-        for (name_b, kb) in &keys {
-            let (a, b) = (Tls::new(ka.clone()), Tls::new(kb.clone()));
-            let (ca, cb) = memory_pair();
-            let id_b = kb.public().to_peer_id();
-            let (ra, rb) = handshake_pair(&a, &b, ca, cb, Some(id_b)).await;
-            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
-            assert_eq!(seen_b, id_b);
-            assert_eq!(seen_a, ka.public().to_peer_id());
-            assert_eq!(io_a.alpn_protocol(), Some(&b"libp2p"[..]));
-            assert_eq!(io_b.alpn_protocol(), Some(&b"libp2p"[..]));
-            let server = tokio::spawn(serve_echo(io_b));
-            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
-            assert_eq!(server.await.unwrap().unwrap(), 70_000);
-        }
-    }
+    libp2p_core::testkit::handshake_with_every_key_type(Tls::new, |io_a, io_b| {
+        assert_eq!(io_a.alpn_protocol(), Some(&b"libp2p"[..]));
+        assert_eq!(io_b.alpn_protocol(), Some(&b"libp2p"[..]));
+    })
+    .await;
 }
 
 async fn pipeline_echo<M>(muxer: M)
 where
     M: MuxerUpgrade<Negotiated<TlsStream<Negotiated<TcpSocket>>>>,
 {
-    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
-    let (id_a, id_b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
-    let server = TcpTransport::new()
-        .upgrade()
-        .authenticate(Tls::new(kb))
-        .multiplex(muxer.clone());
-    let client = TcpTransport::new()
-        .upgrade()
-        .authenticate(Tls::new(ka))
-        .multiplex(muxer);
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
+    let stack = |key| {
+        TcpTransport::new()
+            .upgrade()
+            .authenticate(Tls::new(key))
+            .multiplex(muxer.clone())
     };
-    let serve = tokio::spawn(async move {
-        while let Some(event) = listener.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let libp2p_core::Connection { peer, muxer, .. } =
-                    server.accept(pending).await.expect("accept");
-                assert_eq!(peer, id_a);
-                let stream = muxer.accept().await.expect("inbound stream");
-                return serve_echo(stream).await.expect("echo");
-            }
-        }
-        panic!("listener ended");
-    });
-    let libp2p_core::Connection { peer, muxer, .. } = tokio::time::timeout(
-        Duration::from_secs(20),
-        client.dial(addr.with(Protocol::P2p(id_b))),
-    )
-    .await
-    .expect("no hang")
-    .expect("dial");
-    assert_eq!(peer, id_b);
-    let stream = muxer.open().await.expect("open a stream");
-    tokio::time::timeout(
-        Duration::from_secs(60),
-        echo_roundtrip(stream, &pattern(1, 1 << 20)),
-    )
-    .await
-    .expect("echo in time");
-    assert_eq!(serve.await.unwrap(), 1 << 20);
-    let _ = muxer.close().await;
+    muxed_echo(stack, "/ip4/127.0.0.1/tcp/0".parse().unwrap(), 1 << 20).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -370,6 +290,25 @@ fn extension_with(content: Vec<u8>) -> rcgen::CustomExtension {
     ext
 }
 
+/// A certificate of `identity` made like ours, adjusted by `tweak` before its libp2p
+/// extension is added.
+fn good_cert_with(
+    identity: &Keypair,
+    tweak: impl FnOnce(&mut rcgen::CertificateParams),
+) -> Certificate {
+    custom_cert(identity, |params, spki| {
+        tweak(params);
+        good_extension(identity)(params, spki)
+    })
+}
+
+/// A certificate whose only libp2p extension has `content`.
+fn cert_with_extension(content: Vec<u8>) -> Certificate {
+    custom_cert(&Keypair::generate_ed25519(), |params, _| {
+        params.custom_extensions.push(extension_with(content))
+    })
+}
+
 /// A `Tls` that presents `cert` for `identity`.
 fn presenting(identity: &Keypair, cert: Certificate) -> Tls {
     Tls::with_certificate(identity.public().to_peer_id(), cert).unwrap()
@@ -398,18 +337,10 @@ async fn refuses_a_certificate_without_the_extension() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_malformed_extension() {
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        params
-            .custom_extensions
-            .push(extension_with(vec![0x30, 3, 4, 1]))
-    });
+    let cert = cert_with_extension(vec![0x30, 3, 4, 1]);
     refused_both_ways(cert, CertificateError::MalformedExtension).await;
     // A SignedKey whose public key is not a protobuf PublicKey.
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(b"\xff\xff", b"sig")))
-    });
+    let cert = cert_with_extension(encode_signed_key(b"\xff\xff", b"sig"));
     refused_both_ways(cert, CertificateError::MalformedExtension).await;
 }
 
@@ -473,9 +404,8 @@ async fn refuses_a_bad_self_signature() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_a_certificate_not_yet_valid_or_expired() {
     let identity = Keypair::generate_ed25519();
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.not_before = rcgen::date_time_ymd(2200, 1, 1);
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -484,10 +414,9 @@ async fn refuses_a_certificate_not_yet_valid_or_expired() {
         },
     )
     .await;
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.not_before = rcgen::date_time_ymd(1999, 1, 1);
         params.not_after = rcgen::date_time_ymd(2000, 1, 1);
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -507,26 +436,18 @@ async fn refuses_an_unsupported_key_type() {
         #[prost(bytes = "vec", required, tag = "2")]
         data: Vec<u8>,
     }
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        let key = prost::Message::encode_to_vec(&PublicKey {
-            key_type: 7,
-            data: vec![1; 32],
-        });
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(&key, b"sig")))
+    let key = prost::Message::encode_to_vec(&PublicKey {
+        key_type: 7,
+        data: vec![1; 32],
     });
+    let cert = cert_with_extension(encode_signed_key(&key, b"sig"));
     refused_both_ways(cert, CertificateError::UnsupportedKeyType { key_type: 7 }).await;
     // A known type with bytes that are no key of it.
-    let cert = custom_cert(&Keypair::generate_ed25519(), |params, _| {
-        let key = prost::Message::encode_to_vec(&PublicKey {
-            key_type: 1,
-            data: vec![1; 5],
-        });
-        params
-            .custom_extensions
-            .push(extension_with(encode_signed_key(&key, b"sig")))
+    let key = prost::Message::encode_to_vec(&PublicKey {
+        key_type: 1,
+        data: vec![1; 5],
     });
+    let cert = cert_with_extension(encode_signed_key(&key, b"sig"));
     refused_both_ways(cert, CertificateError::InvalidPublicKey).await;
 }
 
@@ -538,9 +459,8 @@ async fn unknown_extensions_critical_refused_others_ignored() {
         ext.set_criticality(critical);
         ext
     };
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.custom_extensions.push(unknown(true));
-        good_extension(&identity)(params, spki)
     });
     refused_both_ways(
         cert,
@@ -551,9 +471,8 @@ async fn unknown_extensions_critical_refused_others_ignored() {
     .await;
 
     // Non-critical and unknown: ignored.
-    let cert = custom_cert(&identity, |params, spki| {
+    let cert = good_cert_with(&identity, |params| {
         params.custom_extensions.push(unknown(false));
-        good_extension(&identity)(params, spki)
     });
     let (a, b) = (
         presenting(&identity, cert),
@@ -752,6 +671,29 @@ async fn our_listener_against(client: futures_rustls::TlsConnector) -> TlsError 
     accepted.expect_err("our listener must refuse")
 }
 
+/// Our dialer against a foreign server of `versions` presenting `chain`; returns our
+/// dialer's result.
+async fn our_dialer_against(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+) -> Result<PeerId, TlsError> {
+    let mut config = rustls::ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_no_client_auth()
+        .with_cert_resolver(Fixed::new(chain, key));
+    config.alpn_protocols = vec![b"libp2p".to_vec()];
+    let ours = Tls::new(Keypair::generate_ed25519());
+    let (ca, cb) = memory_pair();
+    let (dialed, _) = futures::future::join(
+        ours.secure(ca, Role::Dialer, None, PROTOCOL),
+        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
+    )
+    .await;
+    dialed.map(|(peer, _)| peer)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refuses_more_than_one_certificate() {
     let identity = Keypair::generate_ed25519();
@@ -768,20 +710,7 @@ async fn refuses_more_than_one_certificate() {
         other => panic!("expected too many certificates, got {other:?}"),
     }
     // A server sending two certificates.
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Fixed::new(vec![cert, extra], key));
-    config.alpn_protocols = vec![b"libp2p".to_vec()];
-    let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = memory_pair();
-    let (dialed, _) = futures::future::join(
-        ours.secure(ca, Role::Dialer, None, PROTOCOL),
-        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
-    )
-    .await;
-    match dialed {
+    match our_dialer_against(&[&rustls::version::TLS13], vec![cert, extra], key).await {
         Err(TlsError::Certificate(CertificateError::TooManyCertificates { count: 2 })) => {}
         other => panic!("expected too many certificates, got {other:?}"),
     }
@@ -812,20 +741,7 @@ async fn refuses_tls_1_2() {
         other => panic!("expected not TLS 1.3, got {other:?}"),
     }
     // Our dialer against a TLS 1.2-only server.
-    let mut config = rustls::ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .unwrap()
-        .with_no_client_auth()
-        .with_cert_resolver(Fixed::new(vec![cert], key));
-    config.alpn_protocols = vec![b"libp2p".to_vec()];
-    let ours = Tls::new(Keypair::generate_ed25519());
-    let (ca, cb) = memory_pair();
-    let (dialed, _) = futures::future::join(
-        ours.secure(ca, Role::Dialer, None, PROTOCOL),
-        futures_rustls::TlsAcceptor::from(Arc::new(config)).accept(cb),
-    )
-    .await;
-    match dialed {
+    match our_dialer_against(&[&rustls::version::TLS12], vec![cert], key).await {
         Err(TlsError::NotTls13) => {}
         other => panic!("expected not TLS 1.3, got {other:?}"),
     }

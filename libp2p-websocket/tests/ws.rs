@@ -14,13 +14,28 @@ use libp2p_websocket::{Config, WsTransport};
 use libp2p_yamux::Yamux;
 
 async fn listen<T: Transport>(t: &T) -> (T::Listener, Multiaddr) {
-    let mut listener = t
-        .listen("/ip4/127.0.0.1/tcp/0/ws".parse().unwrap())
-        .expect("listen");
-    match within(10, "listen address", listener.next()).await {
-        Some(ListenerEvent::NewAddress(a)) => (listener, a),
-        _ => panic!("no address"),
-    }
+    libp2p_core::testkit::listen_on(t, "/ip4/127.0.0.1/tcp/0/ws".parse().unwrap()).await
+}
+
+/// The TCP port of `addr`.
+fn tcp_port(addr: &Multiaddr) -> u16 {
+    addr.iter()
+        .find_map(|p| match p {
+            Protocol::Tcp(port) => Some(port),
+            _ => None,
+        })
+        .unwrap()
+}
+
+/// The next inbound connection of `listener`, not yet accepted.
+async fn next_inbound<L, P>(listener: &mut L) -> P
+where
+    L: futures::Stream<Item = ListenerEvent<P>> + Unpin,
+{
+    let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await else {
+        panic!("no inbound")
+    };
+    pending
 }
 
 #[tokio::test]
@@ -34,9 +49,7 @@ async fn a_websocket_carries_bytes_both_ways() {
     let server = {
         let ws = ws.clone();
         tokio::spawn(async move {
-            let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await else {
-                panic!("no inbound")
-            };
+            let pending = next_inbound(&mut listener).await;
             let mut socket = ws.accept(pending).await.expect("accept");
             let mut got = vec![0u8; len];
             socket.read_exact(&mut got).await.expect("server read");
@@ -75,13 +88,7 @@ async fn a_websocket_carries_bytes_both_ways() {
 async fn an_oversized_upgrade_request_is_refused() {
     let ws = WsTransport::with_config(TcpTransport::new(), Config::default());
     let (mut listener, addr) = listen(&ws).await;
-    let port = addr
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
+    let port = tcp_port(&addr);
     let client = tokio::spawn(async move {
         use tokio::io::AsyncWriteExt as _;
         let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
@@ -94,9 +101,7 @@ async fn an_oversized_upgrade_request_is_refused() {
         let _ = tcp.write_all(&head).await;
         tcp
     });
-    let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await else {
-        panic!("no inbound")
-    };
+    let pending = next_inbound(&mut listener).await;
     let result = within(10, "refuse a huge head", ws.accept(pending)).await;
     match result {
         Err(e) => assert_eq!(e.fault(), Fault::Remote, "{e}"),
@@ -110,19 +115,11 @@ async fn a_silent_client_times_out_the_upgrade() {
     let config = Config::default().with_handshake_timeout(Duration::from_millis(300));
     let ws = WsTransport::with_config(TcpTransport::new(), config);
     let (mut listener, addr) = listen(&ws).await;
-    let port = addr
-        .iter()
-        .find_map(|p| match p {
-            Protocol::Tcp(port) => Some(port),
-            _ => None,
-        })
-        .unwrap();
+    let port = tcp_port(&addr);
     let _silent = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
-    let Some(ListenerEvent::Incoming { pending, .. }) = listener.next().await else {
-        panic!("no inbound")
-    };
+    let pending = next_inbound(&mut listener).await;
     let result = within(10, "upgrade deadline", ws.accept(pending)).await;
     assert!(matches!(result, Err(TransportError::Timeout(_))));
 }

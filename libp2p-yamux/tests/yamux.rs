@@ -4,7 +4,9 @@
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
-use libp2p_core::testkit::{echo_roundtrip, muxer_kit, pattern, serve_echo, MuxerKitConfig};
+use libp2p_core::testkit::{
+    echo_roundtrip, listen_on, muxer_kit, pattern, serve_echo, MuxerKitConfig,
+};
 use libp2p_core::{
     Keypair, ListenerEvent, MuxerError, MuxerUpgrade, Protocol, Role, SecurityUpgrade, StreamMuxer,
     Transport, TransportExt, UpgradeInfo,
@@ -34,22 +36,7 @@ async fn plaintext_pair() -> (
     <Plaintext as SecurityUpgrade<TcpSocket>>::Output,
     <Plaintext as SecurityUpgrade<TcpSocket>>::Output,
 ) {
-    let (a, b) = tcp_pair().await;
-    let (sa, sb) = (
-        Plaintext::new(Keypair::generate_ed25519()),
-        Plaintext::new(Keypair::generate_ed25519()),
-    );
-    let name = UpgradeInfo::protocol_names(&sa)
-        .next()
-        .expect("an upgrade names its protocol");
-    let (ra, rb) = tokio::join!(
-        sa.secure(a, Role::Dialer, None, name),
-        sb.secure(b, Role::Listener, None, name)
-    );
-    (
-        ra.expect("dialer handshake").1,
-        rb.expect("listener handshake").1,
-    )
+    libp2p_core::testkit::secured_pair(Plaintext::new, tcp_pair().await).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,13 +88,7 @@ async fn pipeline_end_to_end() {
         .upgrade()
         .authenticate(Plaintext::new(ka.clone()))
         .multiplex(Yamux::default());
-    let mut listener = server
-        .listen("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
-    let addr = match listener.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        _ => panic!("no address"),
-    };
+    let (mut listener, addr) = listen_on(&server, "/ip4/127.0.0.1/tcp/0".parse().unwrap()).await;
     let client_id = ka.public().to_peer_id();
     let server_task = tokio::spawn(async move {
         loop {

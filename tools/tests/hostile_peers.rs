@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use futures::AsyncWriteExt;
 use hostile::{
     attacker, good_host, keep_checking, mplex, ms_message, muxed, propose, read_mplex_frame,
-    read_yamux_frame, secured, until_closed, varint, yamux, Ended, Mux, Sec, Target, BOUND,
+    read_yamux_frame, secured, until_closed, varint, yamux, BoxIo, Ended, Mux, Sec, Target, BOUND,
     MAX_RSS_KIB, PENDING_PER_IP, RATE_PER_IP, SLACK,
 };
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
@@ -94,6 +94,15 @@ impl Outcome {
             note: String::new(),
         }
     }
+
+    /// The target kept the connection; `note` says what it did instead.
+    fn kept(port: u16, note: String) -> Self {
+        Outcome {
+            port: Some(port),
+            ended: None,
+            note,
+        }
+    }
 }
 
 fn err(e: impl std::fmt::Display) -> String {
@@ -143,10 +152,7 @@ fn partial_first_message(sec: Sec) -> Vec<u8> {
 /// Opens mplex stream `id`, proposes each of `messages` on it, and waits for the target to
 /// reset it.
 async fn mplex_stream_abuse(t: &Target, messages: Vec<Vec<u8>>) -> Result<Outcome, String> {
-    let tcp = attacker(t).await.map_err(err)?;
-    let port = tcp.local_addr().map_err(err)?.port();
-    let mut io = muxed(t, tcp).await.map_err(err)?;
-    let start = Instant::now();
+    let (port, mut io, start) = muxed_attacker(t).await?;
     let mut out = Vec::new();
     mplex::frame(1, mplex::NEW_STREAM, b"1", &mut out);
     let mut body = ms_message(HEADER);
@@ -167,14 +173,13 @@ async fn mplex_stream_abuse(t: &Target, messages: Vec<Vec<u8>>) -> Result<Outcom
         }
     };
     match tokio::time::timeout(SLACK, reset).await {
-        Ok(Ok(())) => Ok(Outcome {
-            port: Some(port),
-            ended: None,
-            note: format!(
+        Ok(Ok(())) => Ok(Outcome::kept(
+            port,
+            format!(
                 "stream reset after {} ms, connection kept",
                 start.elapsed().as_millis()
             ),
-        }),
+        )),
         Ok(Err(e)) => Err(format!("connection failed instead of a stream reset: {e}")),
         Err(_) => Err("the stream was not reset in time".into()),
     }
@@ -259,55 +264,14 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
         }
         Attack::MplexNewStreamFlood => {
             const STREAMS: u64 = 5_000;
-            let tcp = attacker(t).await.map_err(err)?;
-            let port = tcp.local_addr().map_err(err)?.port();
-            let mut io = muxed(t, tcp).await.map_err(err)?;
-            let start = Instant::now();
             let mut out = Vec::new();
             for id in 0..STREAMS {
                 mplex::frame(id, mplex::NEW_STREAM, b"", &mut out);
             }
-            io.write_all(&out).await.map_err(err)?;
-            io.flush().await.map_err(err)?;
-            let mut resets = std::collections::HashSet::new();
-            let read = async {
-                while (resets.len() as u64) < STREAMS {
-                    let (id, flag, _) = read_mplex_frame(&mut io).await?;
-                    if flag == mplex::RESET_RECEIVER {
-                        resets.insert(id);
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            match tokio::time::timeout(BOUND + SLACK, read).await {
-                Ok(Ok(())) => Ok(Outcome {
-                    port: Some(port),
-                    ended: None,
-                    note: format!(
-                        "all {STREAMS} streams reset after {} ms (beyond the stream limit at \
-                         once, the rest at the negotiation timeout), connection kept",
-                        start.elapsed().as_millis()
-                    ),
-                }),
-                Ok(Err(e)) => Ok(Outcome {
-                    port: Some(port),
-                    ended: Some(Ended {
-                        after: start.elapsed(),
-                        how: e.kind().to_string(),
-                    }),
-                    note: String::new(),
-                }),
-                Err(_) => Err(format!(
-                    "only {} of {STREAMS} streams reset in time",
-                    resets.len()
-                )),
-            }
+            stream_flood(t, STREAMS as usize, &out).await
         }
         Attack::MplexUnknownIds => {
-            let tcp = attacker(t).await.map_err(err)?;
-            let port = tcp.local_addr().map_err(err)?.port();
-            let mut io = muxed(t, tcp).await.map_err(err)?;
-            let start = Instant::now();
+            let (port, mut io, start) = muxed_attacker(t).await?;
             let mut out = Vec::new();
             let kib = vec![7u8; 1024];
             for id in 1_000..3_000 {
@@ -337,14 +301,13 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
                 }
             };
             match tokio::time::timeout(SLACK, echoed).await {
-                Ok(Ok(())) => Ok(Outcome {
-                    port: Some(port),
-                    ended: None,
-                    note: format!(
+                Ok(Ok(())) => Ok(Outcome::kept(
+                    port,
+                    format!(
                         "8,000 frames for unknown streams ignored; a new stream echoed after {} ms",
                         start.elapsed().as_millis()
                     ),
-                }),
+                )),
                 Ok(Err(e)) => Err(format!("connection failed: {e}")),
                 Err(_) => Err("no echo on the new stream".into()),
             }
@@ -372,10 +335,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
             muxed_then_wait(t, &out).await
         }
         Attack::MplexNeverReads => {
-            let tcp = attacker(t).await.map_err(err)?;
-            let port = tcp.local_addr().map_err(err)?.port();
-            let mut io = muxed(t, tcp).await.map_err(err)?;
-            let start = Instant::now();
+            let (port, mut io, start) = muxed_attacker(t).await?;
             let mut out = Vec::new();
             mplex::frame(1, mplex::NEW_STREAM, b"1", &mut out);
             let mut body = ms_message(HEADER);
@@ -389,7 +349,6 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
                 &[1u8; 16 * 1024 - 8],
                 &mut flood,
             );
-            let limit = BOUND + SLACK;
             let writes = async {
                 loop {
                     io.write_all(&flood).await?;
@@ -397,17 +356,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
                 #[allow(unreachable_code)]
                 Ok::<(), std::io::Error>(())
             };
-            match tokio::time::timeout(limit, writes).await {
-                Ok(Err(e)) => Ok(Outcome::ended(
-                    port,
-                    Ended {
-                        after: start.elapsed(),
-                        how: format!("{:?}", e.kind()),
-                    },
-                )),
-                Ok(Ok(())) => unreachable!("the flood loop only ends with an error"),
-                Err(_) => Err(format!("connection still open after {limit:?}")),
-            }
+            until_a_write_fails(port, start, writes).await
         }
         Attack::YamuxWindowOverflow => {
             let mut out = Vec::new();
@@ -418,49 +367,11 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
         }
         Attack::YamuxSynFlood => {
             const STREAMS: u32 = 5_000;
-            let tcp = attacker(t).await.map_err(err)?;
-            let port = tcp.local_addr().map_err(err)?.port();
-            let mut io = muxed(t, tcp).await.map_err(err)?;
-            let start = Instant::now();
             let mut out = Vec::new();
             for i in 0..STREAMS {
                 yamux::header(yamux::WINDOW_UPDATE, yamux::SYN, 1 + 2 * i, 0, &mut out);
             }
-            io.write_all(&out).await.map_err(err)?;
-            io.flush().await.map_err(err)?;
-            let mut resets = std::collections::HashSet::new();
-            let read = async {
-                while (resets.len() as u32) < STREAMS {
-                    let (_, flags, id) = read_yamux_frame(&mut io).await?;
-                    if flags & yamux::RST != 0 && id % 2 == 1 {
-                        resets.insert(id);
-                    }
-                }
-                Ok::<_, std::io::Error>(())
-            };
-            match tokio::time::timeout(BOUND + SLACK, read).await {
-                Ok(Ok(())) => Ok(Outcome {
-                    port: Some(port),
-                    ended: None,
-                    note: format!(
-                        "all {STREAMS} streams reset after {} ms (beyond the stream limit at \
-                         once, the rest at the negotiation timeout), connection kept",
-                        start.elapsed().as_millis()
-                    ),
-                }),
-                Ok(Err(e)) => Ok(Outcome {
-                    port: Some(port),
-                    ended: Some(Ended {
-                        after: start.elapsed(),
-                        how: e.kind().to_string(),
-                    }),
-                    note: String::new(),
-                }),
-                Err(_) => Err(format!(
-                    "only {} of {STREAMS} streams reset in time",
-                    resets.len()
-                )),
-            }
+            stream_flood(t, STREAMS as usize, &out).await
         }
         Attack::YamuxDataPastWindow => {
             let mut out = Vec::new();
@@ -470,11 +381,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
             muxed_then_wait(t, &out).await
         }
         Attack::YamuxPingFlood => {
-            let tcp = attacker(t).await.map_err(err)?;
-            let port = tcp.local_addr().map_err(err)?.port();
-            let mut io = muxed(t, tcp).await.map_err(err)?;
-            let start = Instant::now();
-            let limit = BOUND + SLACK;
+            let (port, mut io, start) = muxed_attacker(t).await?;
             let writes = async {
                 let mut n = 0u32;
                 loop {
@@ -489,17 +396,7 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
                 #[allow(unreachable_code)]
                 Ok::<(), std::io::Error>(())
             };
-            match tokio::time::timeout(limit, writes).await {
-                Ok(Err(e)) => Ok(Outcome::ended(
-                    port,
-                    Ended {
-                        after: start.elapsed(),
-                        how: format!("{:?}", e.kind()),
-                    },
-                )),
-                Ok(Ok(())) => unreachable!("the flood loop only ends with an error"),
-                Err(_) => Err(format!("connection still open after {limit:?}")),
-            }
+            until_a_write_fails(port, start, writes).await
         }
         Attack::PendingPerIp => {
             const SOCKETS: usize = 40;
@@ -567,12 +464,88 @@ async fn attack(kind: Attack, t: &Target) -> Result<Outcome, String> {
     }
 }
 
-/// Secures, agrees the muxer, writes `bytes` and waits for the target to end the connection.
-async fn muxed_then_wait(t: &Target, bytes: &[u8]) -> Result<Outcome, String> {
+/// A secured and muxed attacker connection: its port, the muxed stream, and when it was
+/// ready.
+async fn muxed_attacker(t: &Target) -> Result<(u16, BoxIo, Instant), String> {
     let tcp = attacker(t).await.map_err(err)?;
     let port = tcp.local_addr().map_err(err)?.port();
-    let mut io = muxed(t, tcp).await.map_err(err)?;
-    let start = Instant::now();
+    let io = muxed(t, tcp).await.map_err(err)?;
+    Ok((port, io, Instant::now()))
+}
+
+/// Writes `out`, which opens `streams` streams at once, on a muxed connection and waits
+/// until the target has reset every one of them (beyond its stream limit at once, the rest
+/// at the negotiation timeout) while keeping the connection.
+async fn stream_flood(t: &Target, streams: usize, out: &[u8]) -> Result<Outcome, String> {
+    let (port, mut io, start) = muxed_attacker(t).await?;
+    io.write_all(out).await.map_err(err)?;
+    io.flush().await.map_err(err)?;
+    let mut resets = std::collections::HashSet::new();
+    let read = async {
+        while resets.len() < streams {
+            let reset = match t.mux {
+                Mux::Mplex => {
+                    let (id, flag, _) = read_mplex_frame(&mut io).await?;
+                    (flag == mplex::RESET_RECEIVER).then_some(id)
+                }
+                Mux::Yamux => {
+                    let (_, flags, id) = read_yamux_frame(&mut io).await?;
+                    (flags & yamux::RST != 0 && id % 2 == 1).then_some(u64::from(id))
+                }
+            };
+            if let Some(id) = reset {
+                resets.insert(id);
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    match tokio::time::timeout(BOUND + SLACK, read).await {
+        Ok(Ok(())) => Ok(Outcome::kept(
+            port,
+            format!(
+                "all {streams} streams reset after {} ms (beyond the stream limit at once, the \
+                 rest at the negotiation timeout), connection kept",
+                start.elapsed().as_millis()
+            ),
+        )),
+        Ok(Err(e)) => Ok(Outcome::ended(
+            port,
+            Ended {
+                after: start.elapsed(),
+                how: e.kind().to_string(),
+            },
+        )),
+        Err(_) => Err(format!(
+            "only {} of {streams} streams reset in time",
+            resets.len()
+        )),
+    }
+}
+
+/// Runs `writes`, a flood that only ends when a write fails, and expects the target to end
+/// the connection within the bound.
+async fn until_a_write_fails(
+    port: u16,
+    start: Instant,
+    writes: impl std::future::Future<Output = std::io::Result<()>>,
+) -> Result<Outcome, String> {
+    let limit = BOUND + SLACK;
+    match tokio::time::timeout(limit, writes).await {
+        Ok(Err(e)) => Ok(Outcome::ended(
+            port,
+            Ended {
+                after: start.elapsed(),
+                how: format!("{:?}", e.kind()),
+            },
+        )),
+        Ok(Ok(())) => unreachable!("the flood loop only ends with an error"),
+        Err(_) => Err(format!("connection still open after {limit:?}")),
+    }
+}
+
+/// Secures, agrees the muxer, writes `bytes` and waits for the target to end the connection.
+async fn muxed_then_wait(t: &Target, bytes: &[u8]) -> Result<Outcome, String> {
+    let (port, mut io, start) = muxed_attacker(t).await?;
     let _ = io.write_all(bytes).await;
     let _ = io.flush().await;
     Ok(Outcome::ended(

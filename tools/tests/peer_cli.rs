@@ -17,18 +17,20 @@ impl Drop for Listener {
     }
 }
 
-fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
-    let mut child = Command::new(PEER)
-        .args([
-            "--listen",
-            "/ip4/127.0.0.1/tcp/0",
-            "--security",
-            security,
-            "--muxer",
-            muxer,
-        ])
+/// A `peer` command with `mode` (`--listen ADDR` or `--dial ADDR`), the stack, a 60 s timeout
+/// and `extra` arguments.
+fn peer(mode: [&str; 2], security: &str, muxer: &str, extra: &[&str]) -> Command {
+    let mut command = Command::new(PEER);
+    command
+        .args(mode)
+        .args(["--security", security, "--muxer", muxer])
         .args(["--timeout", "60"])
-        .args(extra)
+        .args(extra);
+    command
+}
+
+fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
+    let mut child = peer(["--listen", "/ip4/127.0.0.1/tcp/0"], security, muxer, extra)
         .stdout(Stdio::piped())
         .spawn()
         .expect("start listener");
@@ -49,17 +51,7 @@ fn listen(security: &str, muxer: &str, extra: &[&str]) -> Listener {
 }
 
 fn dial(listener: &Listener, security: &str, muxer: &str, extra: &[&str]) -> (bool, String) {
-    let out = Command::new(PEER)
-        .args([
-            "--dial",
-            &listener.addr,
-            "--security",
-            security,
-            "--muxer",
-            muxer,
-        ])
-        .args(["--timeout", "60"])
-        .args(extra)
+    let out = peer(["--dial", &listener.addr], security, muxer, extra)
         .output()
         .expect("run dialer");
     let stdout = String::from_utf8_lossy(&out.stdout).trim().to_string();

@@ -6,6 +6,7 @@
 //! ```
 #![forbid(unsafe_code)]
 
+use examples::Error;
 use libp2p_host::Multiaddr;
 use libp2p_host::{Host, Keypair};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -15,15 +16,10 @@ const USAGE: &str = "usage: echo --listen ADDR | echo --dial ADDR/p2p/ID [messag
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("echo: {e}");
-        std::process::exit(1);
-    }
+    examples::sample_main("echo", run).await;
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    examples::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+async fn run(args: Vec<String>) -> Result<(), Error> {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--listen", addr] => listen(addr.parse()?).await,
         ["--dial", addr] => dial(addr.parse()?, "hello").await,
@@ -33,11 +29,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// Serves `/echo/1.0.0`: sends back every byte until the dialer closes its side.
-async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let host = Host::builder(Keypair::generate_ed25519())
-        .listen_on(addr)
-        .build()
-        .await?;
+async fn listen(addr: Multiaddr) -> Result<(), Error> {
+    let host = examples::listening_host(addr).await?;
     host.set_stream_handler(ECHO, |mut stream| async move {
         let peer = stream.remote_peer();
         let (mut reader, mut writer) = tokio::io::split(&mut stream);
@@ -46,19 +39,11 @@ async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send 
         println!("echoed {n} bytes to {peer}");
         Ok(())
     })?;
-    for addr in host.p2p_addrs() {
-        println!("listening on {addr}");
-    }
-    tokio::signal::ctrl_c().await?;
-    host.close().await;
-    Ok(())
+    examples::serve_until_ctrl_c(host).await
 }
 
 /// Sends `message` on `/echo/1.0.0` and prints the reply.
-async fn dial(
-    addr: Multiaddr,
-    message: &str,
-) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn dial(addr: Multiaddr, message: &str) -> Result<(), Error> {
     let host = Host::builder(Keypair::generate_ed25519()).build().await?;
     let peer = host.dial(addr).await?;
     let mut stream = host.new_stream(peer, &[ECHO]).await?;

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use examples::Error;
 use libp2p_host::Multiaddr;
 use libp2p_host::{Host, Keypair};
 
@@ -15,15 +16,10 @@ const USAGE: &str = "usage: ping --listen ADDR | ping --dial ADDR/p2p/ID [--coun
 
 #[tokio::main]
 async fn main() {
-    if let Err(e) = run().await {
-        eprintln!("ping: {e}");
-        std::process::exit(1);
-    }
+    examples::sample_main("ping", run).await;
 }
 
-async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    examples::init_logging();
-    let args: Vec<String> = std::env::args().skip(1).collect();
+async fn run(args: Vec<String>) -> Result<(), Error> {
     match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
         ["--listen", addr] => listen(addr.parse()?).await,
         ["--dial", addr] => dial(addr.parse()?, 4).await,
@@ -35,21 +31,13 @@ async fn run() -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
 }
 
 /// Just a host: it answers pings without being asked to.
-async fn listen(addr: Multiaddr) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
-    let host = Host::builder(Keypair::generate_ed25519())
-        .listen_on(addr)
-        .build()
-        .await?;
-    for addr in host.p2p_addrs() {
-        println!("listening on {addr}");
-    }
-    tokio::signal::ctrl_c().await?;
-    host.close().await;
-    Ok(())
+async fn listen(addr: Multiaddr) -> Result<(), Error> {
+    let host = examples::listening_host(addr).await?;
+    examples::serve_until_ctrl_c(host).await
 }
 
 /// Pings the peer at `addr` `count` times, a second apart, and prints each round trip.
-async fn dial(addr: Multiaddr, count: u32) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+async fn dial(addr: Multiaddr, count: u32) -> Result<(), Error> {
     let host = Host::builder(Keypair::generate_ed25519()).build().await?;
     let peer = host.dial(addr).await?;
     for seq in 1..=count {

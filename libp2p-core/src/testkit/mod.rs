@@ -11,7 +11,11 @@ pub mod tamper;
 mod transport;
 
 pub use muxer::{muxer_kit, muxer_kit_pairs, MuxerKitConfig};
-pub use security::{security_kit, security_kit_over_transport};
+pub use security::{
+    assert_peer_id_mismatch, every_key_type, expecting_a_stranger, handshake_pair,
+    handshake_with_every_key_type, muxed_echo, secured_pair, security_kit,
+    security_kit_over_transport, Handshake, Never, Refusing,
+};
 pub use transport::transport_kit;
 
 use std::future::Future;
@@ -77,6 +81,35 @@ pub async fn echo_roundtrip<S: AsyncRead + AsyncWrite + Unpin>(stream: S, data: 
     assert!(back == data, "echoed bytes differ from the sent bytes");
 }
 
+/// Half-close: `ours` has written `question` and closed its write side; `theirs` reads it up
+/// to that close, then answers `answer` and closes, and `ours` still reads the answer after
+/// its own close.
+async fn answer_after_close<A, B>(ours: &mut A, theirs: &mut B, question: &[u8], answer: &[u8])
+where
+    A: AsyncRead + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut got = Vec::new();
+    within(
+        10,
+        "read to the remote's close",
+        theirs.read_to_end(&mut got),
+    )
+    .await
+    .expect("read to EOF");
+    assert_eq!(got, question);
+    theirs
+        .write_all(answer)
+        .await
+        .expect("write after remote close");
+    theirs.close().await.expect("close");
+    let mut got = Vec::new();
+    within(10, "read after own close", ours.read_to_end(&mut got))
+        .await
+        .expect("read after own close");
+    assert_eq!(got, answer);
+}
+
 /// Echoes every byte of `stream` back until the remote closes its write side, then closes.
 pub async fn serve_echo<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> std::io::Result<u64> {
     let (mut reader, mut writer) = stream.split();
@@ -95,6 +128,23 @@ pub fn memory_pair() -> (crate::MemorySocket, crate::MemorySocket) {
     )
 }
 
+/// Listens with `transport` on `listen_addr` and waits (10 seconds at most) for the first
+/// address it reports, passing over other events: the listener and that address.
+pub async fn listen_on<T: crate::Transport>(
+    transport: &T,
+    listen_addr: crate::Multiaddr,
+) -> (T::Listener, crate::Multiaddr) {
+    use futures::StreamExt;
+    let mut listener = transport.listen(listen_addr).expect("listen");
+    loop {
+        match within(10, "listen address", listener.next()).await {
+            Some(crate::ListenerEvent::NewAddress(a)) => break (listener, a),
+            Some(_) => continue,
+            None => panic!("listener ended before reporting an address"),
+        }
+    }
+}
+
 /// Listens with `transport` on `listen_addr`, dials the reported address and returns both
 /// outputs (dialer's, listener's): a socket pair over any transport or upgraded stack.
 pub async fn transport_pair<T: crate::Transport>(
@@ -102,14 +152,7 @@ pub async fn transport_pair<T: crate::Transport>(
     listen_addr: crate::Multiaddr,
 ) -> (T::Output, T::Output) {
     use futures::StreamExt;
-    let mut listener = transport.listen(listen_addr).expect("listen");
-    let addr = loop {
-        match within(10, "listen address", listener.next()).await {
-            Some(crate::ListenerEvent::NewAddress(a)) => break a,
-            Some(_) => continue,
-            None => panic!("listener ended before reporting an address"),
-        }
-    };
+    let (mut listener, addr) = listen_on(transport, listen_addr).await;
     let dial = transport.dial(addr);
     let accept = async {
         loop {
@@ -135,14 +178,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     use futures::StreamExt;
-    let mut listener = transport.listen(listen_addr).expect("listen");
-    let addr = loop {
-        match within(10, "listen address", listener.next()).await {
-            Some(crate::ListenerEvent::NewAddress(a)) => break a,
-            Some(_) => continue,
-            None => panic!("listener ended before reporting an address"),
-        }
-    };
+    let (mut listener, addr) = listen_on(&transport, listen_addr).await;
     tokio::spawn(async move {
         while let Some(event) = listener.next().await {
             if let crate::ListenerEvent::Incoming { pending, .. } = event {

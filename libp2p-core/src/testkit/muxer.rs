@@ -4,7 +4,7 @@ use std::future::Future;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
 
-use super::{echo_roundtrip, pattern, serve_echo, within};
+use super::{answer_after_close, echo_roundtrip, pattern, serve_echo, within};
 use crate::{MuxerError, MuxerUpgrade, Role, Socket, StreamMuxer};
 
 /// Sizes of the muxer kit's loads; the defaults are what every muxer in the workspace passes.
@@ -237,29 +237,7 @@ where
     let mut theirs = within(10, "accept", pair.listener.accept())
         .await
         .expect("accept");
-    let mut got = Vec::new();
-    within(
-        10,
-        "read to the dialer's close",
-        theirs.read_to_end(&mut got),
-    )
-    .await
-    .expect("read");
-    assert_eq!(got, b"ping");
-    theirs
-        .write_all(b"pong")
-        .await
-        .expect("write after remote close");
-    theirs.close().await.expect("close");
-    let mut got = Vec::new();
-    within(
-        10,
-        "dialer reads after its own close",
-        ours.read_to_end(&mut got),
-    )
-    .await
-    .expect("read after own close");
-    assert_eq!(got, b"pong");
+    answer_after_close(&mut ours, &mut theirs, b"ping", b"pong").await;
 
     // Listener closes first.
     let mut ours = pair.dialer.open().await.expect("open");

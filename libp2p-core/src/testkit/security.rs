@@ -4,40 +4,219 @@ use futures::{AsyncReadExt, AsyncWriteExt, StreamExt};
 use libp2p_identity::{Keypair, PeerId};
 use multiaddr::{Multiaddr, Protocol};
 
-use super::{echo_roundtrip, pattern, serve_echo, within};
+use super::{
+    answer_after_close, echo_listener, echo_roundtrip, listen_on, memory_pair, pattern,
+    rsa_keypair, serve_echo, within,
+};
 use crate::{
     ListenerEvent, MemorySocket, MemoryTransport, Role, SecurityUpgrade, Transport, TransportError,
     TransportExt, UpgradeInfo,
 };
 
-fn pipe() -> (MemorySocket, MemorySocket) {
-    use tokio_util::compat::TokioAsyncReadCompatExt;
-    let (a, b) = tokio::io::duplex(64 * 1024);
-    (a.compat(), b.compat())
+/// What one side of a handshake yields.
+pub type Handshake<S, C> =
+    Result<(PeerId, <S as SecurityUpgrade<C>>::Output), <S as SecurityUpgrade<C>>::Error>;
+
+/// Runs `dialer`'s handshake on `ca` (expecting `expected`) against `listener`'s on `cb`,
+/// under the dialer's first protocol name, and returns both results (dialer's, listener's).
+/// Panics if the two do not finish within 30 seconds.
+pub async fn handshake_pair<S: SecurityUpgrade<C>, C: crate::Socket>(
+    dialer: &S,
+    listener: &S,
+    ca: C,
+    cb: C,
+    expected: Option<PeerId>,
+) -> (Handshake<S, C>, Handshake<S, C>) {
+    let name = dialer
+        .protocol_names()
+        .next()
+        .expect("an upgrade names its protocol");
+    within(
+        30,
+        "security handshake",
+        futures::future::join(
+            dialer.secure(ca, Role::Dialer, expected, name),
+            listener.secure(cb, Role::Listener, None, name),
+        ),
+    )
+    .await
+}
+
+/// Secures the socket pair `(ca, cb)` with two upgrades `make` builds from fresh Ed25519 keys
+/// and returns the two secured streams (dialer's, listener's): the socket pair muxer kits
+/// use over a security protocol.
+pub async fn secured_pair<S, F, C>(make: F, (ca, cb): (C, C)) -> (S::Output, S::Output)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<C>,
+    C: crate::Socket,
+{
+    let (a, b) = (
+        make(Keypair::generate_ed25519()),
+        make(Keypair::generate_ed25519()),
+    );
+    let (ra, rb) = handshake_pair(&a, &b, ca, cb, None).await;
+    (
+        ra.expect("dialer handshake").1,
+        rb.expect("listener handshake").1,
+    )
 }
 
 async fn handshake<S: SecurityUpgrade<MemorySocket>>(
     dialer: &S,
     listener: &S,
     expected: Option<PeerId>,
-) -> (
-    Result<(PeerId, S::Output), S::Error>,
-    Result<(PeerId, S::Output), S::Error>,
-) {
-    let (a, b) = pipe();
-    let name = dialer
-        .protocol_names()
-        .next()
-        .expect("an upgrade names its protocol");
-    within(
-        20,
-        "security handshake",
-        futures::future::join(
-            dialer.secure(a, Role::Dialer, expected, name),
-            listener.secure(b, Role::Listener, None, name),
-        ),
-    )
-    .await
+) -> (Handshake<S, MemorySocket>, Handshake<S, MemorySocket>) {
+    let (a, b) = memory_pair();
+    handshake_pair(dialer, listener, a, b, expected).await
+}
+
+/// One key of each type libp2p-identity knows, by name (RSA is [`rsa_keypair`]'s).
+pub fn every_key_type() -> Vec<(&'static str, Keypair)> {
+    vec![
+        ("ed25519", Keypair::generate_ed25519()),
+        ("secp256k1", Keypair::generate_secp256k1()),
+        ("ecdsa", Keypair::generate_ecdsa()),
+        ("rsa", rsa_keypair()),
+    ]
+}
+
+/// Every key type meets every key type (both ways) in a handshake over in-memory pipes: both
+/// sides learn each other's id, `check` looks at the two secured streams (dialer's,
+/// listener's), and 70,000 bytes are echoed through them.
+pub async fn handshake_with_every_key_type<S, F, C>(make: F, check: C)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<MemorySocket>,
+    C: Fn(&S::Output, &S::Output),
+{
+    let keys = every_key_type();
+    for (name_a, ka) in &keys {
+        for (name_b, kb) in &keys {
+            let (a, b) = (make(ka.clone()), make(kb.clone()));
+            let id_b = kb.public().to_peer_id();
+            let (ra, rb) = handshake(&a, &b, Some(id_b)).await;
+            let (seen_b, io_a) = ra.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            let (seen_a, io_b) = rb.unwrap_or_else(|e| panic!("{name_a}->{name_b}: {e}"));
+            assert_eq!(seen_b, id_b);
+            assert_eq!(seen_a, ka.public().to_peer_id());
+            check(&io_a, &io_b);
+            let server = tokio::spawn(serve_echo(io_b));
+            echo_roundtrip(io_a, &pattern(5, 70_000)).await;
+            assert_eq!(server.await.unwrap().unwrap(), 70_000);
+        }
+    }
+}
+
+/// A dialer (Ed25519) expecting a stranger meets a listener (ECDSA) over in-memory pipes:
+/// its handshake succeeds and reports the remote's own id, never the expected one (comparing
+/// the two is the pipeline's job alone). Returns the dialer, the listener, the stranger and
+/// the listener's result.
+pub async fn expecting_a_stranger<S, F>(make: F) -> (S, S, PeerId, Handshake<S, MemorySocket>)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<MemorySocket>,
+{
+    let (a, b) = (
+        make(Keypair::generate_ed25519()),
+        make(Keypair::generate_ecdsa()),
+    );
+    let stranger = Keypair::generate_ed25519().public().to_peer_id();
+    let (ra, rb) = handshake(&a, &b, Some(stranger)).await;
+    let (actual, _) = ra.expect("the handshake itself succeeds");
+    assert_ne!(actual, stranger);
+    (a, b, stranger, rb)
+}
+
+/// A security upgrade under the protocol name it holds whose handshake always fails: a
+/// protocol the remote does not speak, or one that is never reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Refusing(pub &'static str);
+
+/// The error of [`Refusing`]'s handshake.
+#[derive(Debug, thiserror::Error)]
+#[error("never agreed")]
+pub struct Never;
+
+impl crate::Classify for Never {
+    fn fault(&self) -> crate::Fault {
+        crate::Fault::Local
+    }
+}
+
+impl UpgradeInfo for Refusing {
+    fn protocol_names(&self) -> impl Iterator<Item = &'static str> + Clone + Send + Sync + '_ {
+        std::iter::once(self.0)
+    }
+}
+
+impl<C: crate::Socket> SecurityUpgrade<C> for Refusing {
+    type Output = C;
+    type Error = Never;
+    fn secure(
+        &self,
+        _: C,
+        _: Role,
+        _: Option<PeerId>,
+        _: &str,
+    ) -> impl std::future::Future<Output = Result<(PeerId, C), Never>> + Send + 'static {
+        futures::future::ready(Err(Never))
+    }
+}
+
+/// Checks that a dial failed with the pipeline's [`TransportError::PeerIdMismatch`], a
+/// remote fault, naming `expected` as the peer that was dialed.
+pub fn assert_peer_id_mismatch<T>(result: Result<T, TransportError>, expected: PeerId) {
+    match result {
+        Err(e @ TransportError::PeerIdMismatch { .. }) => {
+            assert_eq!(crate::Classify::fault(&e), crate::Fault::Remote);
+            let TransportError::PeerIdMismatch {
+                expected: named, ..
+            } = e
+            else {
+                unreachable!()
+            };
+            assert_eq!(*named, expected);
+        }
+        Err(e) => panic!("expected a peer id mismatch, got {e}"),
+        Ok(_) => panic!("must not connect"),
+    }
+}
+
+/// Listens with the stack `make` builds (from a fresh Ed25519 key for the dialer, a
+/// secp256k1 key for the listener) on `listen_addr`, dials it by `/p2p/<id>`, checks that
+/// both sides authenticated each other, and echoes `len` bytes through one stream.
+pub async fn muxed_echo<T, M, F>(make: F, listen_addr: Multiaddr, len: usize)
+where
+    F: Fn(Keypair) -> T,
+    T: Transport<Output = crate::Connection<M>>,
+    M: crate::StreamMuxer,
+{
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_secp256k1());
+    let (id_a, id_b) = (ka.public().to_peer_id(), kb.public().to_peer_id());
+    let (server, client) = (make(kb), make(ka));
+    let (mut listener, addr) = listen_on(&server, listen_addr).await;
+    let serve = tokio::spawn(async move {
+        while let Some(event) = listener.next().await {
+            if let ListenerEvent::Incoming { pending, .. } = event {
+                let crate::Connection { peer, muxer, .. } =
+                    server.accept(pending).await.expect("accept");
+                assert_eq!(peer, id_a);
+                let stream = muxer.accept().await.expect("inbound stream");
+                return serve_echo(stream).await.expect("echo");
+            }
+        }
+        panic!("listener ended");
+    });
+    let crate::Connection { peer, muxer, .. } =
+        within(20, "dial", client.dial(addr.with(Protocol::P2p(id_b))))
+            .await
+            .expect("dial");
+    assert_eq!(peer, id_b);
+    let stream = muxer.open().await.expect("open a stream");
+    within(60, "echo", echo_roundtrip(stream, &pattern(1, len))).await;
+    assert_eq!(serve.await.unwrap(), len as u64);
+    let _ = muxer.close().await;
 }
 
 /// Checks a security upgrade directly over in-memory pipes, then through the upgrade
@@ -83,24 +262,7 @@ where
     let (_, mut io_b) = listener.expect("listener handshake");
     io_a.write_all(b"question").await.expect("write");
     io_a.close().await.expect("close");
-    let mut got = Vec::new();
-    within(
-        10,
-        "read until the dialer's close",
-        io_b.read_to_end(&mut got),
-    )
-    .await
-    .expect("read to EOF");
-    assert_eq!(got, b"question");
-    io_b.write_all(b"answer")
-        .await
-        .expect("write after remote close");
-    io_b.close().await.expect("close");
-    let mut got = Vec::new();
-    within(10, "read after own close", io_a.read_to_end(&mut got))
-        .await
-        .expect("read after half-close");
-    assert_eq!(got, b"answer");
+    answer_after_close(&mut io_a, &mut io_b, b"question", b"answer").await;
 
     // Expecting someone else: the security reports who the remote proved to be, never the
     // peer that was expected (comparing the two is the pipeline's job, checked over the
@@ -117,7 +279,7 @@ where
     // Garbage instead of a handshake: an error, not a hang or a panic.
     for garbage in [vec![0xffu8; 64], vec![0u8; 3], pattern(3, 4096), Vec::new()] {
         for role in [Role::Dialer, Role::Listener] {
-            let (ours, mut theirs) = pipe();
+            let (ours, mut theirs) = memory_pair();
             let name = UpgradeInfo::protocol_names(&a)
                 .next()
                 .expect("an upgrade names its protocol");
@@ -150,23 +312,7 @@ where
 {
     let client = MemoryTransport::new().upgrade().authenticate(dialer);
     let server = MemoryTransport::new().upgrade().authenticate(listener);
-    let mut incoming = server.listen("/memory/0".parse().unwrap()).expect("listen");
-    let addr = match incoming.next().await {
-        Some(ListenerEvent::NewAddress(a)) => a,
-        other => panic!("expected NewAddress, got {other:?}"),
-    };
-    let acceptor = tokio::spawn(async move {
-        while let Some(event) = incoming.next().await {
-            if let ListenerEvent::Incoming { pending, .. } = event {
-                let accept = server.accept(pending);
-                tokio::spawn(async move {
-                    if let Ok((_, io)) = accept.await {
-                        let _ = serve_echo(io).await;
-                    }
-                });
-            }
-        }
-    });
+    let addr = echo_listener(server, "/memory/0".parse().unwrap()).await;
 
     let with_id = addr.clone().with(Protocol::P2p(listener_id));
     let (peer, io) = within(20, "pipeline dial", client.dial(with_id))
@@ -186,5 +332,4 @@ where
         Err(e) => panic!("a wrong /p2p/ should fail as a mismatch, got {e}"),
         Ok(_) => panic!("a wrong /p2p/ must not connect"),
     }
-    acceptor.abort();
 }

@@ -10,13 +10,13 @@ use std::io;
 use std::time::Duration;
 
 use futures::{AsyncReadExt, AsyncWriteExt};
-use libp2p_identity::PeerId;
+use libp2p_identity::{Keypair, PeerId};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::compat::{Compat, TokioAsyncReadCompatExt};
 
-use crate::{Role, SecurityUpgrade};
+use crate::{Role, SecurityUpgrade, UpgradeInfo};
 
 /// Frames longer than this end the forwarding (only a 4-byte prefix can announce one).
 const MAX_FRAME: usize = 1 << 24;
@@ -195,4 +195,90 @@ where
         .unwrap_or_else(|_| panic!("{tamper:?}: hung"));
     proxy_task.abort();
     result
+}
+
+/// The three 1000-byte chunks [`tampered`] sends.
+pub fn chunks() -> Vec<Vec<u8>> {
+    vec![
+        super::pattern(21, 1000),
+        super::pattern(22, 1000),
+        super::pattern(23, 1000),
+    ]
+}
+
+/// [`through_proxy`] between two upgrades `make` builds from fresh Ed25519 keys, under the
+/// upgrade's first protocol name, sending [`chunks`].
+pub async fn tampered<S, F>(
+    make: F,
+    length_prefix: usize,
+    tamper: Tamper,
+) -> (Result<(), S::Error>, Outcome<S::Error>)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<Compat<TcpStream>>,
+{
+    let (ka, kb) = (Keypair::generate_ed25519(), Keypair::generate_ed25519());
+    let id_b = kb.public().to_peer_id();
+    let (a, b) = (make(ka), make(kb));
+    let protocol = UpgradeInfo::protocol_names(&a)
+        .next()
+        .expect("an upgrade names its protocol");
+    through_proxy(a, b, id_b, protocol, length_prefix, tamper, &chunks()).await
+}
+
+/// Without tampering, the listener receives all of [`chunks`].
+pub async fn untampered_delivers_everything<S, F>(make: F, length_prefix: usize)
+where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<Compat<TcpStream>>,
+{
+    let (dialer, listener) = tampered(make, length_prefix, Tamper::Truncate(usize::MAX)).await;
+    dialer.expect("dialer handshake");
+    match listener {
+        Outcome::Data(got) => assert_eq!(got, chunks().concat()),
+        other => panic!("expected the data, got {other:?}"),
+    }
+}
+
+/// For each of `tampers` (which touch only frames after the handshake): the dialer's
+/// handshake succeeds, the listener's read fails, and `check` approves of the error.
+pub async fn reads_fail<S, F>(
+    make: F,
+    length_prefix: usize,
+    tampers: &[Tamper],
+    check: impl Fn(Tamper, &io::Error),
+) where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<Compat<TcpStream>>,
+{
+    for &tamper in tampers {
+        let (dialer, listener) = tampered(&make, length_prefix, tamper).await;
+        dialer.expect("dialer handshake");
+        match listener {
+            Outcome::Read(e) => check(tamper, &e),
+            other => panic!("{tamper:?}: expected a read error, got {other:?}"),
+        }
+    }
+}
+
+/// For each of `tampers`: the listener's handshake fails and `check` approves of the error,
+/// or, where `may_stall(tamper)`, it waits until [`HANDSHAKE_DEADLINE`].
+pub async fn handshakes_fail<S, F>(
+    make: F,
+    length_prefix: usize,
+    tampers: &[Tamper],
+    check: impl Fn(Tamper, &S::Error),
+    may_stall: impl Fn(Tamper) -> bool,
+) where
+    F: Fn(Keypair) -> S,
+    S: SecurityUpgrade<Compat<TcpStream>>,
+{
+    for &tamper in tampers {
+        let (_dialer, listener) = tampered(&make, length_prefix, tamper).await;
+        match listener {
+            Outcome::Handshake(e) => check(tamper, &e),
+            Outcome::TimedOut if may_stall(tamper) => {}
+            other => panic!("{tamper:?}: expected a handshake error, got {other:?}"),
+        }
+    }
 }

@@ -9,6 +9,8 @@ use libp2p_core::{Keypair, PeerId};
 use libp2p_gossipsub::proto::{self, Rpc};
 use libp2p_gossipsub::{Action, Authenticity, Config, Gossipsub, MessageId, PeerKind, TopicHash};
 
+pub mod lcg;
+
 pub fn topic() -> TopicHash {
     TopicHash::new("topic")
 }

@@ -13,13 +13,7 @@ pub fn transport(config: Config) -> QuicTransport {
 
 /// Listens on loopback and returns the listener with its address.
 pub async fn listen(t: &QuicTransport) -> (QuicListener, Multiaddr) {
-    let mut listener = t
-        .listen("/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap())
-        .expect("listen");
-    match within(10, "listen address", listener.next()).await {
-        Some(ListenerEvent::NewAddress(a)) => (listener, a),
-        _ => panic!("no listen address"),
-    }
+    libp2p_core::testkit::listen_on(t, "/ip4/127.0.0.1/udp/0/quic-v1".parse().unwrap()).await
 }
 
 /// The next inbound connection of `listener`, accepted.
