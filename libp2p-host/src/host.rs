@@ -1602,13 +1602,19 @@ async fn run_manager(weak: Weak<Inner>) {
         if inner.is_closed() {
             return;
         }
+        // The pool is listed only when something may come of it: with an idle timeout, or
+        // when a trim is due. (A process of many hosts ticks thousands of times a second.)
         let now = Instant::now();
-        let idle = inner.connmgr.idle(&candidates(&inner), now);
-        if !idle.is_empty() {
-            tracing::debug!(count = idle.len(), "closing idle connections");
-            close_connections(&inner, &idle, CloseCause::IdleTimeout);
+        if inner.connmgr.config().idle_timeout.is_some() {
+            let idle = inner.connmgr.idle(&candidates(&inner), now);
+            if !idle.is_empty() {
+                tracing::debug!(count = idle.len(), "closing idle connections");
+                close_connections(&inner, &idle, CloseCause::IdleTimeout);
+            }
         }
-        trim(&inner, now);
+        if inner.connmgr.due(connection_count(&inner), now) {
+            trim(&inner, now);
+        }
     }
 }
 
