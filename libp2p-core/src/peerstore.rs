@@ -47,6 +47,19 @@ struct Records {
 }
 
 impl Records {
+    /// The record of `peer` for writing, made (room first, at the bound) if there is none,
+    /// and marked as written now.
+    fn write(&mut self, peer: &PeerId) -> &mut Record {
+        if self.map.len() >= self.max && !self.map.contains_key(peer) {
+            self.evict();
+        }
+        self.clock += 1;
+        let tick = self.clock;
+        let record = self.map.entry(*peer).or_default();
+        record.touched = tick;
+        record
+    }
+
     /// `name` as a shared string: the one already kept, or a new one (shared if there is
     /// room).
     fn intern(&mut self, name: String) -> Arc<str> {
@@ -110,14 +123,7 @@ impl Peerstore {
 
     fn with<R>(&self, peer: &PeerId, f: impl FnOnce(&mut Record) -> R) -> R {
         let mut records = self.records.lock().expect("peerstore poisoned");
-        if records.map.len() >= records.max && !records.map.contains_key(peer) {
-            records.evict();
-        }
-        records.clock += 1;
-        let tick = records.clock;
-        let record = records.map.entry(*peer).or_default();
-        record.touched = tick;
-        f(record)
+        f(records.write(peer))
     }
 
     /// Adds addresses of `peer`, valid for `ttl` (an address already known gets the later
@@ -190,8 +196,7 @@ impl Peerstore {
         protocols.truncate(MAX_PROTOCOLS_PER_PEER);
         let mut records = self.records.lock().expect("peerstore poisoned");
         let shared: Vec<Arc<str>> = protocols.into_iter().map(|p| records.intern(p)).collect();
-        drop(records);
-        self.with(peer, |record| record.protocols = shared);
+        records.write(peer).protocols = shared;
     }
 
     /// The protocols `peer` speaks, as far as we know.

@@ -32,8 +32,8 @@ pub const MAX_INBOUND_PINGS_PER_PEER: usize = 4;
 pub(crate) const MAX_RATE_SOURCES: usize = 65_536;
 /// The window of the per-source rate limit ([`Config::max_incoming_per_ip_per_second`]).
 pub(crate) const RATE_WINDOW: Duration = Duration::from_secs(1);
-/// The buffer `/perf/1.0.0` sends and receives through: one 64 KiB chunk per write, the size
-/// at which a write's fixed costs stop showing.
+/// The buffer `/perf/1.0.0` sends and receives through, allocated once per transfer (no
+/// allocation per chunk).
 pub(crate) const PERF_CHUNK: usize = 64 * KIB;
 /// Units of the byte budgets.
 pub(crate) const KIB: usize = 1024;
